@@ -1,0 +1,150 @@
+"""`parity make-fixture`: the shipped fly001-format fixture, generated reproducibly.
+
+Synthetic object (smooth amplitude and phase), a zone-plate-like probe (square pupil with a
+defocus phase, unit energy), fly-scan raster positions with small jitter at fly001's spacing,
+Poisson counts at fly001's level (mean ≈ 108 counts per pixel), stored as float32 amplitude.
+The NPZ is written with fixed zip timestamps so that a re-run reproduces it bit for bit.
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from parity import oracle
+
+FIXTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "fly001"
+FIXTURE_PATH = FIXTURE_DIR / "fly001_small.npz"
+OBJECT_MARGIN = 16  # object array index = scan pixel + margin, so every window lies inside
+
+
+@dataclass(frozen=True)
+class FixtureSpec:
+    N: int = 64
+    rows: int = 16
+    cols: int = 16
+    spacing: float = 1.8  # px between points; fly001: ~165 px span / sqrt(10,304) points ≈ 1.63
+    origin: float = 33.0  # fly001's scan starts at x, y ≈ 33 px
+    jitter_along: float = 0.25  # px, fly-scan motion along a row
+    jitter_across: float = 0.05  # px, row-to-row wobble
+    object_size: int = 128
+    mean_counts: float = 108.0  # fly001's mean counts per pixel
+    defocus: float = 30.0  # radians of quadratic pupil phase at the pupil edge
+    pupil_half_width: int = 12  # px half-width of the square pupil in Fourier space
+    seed: int = 1001
+
+
+def synthetic_object(spec: FixtureSpec) -> np.ndarray:
+    """Smooth complex object: amplitude in [0.55, 1.0], phase in [−1, 1] rad, a few blobs."""
+    n = spec.object_size
+    y, x = np.mgrid[0:n, 0:n] / n
+    amp = 0.775 + 0.15 * np.sin(2 * np.pi * 2.3 * x) * np.cos(2 * np.pi * 1.7 * y)
+    amp += 0.075 * np.exp(-((x - 0.45) ** 2 + (y - 0.4) ** 2) / 0.01)
+    phase = 0.8 * np.sin(2 * np.pi * (1.1 * x + 0.6 * y)) + 0.2 * np.cos(2 * np.pi * 3.1 * y)
+    return amp * np.exp(1j * phase)
+
+
+def synthetic_probe(spec: FixtureSpec) -> np.ndarray:
+    """Zone-plate-like probe: inverse FFT of a square pupil with a defocus phase; Σ|P|² = 1."""
+    N = spec.N
+    k = np.arange(N) - N // 2
+    ky, kx = np.meshgrid(k, k, indexing="ij")
+    pupil = ((np.abs(kx) <= spec.pupil_half_width) & (np.abs(ky) <= spec.pupil_half_width))
+    rho2 = (kx ** 2 + ky ** 2) / spec.pupil_half_width ** 2
+    field = pupil * np.exp(1j * spec.defocus * rho2)
+    probe = np.fft.fftshift(np.fft.ifft2(np.fft.ifftshift(field), norm="ortho"))
+    return probe / np.sqrt(np.sum(np.abs(probe) ** 2))
+
+
+def scan_positions(spec: FixtureSpec, rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+    """Row-major raster (fly scan: continuous motion along x), jittered; pixels, x = column."""
+    r, c = np.mgrid[0:spec.rows, 0:spec.cols]
+    x = spec.origin + c * spec.spacing + rng.normal(0, spec.jitter_along, r.shape)
+    y = spec.origin + r * spec.spacing + rng.normal(0, spec.jitter_across, r.shape)
+    return x.ravel(), y.ravel()
+
+
+def simulate(spec: FixtureSpec = FixtureSpec()) -> dict[str, np.ndarray]:
+    rng = np.random.RandomState(spec.seed)
+    obj = synthetic_object(spec)
+    probe = synthetic_probe(spec)
+    x, y = scan_positions(spec, rng)
+    n, N, half = x.size, spec.N, spec.N // 2
+    # Cut each patch with the exact sub-pixel shift: translate the object so that (x, y) lands
+    # on the centre of an N×N window (the oracle's bilinear translation, content moves by +off).
+    patches = np.empty((n, N, N), dtype=np.complex128)
+    for i in range(n):
+        ix, iy = int(np.floor(x[i])), int(np.floor(y[i]))
+        oy, ox = iy + OBJECT_MARGIN, ix + OBJECT_MARGIN  # scan pixel -> object array index
+        window = obj[oy - half - 1: oy + half + 1, ox - half - 1: ox + half + 1]
+        shift = np.array([ix - x[i], iy - y[i]]).reshape(1, 1, 2, 1)
+        moved = oracle.translate(window[None, :, :, None], shift)[0, :, :, 0]
+        patches[i] = moved[1:-1, 1:-1]
+    psi = patches * probe[None]
+    intensity = np.abs(np.fft.fftshift(np.fft.fft2(psi, norm="ortho"), axes=(1, 2))) ** 2
+    intensity *= spec.mean_counts / intensity.mean()
+    counts = rng.poisson(intensity)
+    return {
+        "diffraction": np.sqrt(counts.astype(np.float64)).astype(np.float32),
+        "xcoords": x.astype(np.float64),
+        "ycoords": y.astype(np.float64),
+        "probeGuess": probe.astype(np.complex64),
+        "objectGuess": obj.astype(np.complex64),
+        "scan_index": np.arange(n, dtype=np.int64),
+    }
+
+
+def write_npz_reproducibly(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Like np.savez_compressed, but with fixed zip timestamps (np.savez stamps the clock)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for key in sorted(arrays):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
+            info = zipfile.ZipInfo(f"{key}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            info.external_attr = 0o644 << 16
+            zf.writestr(info, buf.getvalue(), compresslevel=9)
+
+
+README_TEMPLATE = """# fly001-format fixture (`fly001_small.npz`)
+
+Generated by this project, not measured: `parity make-fixture` writes this file and this README.
+Re-running the command reproduces the NPZ bit for bit (tested in `tests/test_fixture.py`).
+
+How it was made (`parity/fixture.py`, spec `{spec}`):
+- **Object**: synthetic {osize}×{osize} complex field, smooth sinusoidal amplitude in ≈[0.55, 1.0]
+  with one Gaussian bump, smooth phase in ≈[−1, 1] rad (stored as `objectGuess`).
+- **Probe**: zone-plate-like: inverse orthonormal FFT of a square pupil (half-width
+  {pupil} px in Fourier space) with a defocus phase of {defocus} rad at the pupil edge, normalised to unit
+  energy Σ|P|² = 1, {N}×{N} (stored as `probeGuess`).
+- **Positions**: fly-scan raster of {rows}×{cols} = {n} points, row-major, spacing {spacing} px
+  (fly001: ≈165 px span over 10,304 points ≈ 1.6 px), starting at {origin} px like fly001, with Gaussian
+  jitter σ = {ja} px along the rows and {jc} px across; x = column, y = row (`xcoords`, `ycoords`).
+- **Diffraction**: ψ = P · O(bilinear sub-pixel patch at each position); I = |fftshift(FFT_ortho ψ)|²
+  scaled to a mean of {mc} counts per pixel (fly001's level); Poisson counts drawn from
+  `numpy.random.RandomState({seed})` (after the jitter draws); stored as float32 amplitude
+  √counts under `diffraction` (shape {shape}).
+
+Measured on the written file: mean counts per pixel {mean_counts:.2f}; x ∈ [{xmin:.2f}, {xmax:.2f}] px,
+y ∈ [{ymin:.2f}, {ymax:.2f}] px; {size} bytes.
+"""
+
+
+def make_fixture(out: Path = FIXTURE_PATH, spec: FixtureSpec = FixtureSpec()) -> Path:
+    arrays = simulate(spec)
+    write_npz_reproducibly(out, arrays)
+    d = arrays["diffraction"].astype(np.float64)
+    readme = README_TEMPLATE.format(
+        spec=spec, osize=spec.object_size, pupil=spec.pupil_half_width, defocus=spec.defocus,
+        N=spec.N, rows=spec.rows, cols=spec.cols, n=spec.rows * spec.cols, spacing=spec.spacing,
+        origin=spec.origin, ja=spec.jitter_along, jc=spec.jitter_across, mc=spec.mean_counts,
+        seed=spec.seed, shape=d.shape, mean_counts=float(np.mean(d ** 2)),
+        xmin=arrays["xcoords"].min(), xmax=arrays["xcoords"].max(),
+        ymin=arrays["ycoords"].min(), ymax=arrays["ycoords"].max(), size=out.stat().st_size)
+    (out.parent / "README.md").write_text(readme)
+    return out

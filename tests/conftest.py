@@ -1,0 +1,26 @@
+"""Shared test helpers."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity.fixture import FixtureSpec, simulate
+
+
+@pytest.fixture
+def write_npz(tmp_path):
+    """Write arrays to an NPZ in a tmp dir and return its path."""
+
+    def _write(name="scan.npz", **arrays):
+        path = Path(tmp_path) / name
+        np.savez(path, **arrays)
+        return path
+
+    return _write
+
+
+@pytest.fixture(scope="session")
+def small_scan_arrays():
+    """A valid fly001-format scan (16 points) from the fixture generator."""
+    return simulate(FixtureSpec(rows=4, cols=4, seed=7))

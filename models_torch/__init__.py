@@ -1,0 +1,5 @@
+"""PyTorch port of the forward model (DESIGN §4). Mirrors `models_tf` file for file."""
+
+from models_torch.model import ForwardModel, ModelError, build, load
+
+__all__ = ["ForwardModel", "ModelError", "build", "load"]

@@ -1,0 +1,165 @@
+"""The TensorFlow reference forward model: `build`, `forward_train`, `forward_infer`, `save`, `load`.
+
+`log_scale` and the probe are model state (tf.Variables): `save` writes them with the config and
+the weights read back from the layers, and `load` restores all of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+import tensorflow as tf
+
+from parity.config import ForwardConfig
+from parity.data import Batch, hard_probe_mask
+from parity.stages import INFER_STAGES, TRAIN_STAGES
+from parity.weights import validate_weights, weights_dtype
+from models_tf import device as tf_device
+from models_tf import network, physics
+
+CHECKPOINT_FORMAT = "ptycho-parity/models_tf/1"
+
+
+class ModelError(ValueError):
+    """The model cannot run this input (dtype or shape mismatch, bad checkpoint)."""
+
+
+class ForwardModel:
+    """PtychoPINN forward model: diffraction → object patches → canvas → diffraction."""
+
+    backend = "tensorflow"
+
+    def __init__(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray],
+                 probe: Optional[np.ndarray] = None, dtype: Optional[str] = None,
+                 device: str = "cpu", log_scale: Optional[float] = None):
+        validate_weights(cfg, weights)
+        wdtype = weights_dtype(weights)
+        if dtype is not None and dtype != wdtype:
+            raise ModelError(f"dtype={dtype!r} but the weights are {wdtype}; cast the weights "
+                             f"explicitly (no silent down-casts)")
+        self.cfg, self.dtype, self.device = cfg, wdtype, device
+        self.complex_dtype = tf.complex64 if wdtype == "float32" else tf.complex128
+        self.flags = tf_device.configure(device)
+        with tf.device(self.flags["tf_device"]):
+            self.encoder = network.Encoder(cfg, weights, wdtype)
+            self.decoder_amp = network.Decoder(cfg, weights, "decoder_amp",
+                                               network.amp_activation(cfg.amp_activation), wdtype)
+            self.decoder_phase = network.Decoder(cfg, weights, "decoder_phase",
+                                                 network.phase_activation, wdtype)
+            self.log_scale = tf.Variable(cfg.log_scale if log_scale is None else log_scale,
+                                         dtype=wdtype, trainable=False, name="log_scale")
+            self.probe = None
+            if probe is not None:
+                self._set_probe(probe)
+            self.probe_mask = (tf.constant(hard_probe_mask(cfg.N), dtype=wdtype)
+                               if cfg.probe_mask else None)
+
+    # -- state ------------------------------------------------------------------------------
+    def _set_probe(self, probe: np.ndarray) -> None:
+        probe = np.asarray(probe)
+        if probe.shape != (self.cfg.N, self.cfg.N):
+            raise ModelError(f"probe must be ({self.cfg.N}, {self.cfg.N}), got {probe.shape}")
+        if probe.dtype != self.complex_dtype.as_numpy_dtype:
+            raise ModelError(f"probe is {probe.dtype} but the model is {self.dtype} "
+                             f"(expects {self.complex_dtype.name})")
+        self.probe = tf.Variable(probe, trainable=False, name="probe")
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The neutral weight dict, read back from the layers."""
+        out: dict[str, np.ndarray] = {}
+        for conv in network.conv_layers(self.encoder, self.decoder_amp, self.decoder_phase):
+            out.update(conv.state())
+        return out
+
+    # -- forward ----------------------------------------------------------------------------
+    def _check_batch(self, batch: Batch) -> None:
+        if batch.diffraction.dtype.name != self.dtype:
+            raise ModelError(f"batch is {batch.diffraction.dtype} but the model is {self.dtype}; "
+                             f"build both in one dtype (no silent down-casts)")
+        B = batch.diffraction.shape[0]
+        want = (B, self.cfg.N, self.cfg.N, self.cfg.C)
+        if batch.diffraction.shape != want:
+            raise ModelError(f"batch.diffraction must be {want}, got {batch.diffraction.shape}")
+        if batch.offsets.shape != (B, 1, 2, self.cfg.C):
+            raise ModelError(f"batch.offsets must be {(B, 1, 2, self.cfg.C)}, got {batch.offsets.shape}")
+
+    def _object_path(self, batch: Batch) -> dict[str, tf.Tensor]:
+        """The stages up to `object.trimmed`, shared by both paths (so they cannot drift)."""
+        cfg, t = self.cfg, {}
+        t["input.diffraction"] = tf.constant(batch.diffraction) * tf.constant(
+            cfg.intensity_scale, dtype=self.dtype)
+        t["input.offsets"] = tf.constant(batch.offsets)
+        t["scaled_input"] = t["input.diffraction"] / tf.exp(self.log_scale)
+        t["encoder.out"] = self.encoder(t["scaled_input"])
+        t["decoder.amp"] = self.decoder_amp(t["encoder.out"])
+        t["decoder.phase"] = self.decoder_phase(t["encoder.out"])
+        t["object.patches"] = physics.object_patches(t["decoder.amp"], t["decoder.phase"])
+        t["object.canvas"] = physics.object_canvas(t["object.patches"], t["input.offsets"], cfg)
+        t["object.trimmed"] = physics.object_trimmed(t["object.canvas"], cfg)
+        return t
+
+    def _run(self, batch: Batch, stages) -> dict[str, np.ndarray]:
+        self._check_batch(batch)
+        with tf.device(self.flags["tf_device"]):
+            if self.probe is None:  # first batch initialises the probe state
+                self._set_probe(batch.probe)
+            t = self._object_path(batch)
+            if len(stages) > len(INFER_STAGES):
+                cfg = self.cfg
+                t["object.extracted"] = physics.object_extracted(t["object.canvas"], t["input.offsets"], cfg)
+                t["probe.illuminated"] = physics.illuminate(t["object.extracted"], self.probe, self.probe_mask)
+                t["diffraction.amplitude"] = physics.diffraction_amplitude(t["probe.illuminated"])
+                t["diffraction.scaled"] = physics.scale_diffraction(t["diffraction.amplitude"], self.log_scale)
+                t["diffraction.intensity"] = physics.intensity(t["diffraction.scaled"])
+        return {name: t[name].numpy() for name in stages}
+
+    def forward_train(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Every stage of DESIGN §4, as numpy arrays in the canonical layout."""
+        return self._run(batch, TRAIN_STAGES)
+
+    def forward_infer(self, batch: Batch) -> dict[str, np.ndarray]:
+        """The inference path, diffraction → object, up to `object.trimmed`."""
+        return self._run(batch, INFER_STAGES)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """One .npz: config (JSON), weights by canonical name, log_scale and probe state."""
+        path = Path(path)
+        arrays = {f"weights/{k}": v for k, v in self.weights().items()}
+        arrays["state/log_scale"] = np.asarray(self.log_scale.numpy())
+        if self.probe is not None:
+            arrays["state/probe"] = self.probe.numpy()
+        meta = {"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(), "dtype": self.dtype}
+        arrays["meta"] = np.asarray(json.dumps(meta))
+        with open(path, "wb") as fh:  # a file handle keeps np.savez from appending '.npz'
+            np.savez(fh, **arrays)
+        return path
+
+
+def build(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], probe: Optional[np.ndarray] = None,
+          dtype: Optional[str] = None, device: str = "cpu") -> ForwardModel:
+    """Build the reference model from a config and neutral weights (dtype taken from the weights)."""
+    return ForwardModel(cfg, weights, probe=probe, dtype=dtype, device=device)
+
+
+def load(path: str | Path, device: str = "cpu") -> ForwardModel:
+    """Restore a model written by `ForwardModel.save`: config, weights, log_scale and probe."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            weights = {k[len("weights/"):]: npz[k] for k in npz.files if k.startswith("weights/")}
+            log_scale = float(npz["state/log_scale"])
+            probe = npz["state/probe"] if "state/probe" in npz.files else None
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: not a models_tf checkpoint ({exc})") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path}: checkpoint format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    if not math.isfinite(log_scale):
+        raise ModelError(f"{path}: key 'state/log_scale' is not finite")
+    cfg = ForwardConfig.from_dict(meta["config"])
+    return ForwardModel(cfg, weights, probe=probe, dtype=meta["dtype"], device=device,
+                        log_scale=log_scale)

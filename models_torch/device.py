@@ -1,0 +1,36 @@
+"""Device selection and determinism flags for torch (DESIGN §9), applied explicitly."""
+
+from __future__ import annotations
+
+import os
+
+
+class DeviceError(RuntimeError):
+    """The requested device is not available."""
+
+
+def configure(device: str = "cpu") -> dict[str, object]:
+    """Check the device and apply the determinism flags; return them for provenance.
+
+    cuda: TF32 off for matmul and cuDNN, deterministic algorithms on (CUBLAS_WORKSPACE_CONFIG
+    set before the first cuBLAS call), cuDNN benchmark off. Raises DeviceError without CUDA.
+    """
+    import torch
+
+    if device not in ("cpu", "cuda"):
+        raise DeviceError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise DeviceError(f"CUDA was requested but torch {torch.__version__} sees no CUDA device "
+                          f"(CPU-only build or no driver)")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
+    torch.use_deterministic_algorithms(True)
+    flags: dict[str, object] = {
+        "torch_device": device, "torch_tf32": False, "torch_deterministic": True,
+        "cublas_workspace_config": os.environ["CUBLAS_WORKSPACE_CONFIG"],
+    }
+    if device == "cuda":
+        flags["cuda_device_name"] = torch.cuda.get_device_name(0)
+    return flags

@@ -1,0 +1,178 @@
+"""The PyTorch port of the forward model: `build`, `forward_train`, `forward_infer`, `save`, `load`.
+
+`log_scale` and the probe are registered buffers, so `state_dict` carries them; `save` writes
+the state_dict with the config and `load` restores all of it.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+from torch import nn
+
+from parity.config import ForwardConfig
+from parity.data import Batch, hard_probe_mask
+from parity.stages import INFER_STAGES, TRAIN_STAGES
+from parity.weights import init_weights, validate_weights, weights_dtype
+from models_torch import device as torch_device
+from models_torch import network, physics
+
+CHECKPOINT_FORMAT = "ptycho-parity/models_torch/1"
+_REAL = {"float32": torch.float32, "float64": torch.float64}
+_COMPLEX = {"float32": torch.complex64, "float64": torch.complex128}
+
+
+class ModelError(ValueError):
+    """The model cannot run this input (dtype or shape mismatch, bad checkpoint)."""
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 2, 3, 1)
+
+
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    return x.permute(0, 3, 1, 2)
+
+
+class ForwardModel(nn.Module):
+    """PtychoPINN forward model: diffraction → object patches → canvas → diffraction."""
+
+    backend = "torch"
+
+    def __init__(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray],
+                 probe: Optional[np.ndarray] = None, dtype: Optional[str] = None,
+                 device: str = "cpu"):
+        super().__init__()
+        validate_weights(cfg, weights)
+        wdtype = weights_dtype(weights)
+        if dtype is not None and dtype != wdtype:
+            raise ModelError(f"dtype={dtype!r} but the weights are {wdtype}; cast the weights "
+                             f"explicitly (no silent down-casts)")
+        self.cfg, self.dtype = cfg, wdtype
+        self.flags = torch_device.configure(device)
+        self.encoder = network.Encoder(cfg, weights, wdtype)
+        self.decoder_amp = network.Decoder(cfg, weights, "decoder_amp",
+                                           network.amp_activation(cfg.amp_activation), wdtype)
+        self.decoder_phase = network.Decoder(cfg, weights, "decoder_phase",
+                                             network.phase_activation, wdtype)
+        self.register_buffer("log_scale", torch.tensor(cfg.log_scale, dtype=_REAL[wdtype]))
+        self.register_buffer("probe", None)
+        if probe is not None:
+            self._set_probe(probe)
+        self.probe_mask = (torch.tensor(hard_probe_mask(cfg.N), dtype=_REAL[wdtype])
+                           if cfg.probe_mask else None)
+        self.to(device)
+        self.device = torch.device(device)
+
+    # -- state ------------------------------------------------------------------------------
+    def _set_probe(self, probe) -> None:
+        probe = torch.as_tensor(np.asarray(probe)) if not isinstance(probe, torch.Tensor) else probe
+        if tuple(probe.shape) != (self.cfg.N, self.cfg.N):
+            raise ModelError(f"probe must be ({self.cfg.N}, {self.cfg.N}), got {tuple(probe.shape)}")
+        if probe.dtype != _COMPLEX[self.dtype]:
+            raise ModelError(f"probe is {probe.dtype} but the model is {self.dtype} "
+                             f"(expects {_COMPLEX[self.dtype]})")
+        self.probe = probe.to(self.log_scale.device)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The neutral weight dict, read back from the layers (kernels in Keras layout)."""
+        out: dict[str, np.ndarray] = {}
+        for conv in network.conv_layers(self.encoder, self.decoder_amp, self.decoder_phase):
+            out.update(conv.state())
+        return out
+
+    # -- forward ----------------------------------------------------------------------------
+    def _check_batch(self, batch: Batch) -> None:
+        if batch.diffraction.dtype.name != self.dtype:
+            raise ModelError(f"batch is {batch.diffraction.dtype} but the model is {self.dtype}; "
+                             f"build both in one dtype (no silent down-casts)")
+        B = batch.diffraction.shape[0]
+        want = (B, self.cfg.N, self.cfg.N, self.cfg.C)
+        if batch.diffraction.shape != want:
+            raise ModelError(f"batch.diffraction must be {want}, got {batch.diffraction.shape}")
+        if batch.offsets.shape != (B, 1, 2, self.cfg.C):
+            raise ModelError(f"batch.offsets must be {(B, 1, 2, self.cfg.C)}, got {batch.offsets.shape}")
+
+    def _tensor(self, array: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(array)).to(self.log_scale.device)
+
+    def _object_path(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The stages up to `object.trimmed`, shared by both paths (so they cannot drift)."""
+        cfg, t = self.cfg, {}
+        t["input.diffraction"] = self._tensor(batch.diffraction) * torch.tensor(
+            cfg.intensity_scale, dtype=_REAL[self.dtype])
+        t["input.offsets"] = self._tensor(batch.offsets)
+        t["scaled_input"] = t["input.diffraction"] / torch.exp(self.log_scale)
+        features = self.encoder(_channels_first(t["scaled_input"]))
+        t["encoder.out"] = _channels_last(features)
+        t["decoder.amp"] = _channels_last(self.decoder_amp(features))
+        t["decoder.phase"] = _channels_last(self.decoder_phase(features))
+        t["object.patches"] = physics.object_patches(t["decoder.amp"], t["decoder.phase"])
+        t["object.canvas"] = physics.object_canvas(t["object.patches"], t["input.offsets"], cfg)
+        t["object.trimmed"] = physics.object_trimmed(t["object.canvas"], cfg)
+        return t
+
+    @torch.no_grad()
+    def _run(self, batch: Batch, stages) -> dict[str, np.ndarray]:
+        self._check_batch(batch)
+        if self.probe is None:  # first batch initialises the probe state
+            self._set_probe(batch.probe)
+        t = self._object_path(batch)
+        if len(stages) > len(INFER_STAGES):
+            cfg = self.cfg
+            mask = None if self.probe_mask is None else self.probe_mask.to(self.probe.device)
+            t["object.extracted"] = physics.object_extracted(t["object.canvas"], t["input.offsets"], cfg)
+            t["probe.illuminated"] = physics.illuminate(t["object.extracted"], self.probe, mask)
+            t["diffraction.amplitude"] = physics.diffraction_amplitude(t["probe.illuminated"])
+            t["diffraction.scaled"] = physics.scale_diffraction(t["diffraction.amplitude"], self.log_scale)
+            t["diffraction.intensity"] = physics.intensity(t["diffraction.scaled"])
+        return {name: t[name].detach().cpu().contiguous().numpy() for name in stages}
+
+    def forward_train(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Every stage of DESIGN §4, as numpy arrays in the canonical layout."""
+        return self._run(batch, TRAIN_STAGES)
+
+    def forward_infer(self, batch: Batch) -> dict[str, np.ndarray]:
+        """The inference path, diffraction → object, up to `object.trimmed`."""
+        return self._run(batch, INFER_STAGES)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """torch.save of {format, config, dtype, state_dict}; state_dict holds log_scale and probe."""
+        path = Path(path)
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        torch.save({"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(), "dtype": self.dtype,
+                    "state_dict": state}, path)
+        return path
+
+
+def build(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], probe: Optional[np.ndarray] = None,
+          dtype: Optional[str] = None, device: str = "cpu") -> ForwardModel:
+    """Build the torch port from a config and neutral weights (dtype taken from the weights)."""
+    return ForwardModel(cfg, weights, probe=probe, dtype=dtype, device=device)
+
+
+def load(path: str | Path, device: str = "cpu") -> ForwardModel:
+    """Restore a model written by `ForwardModel.save`: config, weights, log_scale and probe."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        fmt, cfg_dict, dtype, state = blob["format"], blob["config"], blob["dtype"], blob["state_dict"]
+    except Exception as exc:  # torch.load raises many kinds for a corrupt file
+        raise ModelError(f"{path}: not a models_torch checkpoint ({exc.__class__.__name__}: {exc})") from None
+    if fmt != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path}: checkpoint format {fmt!r}, expected {CHECKPOINT_FORMAT!r}")
+    cfg = ForwardConfig.from_dict(cfg_dict)
+    # Build with placeholder weights of the right shapes, then restore the saved state by name.
+    model = ForwardModel(cfg, init_weights(cfg, 0, dtype), probe=state.get("probe"), dtype=dtype,
+                         device=device)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelError(f"{path}: state_dict does not match the saved config: {exc}") from None
+    if not math.isfinite(float(model.log_scale)):
+        raise ModelError(f"{path}: key 'log_scale' is not finite")
+    return model

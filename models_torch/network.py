@@ -1,0 +1,165 @@
+"""The U-Net half of the forward model (PyTorch port): encoder, two decoders and their last
+stage, built from a `ForwardConfig` and neutral weights loaded by canonical name.
+
+Layout: channels-first (B, C, H, W) inside; the model returns the trace channels-last.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from parity.config import ForwardConfig
+from parity.weights import (PAD_OBJECT_OUTER, decoder_filters, encoder_filters, head_branches)
+
+_TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def softplus(x: torch.Tensor) -> torch.Tensor:
+    """log(1 + eˣ) with TensorFlow's thresholds (x itself above −log(eps)−2, eˣ below
+    log(eps)+2), not torch's threshold=20, so both backends compute the same function."""
+    threshold = math.log(torch.finfo(x.dtype).eps) + 2.0
+    return torch.where(x > -threshold, x,
+                       torch.where(x < threshold, torch.exp(x), torch.log1p(torch.exp(x))))
+
+
+def amp_activation(name: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Activation of the amplitude decoder: sigmoid | swish (x·σ(x)) | softplus | relu."""
+    return {"sigmoid": torch.sigmoid, "swish": F.silu, "softplus": softplus, "relu": F.relu}[name]
+
+
+def phase_activation(x: torch.Tensor) -> torch.Tensor:
+    """Activation of the phase decoder: π·tanh(x), phase in (−π, π)."""
+    return math.pi * torch.tanh(x)
+
+
+def centre_window_mask(N: int, dtype: torch.dtype, device=None) -> torch.Tensor:
+    """(N, N): 1 inside the central N/2 window, 0 outside."""
+    m = np.zeros((N, N))
+    m[N // 4: N // 4 + N // 2, N // 4: N // 4 + N // 2] = 1.0
+    return torch.tensor(m, dtype=dtype, device=device)
+
+
+class Conv3x3(nn.Module):
+    """conv 3×3 'same', stride 1, + bias, optional relu: (B,Cin,H,W) → (B,Cout,H,W)."""
+
+    def __init__(self, weights: Mapping[str, np.ndarray], name: str, relu: bool, dtype: str):
+        super().__init__()
+        kernel, bias = weights[f"{name}.kernel"], weights[f"{name}.bias"]
+        self.name, self.relu = name, relu
+        # TF 'same' for a 3x3 stride-1 kernel pads 1 on every side: torch padding=1
+        self.conv = nn.Conv2d(kernel.shape[2], kernel.shape[3], 3, padding=1,
+                              dtype=_TORCH_DTYPES[dtype])
+        with torch.no_grad():
+            # Keras kernel (kh, kw, in, out) -> torch (out, in, kh, kw)
+            self.conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))))
+            self.conv.bias.copy_(torch.from_numpy(np.asarray(bias)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x)
+        return F.relu(x) if self.relu else x
+
+    def state(self) -> dict[str, np.ndarray]:
+        kernel = self.conv.weight.detach().cpu().numpy().transpose(2, 3, 1, 0)
+        return {f"{self.name}.kernel": np.ascontiguousarray(kernel),
+                f"{self.name}.bias": self.conv.bias.detach().cpu().numpy()}
+
+
+class ConvPoolBlock(nn.Module):
+    """[conv3×3 relu, conv3×3 relu, maxpool 2×2 'same']: (B,Cin,H,W) → (B,F,H/2,W/2)."""
+
+    def __init__(self, weights, name: str, dtype: str):
+        super().__init__()
+        self.convs = nn.ModuleList([Conv3x3(weights, f"{name}.conv{i}", True, dtype) for i in range(2)])
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = conv(x)
+        # TF max-pool 2x2 'same' on an even size needs no padding: equal to torch's plain pool
+        return F.max_pool2d(x, 2)
+
+
+class ConvUpBlock(nn.Module):
+    """[conv3×3 relu, conv3×3 relu, nearest upsample ×2]: (B,Cin,H,W) → (B,F,2H,2W)."""
+
+    def __init__(self, weights, name: str, dtype: str):
+        super().__init__()
+        self.convs = nn.ModuleList([Conv3x3(weights, f"{name}.conv{i}", True, dtype) for i in range(2)])
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = conv(x)
+        # nearest x2 = each pixel copied into a 2x2 block, as Keras UpSampling2D
+        return x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+
+
+class Encoder(nn.Module):
+    """`encoder.out`: blocks of ConvPoolBlock, filters nfs·[32,64,128] at N=64:
+    (B,C,N,N) → (B,F,N/8,N/8)."""
+
+    def __init__(self, cfg: ForwardConfig, weights, dtype: str):
+        super().__init__()
+        self.blocks = nn.ModuleList([ConvPoolBlock(weights, f"encoder.block{i}", dtype)
+                                     for i in range(len(encoder_filters(cfg)))])
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+class DecoderHead(nn.Module):
+    """Decoder last stage (DESIGN §4.1), → (B,Co,N,N).
+
+    pad_object: x1 = act(conv1(f[:, :-4])) at N/2, zero-padded N/4 on every side; with
+    probe_big also x2 = swish(conv2(up(f[:, -4:]))) · border_mask, output x1 + x2.
+    Without pad_object: act(conv2(up(f))) at full N.
+    """
+
+    def __init__(self, cfg: ForwardConfig, weights, prefix: str, act, dtype: str):
+        super().__init__()
+        self.cfg, self.act = cfg, act
+        use_conv1, use_up = head_branches(cfg)
+        self.conv1 = Conv3x3(weights, f"{prefix}.conv1", False, dtype) if use_conv1 else None
+        self.up = ConvUpBlock(weights, f"{prefix}.up", dtype) if use_up else None
+        self.conv2 = Conv3x3(weights, f"{prefix}.conv2", False, dtype) if use_up else None
+        self.register_buffer("border", 1.0 - centre_window_mask(cfg.N, _TORCH_DTYPES[dtype])[None, None],
+                             persistent=False)
+
+    def forward(self, features):
+        N = self.cfg.N
+        if not self.cfg.pad_object:
+            return self.act(self.conv2(self.up(features)))
+        x1 = self.act(self.conv1(features[:, :-PAD_OBJECT_OUTER]))
+        q = N // 4
+        x1 = F.pad(x1, (q, q, q, q))
+        if self.up is None:
+            return x1
+        x2 = F.silu(self.conv2(self.up(features[:, -PAD_OBJECT_OUTER:])))
+        return x1 + x2 * self.border
+
+
+class Decoder(nn.Module):
+    """`decoder.amp` / `decoder.phase`: ConvUpBlocks (filters nfs·[64,32] at N=64), then the
+    DecoderHead: (B,F,N/8,N/8) → (B,Co,N,N)."""
+
+    def __init__(self, cfg: ForwardConfig, weights, prefix: str, act, dtype: str):
+        super().__init__()
+        self.blocks = nn.ModuleList([ConvUpBlock(weights, f"{prefix}.block{i}", dtype)
+                                     for i in range(len(decoder_filters(cfg)))])
+        self.head = DecoderHead(cfg, weights, f"{prefix}.head", act, dtype)
+
+    def forward(self, x):
+        for block in self.blocks:
+            x = block(x)
+        return self.head(x)
+
+
+def conv_layers(*parts) -> list[Conv3x3]:
+    """Every Conv3x3 inside the given encoder/decoders, for reading the weights back."""
+    return [m for part in parts for m in part.modules() if isinstance(m, Conv3x3)]

@@ -1,0 +1,153 @@
+"""Stage-by-stage comparison of two traces (numpy only).
+
+For each stage, in forward order: max|Δ|, relative error max|Δ|/max|ref|, mean|Δ|, the number
+of elements over tolerance, the worst element's location (group, channel, row, col) and the
+share of the tolerance budget used. A stage present on one side only, a shape or dtype
+mismatch, or NaN/Inf on one side only is a failure with its own message; NaNs are never zeroed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+
+from parity.stages import TRAIN_STAGES
+from parity.tolerances import ToleranceProfile
+
+
+@dataclass
+class StageComparison:
+    stage: str
+    passed: bool
+    message: str = ""
+    tolerance: Optional[float] = None
+    rel_error: Optional[float] = None
+    max_abs: Optional[float] = None
+    mean_abs: Optional[float] = None
+    max_ref: Optional[float] = None
+    n_over: Optional[int] = None
+    n_elements: Optional[int] = None
+    worst_at: Optional[dict] = None  # {"group", "channel", "row", "col"}
+    budget_used: Optional[float] = None  # rel_error / tolerance; > 1 fails
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class TraceComparison:
+    ref_name: str
+    other_name: str
+    stages: list[StageComparison] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.stages)
+
+    @property
+    def first_divergence(self) -> Optional[StageComparison]:
+        """The first stage, in forward order, that fails."""
+        return next((s for s in self.stages if not s.passed), None)
+
+    @property
+    def worst(self) -> Optional[StageComparison]:
+        """The failing stage that comes first, else the stage with the largest budget share."""
+        if not self.stages:
+            return None
+        if not self.passed:
+            return self.first_divergence
+        return max(self.stages, key=lambda s: s.budget_used or 0.0)
+
+    def stage(self, name: str) -> StageComparison:
+        return next(s for s in self.stages if s.stage == name)
+
+    def to_dict(self) -> dict:
+        first = self.first_divergence
+        return {"ref": self.ref_name, "other": self.other_name, "passed": self.passed,
+                "first_divergence": first.stage if first else None,
+                "stages": [s.to_dict() for s in self.stages]}
+
+
+def relative_error(ref: np.ndarray, other: np.ndarray) -> float:
+    """max|other − ref| / max|ref| (max|Δ| itself where ref is all zeros)."""
+    diff = float(np.max(np.abs(np.asarray(other) - np.asarray(ref)), initial=0.0))
+    scale = float(np.max(np.abs(ref), initial=0.0))
+    return diff / scale if scale > 0 else diff
+
+
+def location(shape: Sequence[int], flat_index: int) -> dict:
+    """(group, channel, row, col) of an element of a (B, H, W, C) stage array."""
+    idx = np.unravel_index(int(flat_index), tuple(shape))
+    if len(idx) == 4:
+        b, h, w, c = (int(i) for i in idx)
+        return {"group": b, "channel": c, "row": h, "col": w}
+    return {"index": [int(i) for i in idx]}
+
+
+def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndarray],
+                  tolerance: float, ref_name: str = "reference", other_name: str = "other") -> StageComparison:
+    """Compare one stage; never raises for bad data, it reports it."""
+    if ref is None or other is None:
+        missing = ref_name if ref is None else other_name
+        present = other_name if ref is None else ref_name
+        return StageComparison(stage, False, f"stage present in {present} only (missing in {missing})",
+                               tolerance=tolerance)
+    ref, other = np.asarray(ref), np.asarray(other)
+    if ref.shape != other.shape:
+        return StageComparison(stage, False, f"shape mismatch: {ref_name} {ref.shape} vs {other_name} {other.shape}",
+                               tolerance=tolerance)
+    if ref.dtype != other.dtype:
+        return StageComparison(stage, False, f"dtype mismatch: {ref_name} {ref.dtype} vs {other_name} {other.dtype}",
+                               tolerance=tolerance)
+    bad_ref, bad_other = ~np.isfinite(ref), ~np.isfinite(other)
+    if bad_ref.any() or bad_other.any():
+        if not np.array_equal(bad_ref, bad_other):
+            return StageComparison(
+                stage, False,
+                f"non-finite values differ: {ref_name} has {int(bad_ref.sum())} NaN/Inf, "
+                f"{other_name} has {int(bad_other.sum())}", tolerance=tolerance,
+                n_elements=int(ref.size))
+    finite = ~bad_ref
+    wide = np.complex128 if np.iscomplexobj(ref) else np.float64
+    delta = np.where(finite, np.abs(other.astype(wide) - ref.astype(wide)), 0.0)
+    max_ref = float(np.max(np.where(finite, np.abs(ref.astype(wide)), 0.0), initial=0.0))
+    max_abs = float(np.max(delta, initial=0.0))
+    rel = max_abs / max_ref if max_ref > 0 else max_abs
+    scale = max_ref if max_ref > 0 else 1.0
+    n_over = int(np.sum(delta > tolerance * scale))
+    budget = rel / tolerance if tolerance > 0 else (0.0 if rel == 0 else float("inf"))
+    passed = rel <= tolerance
+    message = "" if passed else (
+        f"relative error {rel:.3e} exceeds tolerance {tolerance:.1e} "
+        f"({n_over} of {ref.size} elements over)")
+    if bad_ref.any():
+        message = (message + "; " if message else "") + f"{int(bad_ref.sum())} NaN/Inf at identical places on both sides"
+    return StageComparison(
+        stage, passed, message, tolerance=tolerance, rel_error=rel, max_abs=max_abs,
+        mean_abs=float(np.mean(delta)) if delta.size else 0.0, max_ref=max_ref, n_over=n_over,
+        n_elements=int(ref.size), worst_at=location(ref.shape, int(np.argmax(delta))) if delta.size else None,
+        budget_used=budget)
+
+
+def compare_traces(ref: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray],
+                   tolerances: ToleranceProfile | Mapping[str, float] | float,
+                   ref_name: str = "reference", other_name: str = "other",
+                   order: Sequence[str] = TRAIN_STAGES) -> TraceComparison:
+    """Compare every stage in `order` plus any stage found on one side only (appended)."""
+    names = [s for s in order if s in ref or s in other]
+    names += sorted((set(ref) | set(other)) - set(names))
+    out = TraceComparison(ref_name, other_name)
+    for stage in names:
+        out.stages.append(compare_stage(stage, ref.get(stage), other.get(stage),
+                                        _tolerance(tolerances, stage), ref_name, other_name))
+    return out
+
+
+def _tolerance(tolerances, stage: str) -> float:
+    if isinstance(tolerances, ToleranceProfile):
+        return tolerances.for_stage(stage)
+    if isinstance(tolerances, Mapping):
+        return float(tolerances[stage])
+    return float(tolerances)

@@ -1,0 +1,47 @@
+"""Both backends behind one small interface, so every model test runs against each of them."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache
+from types import ModuleType
+from typing import Callable
+
+import numpy as np
+
+from parity.cases import get_case
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    package: ModuleType
+    physics: ModuleType
+    to_tensor: Callable[[np.ndarray], object]
+    to_numpy: Callable[[object], np.ndarray]
+
+    def build(self, *args, **kwargs):
+        return self.package.build(*args, **kwargs)
+
+
+@lru_cache(maxsize=None)
+def backend(name: str) -> Backend:
+    if name == "tf":
+        import tensorflow as tf
+
+        pkg = importlib.import_module("models_tf")
+        return Backend("tf", pkg, importlib.import_module("models_tf.physics"),
+                       tf.constant, lambda t: t.numpy())
+    import torch
+
+    pkg = importlib.import_module("models_torch")
+    return Backend("torch", pkg, importlib.import_module("models_torch.physics"),
+                   lambda a: torch.from_numpy(np.ascontiguousarray(a)), lambda t: t.numpy())
+
+
+@lru_cache(maxsize=None)
+def case_trace(backend_name: str, case_name: str, dtype: str) -> dict[str, np.ndarray]:
+    """forward_train trace of a default case, computed once per test process."""
+    cfg, weights, batch = get_case(case_name).inputs(dtype)
+    return backend(backend_name).build(cfg, weights).forward_train(batch)

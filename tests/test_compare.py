@@ -1,0 +1,69 @@
+import numpy as np
+import pytest
+
+from parity.compare import compare_stage, compare_traces, relative_error
+from parity.tolerances import ToleranceError, load_profile
+
+
+def _trace(**stages):
+    return {k.replace("_", "."): v for k, v in stages.items()}
+
+
+def test_relative_error_and_stats_on_a_hand_made_pair():
+    ref = np.zeros((2, 3, 3, 2))
+    ref[1, 2, 0, 1] = 4.0
+    other = ref.copy()
+    other[0, 1, 2, 1] = 0.002  # |Δ| = 0.002, rel = 0.002 / 4 = 5e-4
+    s = compare_stage("object.canvas", ref, other, 1e-3)
+    assert s.passed and s.rel_error == pytest.approx(5e-4) and s.max_abs == pytest.approx(0.002)
+    assert s.mean_abs == pytest.approx(0.002 / ref.size) and s.budget_used == pytest.approx(0.5)
+    assert s.worst_at == {"group": 0, "channel": 1, "row": 1, "col": 2}
+    assert s.n_over == 0 and s.n_elements == 36
+    f = compare_stage("object.canvas", ref, other, 1e-4)
+    assert not f.passed and f.n_over == 1 and f.budget_used == pytest.approx(5.0)
+    assert "exceeds tolerance" in f.message
+    assert relative_error(ref, other) == pytest.approx(5e-4)
+
+
+def test_missing_shape_dtype_and_nan_rules():
+    a = np.ones((1, 2, 2, 1), np.float32)
+    assert "present in tf only (missing in torch)" in compare_stage("x", a, None, 1, "tf", "torch").message
+    assert "shape mismatch" in compare_stage("x", a, np.ones((1, 2, 2, 2), np.float32), 1).message
+    assert "dtype mismatch" in compare_stage("x", a, a.astype(np.float64), 1).message
+    nan = a.copy()
+    nan[0, 1, 1, 0] = np.nan
+    s = compare_stage("x", a, nan, 1e9, "tf", "torch")
+    assert not s.passed and "tf has 0 NaN/Inf, torch has 1" in s.message  # never zeroed out
+    both = compare_stage("x", nan, nan.copy(), 1e-12)
+    assert both.passed and "identical places" in both.message
+
+
+def test_first_divergence_follows_forward_order_not_size():
+    base = {s: np.ones((1, 4, 4, 1)) for s in ("input.diffraction", "encoder.out", "decoder.amp")}
+    other = {k: v.copy() for k, v in base.items()}
+    other["decoder.amp"] *= 2.0  # big error downstream
+    other["encoder.out"] *= 1.001  # small error upstream
+    result = compare_traces(base, other, 1e-6)
+    assert [s.stage for s in result.stages] == ["input.diffraction", "encoder.out", "decoder.amp"]
+    assert result.first_divergence.stage == "encoder.out" and result.worst.stage == "encoder.out"
+    extra = dict(other, **{"debug.extra": np.zeros(1)})
+    r2 = compare_traces(base, extra, 1e-6)
+    assert r2.stages[-1].stage == "debug.extra" and not r2.stages[-1].passed
+
+
+def test_tolerance_profiles_and_longest_glob(tmp_path):
+    assert load_profile("cpu", "float64").for_stage("object.canvas") == 1e-12
+    assert load_profile("cuda", "float32").for_stage("diffraction.scaled") == 1e-5
+    path = tmp_path / "tol.toml"
+    path.write_text('[agreement.cpu.float32]\n"*" = 1e-5\n"object.*" = 1e-4\n"object.canvas" = 1e-3\n')
+    prof = load_profile("cpu", "float32", path=path)
+    assert (prof.for_stage("input.offsets"), prof.for_stage("object.trimmed"),
+            prof.for_stage("object.canvas")) == (1e-5, 1e-4, 1e-3)
+    with pytest.raises(ToleranceError, match="key 'agreement.cuda.float64' missing"):
+        load_profile("cuda", "float64", path=path)
+    path.write_text('[agreement.cpu.float32]\n"*" = "tight"\n')
+    with pytest.raises(ToleranceError, match=r"key 'agreement.cpu.float32.\"\*\"' must be a finite number"):
+        load_profile("cpu", "float32", path=path)
+    path.write_text("[[[ not toml")
+    with pytest.raises(ToleranceError, match="cannot read the tolerance file"):
+        load_profile("cpu", "float32", path=path)

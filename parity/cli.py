@@ -24,26 +24,55 @@ def _cmd_cases(args: argparse.Namespace) -> int:
 def _cmd_make_fixture(args: argparse.Namespace) -> int:
     from parity.fixture import make_fixture
 
-    out = make_fixture(Path(args.out))
-    print(f"wrote {out} ({out.stat().st_size} bytes) and {out.parent / 'README.md'}")
+    out = make_fixture(Path(args.out), probe_path=Path(args.probe) if args.probe else None)
+    readme = out.parent / (f"{out.stem}.README.md" if args.probe else "README.md")
+    print(f"wrote {out} ({out.stat().st_size} bytes) and {readme}")
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from parity.cases import format_case_table
-    from parity.data import load_scan
-    from parity.fixture import FIXTURE_PATH
+    import shutil
 
-    path = Path(args.data) if args.data else FIXTURE_PATH
-    scan = load_scan(path)
-    amp2 = scan.diffraction ** 2
-    print(f"data: {scan.path}")
-    print(f"  {scan.n_points} patterns of {scan.N}x{scan.N}; mean counts/pixel {amp2.mean():.2f}; "
-          f"x in [{scan.xcoords.min():.2f}, {scan.xcoords.max():.2f}] px, "
-          f"y in [{scan.ycoords.min():.2f}, {scan.ycoords.max():.2f}] px")
+    from parity.cases import CASES, get_case
+    from parity.data import load_scan
+    from parity import dump
+    from parity.engine import run_case
+
+    try:
+        cases = [get_case(n) for n in args.case] if args.case else list(CASES)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    if args.data:
+        load_scan(args.data)  # fail fast, one line, before any model is built
+    dtypes = list(dump.iter_dtypes(args.dtype))
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    total = len(cases) * len(dtypes)
+    print(f"parity check: {len(cases)} case(s) x {len(dtypes)} dtype(s) on {args.device}; "
+          f"data {args.data or 'shipped fly001 fixture'}; report in {out}/", flush=True)
+    results, figures, n = [], {}, 0
+    for case in cases:
+        shutil.rmtree(out / case.name, ignore_errors=True)  # no stale dtype entries
+        for dtype in dtypes:
+            n += 1
+            print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
+            result = run_case(case, device=args.device, dtype=dtype, data=args.data)
+            figures[(case.name, dtype)] = dump.dump_case(result, out)
+            worst = result.comparison.worst
+            print(f"{result.verdict()} (worst {worst.stage}: {worst.rel_error:.2e}, "
+                  f"{result.seconds:.1f} s)", flush=True)
+            if result.arbitration:
+                print(f"      first divergence at {result.arbitration['stage']}: "
+                      f"{result.arbitration['verdict']}", flush=True)
+            results.append(result)
+    report = dump.write_report(results, out, figures)
     print()
-    print(format_case_table())
-    return 0
+    print(dump.summary_table(results))
+    if args.summary_md:
+        Path(args.summary_md).write_text(dump.summary_markdown(results))
+    failed = [r for r in results if not r.passed]
+    print(f"\n{len(results) - len(failed)}/{len(results)} runs agree; report: {report}")
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -58,10 +87,20 @@ def build_parser() -> argparse.ArgumentParser:
     from parity.fixture import FIXTURE_PATH
 
     p.add_argument("--out", default=str(FIXTURE_PATH), help="output NPZ (default: %(default)s)")
+    p.add_argument("--probe", metavar="NPZ", help="simulate with this probe (key probeGuess) instead of the "
+                                                  "synthetic one; for manual checks, never for the shipped fixture")
     p.set_defaults(func=_cmd_make_fixture)
 
-    p = sub.add_parser("check", help="run the parity job and print the report")
-    p.add_argument("--data", help="any fly001-format NPZ (default: the shipped fixture)")
+    p = sub.add_parser("check", help="run both backends on the cases, compare stage by stage, write the report")
+    p.add_argument("--case", action="append", metavar="NAME",
+                   help="a case to run (repeatable; default: every case, see `parity cases`)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for both backends")
+    p.add_argument("--dtype", choices=("float32", "float64", "all"), default="all",
+                   help="precision (default: %(default)s)")
+    p.add_argument("--data", help="any fly001-format NPZ; the cases are rebuilt on it "
+                                  "(default: the shipped fixture)")
+    p.add_argument("--out", default="parity-report", help="report folder (default: %(default)s/)")
+    p.add_argument("--summary-md", metavar="PATH", help="also write the markdown summary table here (CI job summary)")
     p.set_defaults(func=_cmd_check)
     return parser
 
@@ -69,12 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from parity.config import ConfigError
     from parity.data import DataError
+    from parity.tolerances import ToleranceError
     from parity.weights import WeightError
 
+    bad_input = (UsageError, DataError, ConfigError, WeightError, ToleranceError)
+
     args = build_parser().parse_args(argv)
+    if args.command == "check":  # the engine's errors exist only once the engine is importable
+        from parity.engine import DeviceUnavailable
+
+        bad_input += (DeviceUnavailable,)
     try:
         return args.func(args)
-    except (UsageError, DataError, ConfigError, WeightError) as exc:
+    except bad_input as exc:
         print(f"parity: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -92,6 +92,8 @@ def load_scan(path: str | Path) -> ScanData:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "no such file")
+    if not zipfile.is_zipfile(path):
+        raise DataError(path, None, "not an NPZ file (no zip archive inside)")
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:

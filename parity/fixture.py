@@ -68,10 +68,11 @@ def scan_positions(spec: FixtureSpec, rng: np.random.RandomState) -> tuple[np.nd
     return x.ravel(), y.ravel()
 
 
-def simulate(spec: FixtureSpec = FixtureSpec()) -> dict[str, np.ndarray]:
+def simulate(spec: FixtureSpec = FixtureSpec(), probe: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Simulate the scan; `probe` (N×N complex) replaces the synthetic probe when given."""
     rng = np.random.RandomState(spec.seed)
     obj = synthetic_object(spec)
-    probe = synthetic_probe(spec)
+    probe = synthetic_probe(spec) if probe is None else np.asarray(probe, dtype=np.complex128)
     x, y = scan_positions(spec, rng)
     n, N, half = x.size, spec.N, spec.N // 2
     # Cut each patch with the exact sub-pixel shift: translate the object so that (x, y) lands
@@ -135,8 +136,25 @@ y ∈ [{ymin:.2f}, {ymax:.2f}] px; {size} bytes.
 """
 
 
-def make_fixture(out: Path = FIXTURE_PATH, spec: FixtureSpec = FixtureSpec()) -> Path:
-    arrays = simulate(spec)
+def make_fixture(out: Path = FIXTURE_PATH, spec: FixtureSpec = FixtureSpec(),
+                 probe_path: Path | None = None) -> Path:
+    """Write the fixture NPZ and its README. With `probe_path` (an NPZ with key probeGuess),
+    simulate with that probe instead: for manual `--data` checks, never for the shipped file."""
+    probe = None
+    if probe_path is not None:
+        from parity.data import DataError
+
+        try:
+            with np.load(probe_path, allow_pickle=False) as npz:
+                probe = npz["probeGuess"]
+        except KeyError:
+            raise DataError(probe_path, "probeGuess", "missing") from None
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
+            raise DataError(probe_path, None, f"not a readable NPZ file ({exc})") from None
+        if probe.shape != (spec.N, spec.N) or not np.all(np.isfinite(probe)):
+            raise DataError(probe_path, "probeGuess", f"must be a finite ({spec.N}, {spec.N}) array, "
+                                                      f"got shape {probe.shape}")
+    arrays = simulate(spec, probe)
     write_npz_reproducibly(out, arrays)
     d = arrays["diffraction"].astype(np.float64)
     readme = README_TEMPLATE.format(
@@ -146,5 +164,8 @@ def make_fixture(out: Path = FIXTURE_PATH, spec: FixtureSpec = FixtureSpec()) ->
         seed=spec.seed, shape=d.shape, mean_counts=float(np.mean(d ** 2)),
         xmin=arrays["xcoords"].min(), xmax=arrays["xcoords"].max(),
         ymin=arrays["ycoords"].min(), ymax=arrays["ycoords"].max(), size=out.stat().st_size)
-    (out.parent / "README.md").write_text(readme)
+    if probe_path is not None:
+        readme = readme.replace("- **Probe**: zone-plate-like", f"- **Probe**: taken from `{probe_path}` "
+                                "(key probeGuess), NOT the synthetic one. The synthetic would be: zone-plate-like")
+    (out.parent / f"{out.stem}.README.md" if probe_path is not None else out.parent / "README.md").write_text(readme)
     return out

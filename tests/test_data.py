@@ -72,7 +72,7 @@ def test_bad_files_name_file_and_key(write_npz, small_scan_arrays, make, key, me
 def test_unreadable_and_absent_files(tmp_path):
     junk = tmp_path / "junk.npz"
     junk.write_bytes(b"this is not a zip file")
-    with pytest.raises(DataError, match=f"{junk}: not a readable NPZ"):
+    with pytest.raises(DataError, match=f"{junk}: not an NPZ file"):
         load_scan(junk)
     with pytest.raises(DataError, match="no such file"):
         load_scan(tmp_path / "absent.npz")

@@ -1,0 +1,269 @@
+"""Debug dumps of parity runs: JSON, PNG figures and a markdown report (numpy + matplotlib).
+
+Layout: `<out>/<case>/` holds `stats.json`, `canvas.json`, `offsets.json` (each keyed by dtype)
+and the figures `<kind>_<dtype>.png`; `<out>/report.md` and `<out>/summary.json` cover the run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from parity.engine import OTHER, REF, CaseResult
+
+FIG_DPI = 100
+GROUPS_SHOWN = 4
+
+
+# -- JSON ---------------------------------------------------------------------------------------
+
+def _jsonable(value):
+    """Plain JSON: non-finite floats become strings so the files stay strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return _jsonable(value.item())
+    return value
+
+
+def write_json(path: Path, payload) -> None:
+    path.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
+
+
+def _merge_json(path: Path, dtype: str, payload) -> None:
+    """Add this dtype's entry to a per-case JSON keyed by dtype."""
+    existing = json.loads(path.read_text()) if path.exists() else {}
+    existing[dtype] = payload
+    write_json(path, existing)
+
+
+# -- figures ------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _panel(fig, ax, image, title, cmap="viridis", vmin=None, vmax=None, label=None):
+    im = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
+    cb.ax.tick_params(labelsize=7)
+    if label:
+        cb.set_label(label, fontsize=7)
+
+
+def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
+    """Rows: TF, torch, |TF − torch|, |TF − torch| / max|TF patch|; columns: groups (channel 0)."""
+    plt = _plt()
+    fn = np.abs if part == "amplitude" else np.angle
+    ref, oth = result.traces[REF]["object.patches"], result.traces[OTHER]["object.patches"]
+    groups = min(GROUPS_SHOWN, ref.shape[0])
+    fig, axes = plt.subplots(4, groups, figsize=(3.2 * groups, 11), squeeze=False)
+    cmap = "viridis" if part == "amplitude" else "twilight"
+    unit = "" if part == "amplitude" else "rad"
+    for g in range(groups):
+        a, b = fn(ref[g, :, :, 0]).astype(np.float64), fn(oth[g, :, :, 0]).astype(np.float64)
+        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+        diff = np.abs(a - b)
+        scale = float(np.abs(a).max()) or 1.0
+        _panel(fig, axes[0, g], a, f"TensorFlow {part}\ngroup {g}", cmap, lo, hi, unit)
+        _panel(fig, axes[1, g], b, f"torch {part}\ngroup {g}", cmap, lo, hi, unit)
+        _panel(fig, axes[2, g], diff, f"|TF − torch|\nmax {diff.max():.2e}", "magma", 0, None, unit)
+        _panel(fig, axes[3, g], diff / scale, f"|TF − torch| / max|TF|\nmax {diff.max() / scale:.2e}",
+               "magma", 0, None, "relative")
+    fig.suptitle(f"{result.case} · {result.dtype} · object.patches {part} (channel 0)", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIG_DPI)
+    plt.close(fig)
+
+
+def _canvas_figure(result: CaseResult, path: Path) -> None:
+    """Group 0's canvas: amplitude and phase for both backends and the amplitude difference."""
+    plt = _plt()
+    ref, oth = result.traces[REF]["object.canvas"][0, :, :, 0], result.traces[OTHER]["object.canvas"][0, :, :, 0]
+    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
+    amp_hi = float(max(np.abs(ref).max(), np.abs(oth).max()))
+    for row, (name, c) in enumerate((("TensorFlow", ref), ("torch", oth))):
+        _panel(fig, axes[row, 0], np.abs(c), f"{name} canvas amplitude", "viridis", 0, amp_hi)
+        _panel(fig, axes[row, 1], np.angle(c), f"{name} canvas phase", "twilight", -np.pi, np.pi, "rad")
+    diff = np.abs(ref.astype(np.complex128) - oth.astype(np.complex128))
+    _panel(fig, axes[0, 2], diff, f"|TF − torch|, max {diff.max():.2e}", "magma", 0, None)
+    rel = diff / (np.abs(ref).max() or 1.0)
+    _panel(fig, axes[1, 2], np.log10(rel + 1e-300).clip(-20, 0), "log10 relative |TF − torch|",
+           "magma", -20, 0, "log10")
+    fig.suptitle(f"{result.case} · {result.dtype} · object.canvas, group 0 "
+                 f"(M = {result.config.padded_size})", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIG_DPI)
+    plt.close(fig)
+
+
+def _diffraction_figure(result: CaseResult, path: Path) -> None:
+    """Group 0, channel 0 on a log scale: the measured input and both predicted intensities."""
+    plt = _plt()
+    t_ref, t_oth = result.traces[REF], result.traces[OTHER]
+    measured = t_ref["input.diffraction"][0, :, :, 0].astype(np.float64) ** 2
+    pred_ref = t_ref["diffraction.intensity"][0, :, :, 0].astype(np.float64)
+    pred_oth = t_oth["diffraction.intensity"][0, :, :, 0].astype(np.float64)
+    lo = max(1e-3, float(min(measured[measured > 0].min(initial=1.0), pred_ref[pred_ref > 0].min(initial=1.0))))
+    hi = float(max(measured.max(), pred_ref.max(), pred_oth.max()))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
+    for ax, img, title in ((axes[0], measured, "measured (input·s)²"),
+                           (axes[1], pred_ref, "TensorFlow diffraction.intensity"),
+                           (axes[2], pred_oth, "torch diffraction.intensity")):
+        _panel(fig, ax, np.log10(np.clip(img, lo, None)), title, "inferno", np.log10(lo), np.log10(hi), "log10")
+    rel = np.abs(pred_ref - pred_oth) / (pred_ref.max() or 1.0)
+    _panel(fig, axes[3], np.log10(rel + 1e-300).clip(-20, 0), "log10 relative |TF − torch|", "magma", -20, 0, "log10")
+    fig.suptitle(f"{result.case} · {result.dtype} · diffraction, group 0 channel 0 (log scale)", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIG_DPI)
+    plt.close(fig)
+
+
+FIGURES = {
+    "patches_amplitude": lambda r, p: _patch_figure(r, "amplitude", p),
+    "patches_phase": lambda r, p: _patch_figure(r, "phase", p),
+    "canvas": _canvas_figure,
+    "diffraction": _diffraction_figure,
+}
+
+
+# -- per case -----------------------------------------------------------------------------------
+
+def dump_case(result: CaseResult, out: Path) -> list[Path]:
+    """Write the case's JSON files and figures into `<out>/<case>/`; return the figure paths."""
+    folder = Path(out) / result.case
+    folder.mkdir(parents=True, exist_ok=True)
+    full = result.to_dict()
+    _merge_json(folder / "stats.json", result.dtype, {
+        "verdict": full["verdict"], "summaries": full["summaries"], "stages": full["comparison"]["stages"],
+        "first_divergence": full["first_divergence"], "arbitration": full["arbitration"],
+        "path_checks": full["path_checks"], "digests": full["digests"], "provenance": full["provenance"],
+    })
+    _merge_json(folder / "canvas.json", result.dtype,
+                {name: s["train"]["canvas"] for name, s in result.summaries.items()})
+    _merge_json(folder / "offsets.json", result.dtype,
+                {name: s["train"]["offsets"] for name, s in result.summaries.items()})
+    figures = []
+    for kind, draw in FIGURES.items():
+        path = folder / f"{kind}_{result.dtype}.png"
+        draw(result, path)
+        figures.append(path)
+    return figures
+
+
+# -- run-level report ---------------------------------------------------------------------------
+
+def _fmt(x) -> str:
+    if x is None:
+        return "—"
+    return f"{x:.2e}" if isinstance(x, float) else str(x)
+
+
+def summary_rows(results: Sequence[CaseResult]) -> list[dict]:
+    rows = []
+    for r in results:
+        worst = r.comparison.worst
+        rows.append({"case": r.case, "dtype": r.dtype, "device": r.device,
+                     "worst_stage": worst.stage if worst else None,
+                     "rel_error": worst.rel_error if worst else None,
+                     "budget_used": worst.budget_used if worst else None,
+                     "verdict": r.verdict(),
+                     "blame": (r.arbitration or {}).get("verdict"),
+                     "seconds": round(r.seconds, 2)})
+    return rows
+
+
+def summary_markdown(results: Sequence[CaseResult]) -> str:
+    lines = ["| case | dtype | worst stage | rel. error | budget used | verdict |",
+             "|---|---|---|---|---|---|"]
+    for row in summary_rows(results):
+        budget = "—" if row["budget_used"] is None else f"{100 * row['budget_used']:.1f}%"
+        verdict = row["verdict"] + (f" — {row['blame']}" if row["blame"] else "")
+        lines.append(f"| {row['case']} | {row['dtype']} | {row['worst_stage']} | {_fmt(row['rel_error'])} "
+                     f"| {budget} | {verdict} |")
+    return "\n".join(lines) + "\n"
+
+
+def summary_table(results: Sequence[CaseResult]) -> str:
+    """The final console table: case × dtype, worst stage, its relative error, budget, verdict."""
+    header = ("case", "dtype", "worst stage", "rel. error", "budget", "verdict")
+    rows = [(r["case"], r["dtype"], str(r["worst_stage"]), _fmt(r["rel_error"]),
+             "—" if r["budget_used"] is None else f"{100 * r['budget_used']:.1f}%", r["verdict"])
+            for r in summary_rows(results)]
+    widths = [max(len(x[i]) for x in [header, *rows]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, rows)])
+
+
+def _stage_table(r: CaseResult) -> list[str]:
+    lines = ["| stage | max abs Δ | rel. error | tolerance | budget | worst at (group, ch, row, col) | |",
+             "|---|---|---|---|---|---|---|"]
+    for s in r.comparison.stages:
+        at = s.worst_at or {}
+        where = (f"({at['group']}, {at['channel']}, {at['row']}, {at['col']})" if "group" in at
+                 else str(at.get("index", "—")))
+        budget = "—" if s.budget_used is None else f"{100 * s.budget_used:.1f}%"
+        mark = "ok" if s.passed else f"**FAIL** {s.message}"
+        lines.append(f"| `{s.stage}` | {_fmt(s.max_abs)} | {_fmt(s.rel_error)} | {_fmt(s.tolerance)} "
+                     f"| {budget} | {where} | {mark} |")
+    return lines
+
+
+def _patch_stats_table(r: CaseResult) -> list[str]:
+    lines = ["| backend · path | global_mean | global_std | var_zero_mean | amplitude range |",
+             "|---|---|---|---|---|"]
+    for name, summ in r.summaries.items():
+        for path in ("train", "infer"):
+            p = summ[path]["patch_stats"]
+            lo, hi = p["amplitude_range"]
+            lines.append(f"| {name} · {path} | {p['global_mean']:.6g} | {p['global_std']:.6g} "
+                         f"| {p['var_zero_mean']:.4g} | [{lo:.4g}, {hi:.4g}] |")
+    return lines
+
+
+def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[str, str], list[Path]]) -> Path:
+    """`<out>/report.md` (tables and embedded figures) and `<out>/summary.json`."""
+    out = Path(out)
+    lines = ["# ptycho-parity report", "",
+             "TensorFlow reference vs torch port, stage by stage; relative error = max|Δ| / max|reference|.",
+             "", summary_markdown(results)]
+    by_case: dict[str, list[CaseResult]] = {}
+    for r in results:
+        by_case.setdefault(r.case, []).append(r)
+    for case, runs in by_case.items():
+        lines += [f"## {case}", ""]
+        for r in runs:
+            lines += [f"### {case} · {r.dtype} · {r.device} — {r.verdict()}", ""]
+            if r.arbitration:
+                lines += [f"**First divergence: `{r.arbitration['stage']}`** — {r.arbitration['verdict']}", ""]
+            if not r.paths_consistent:
+                bad = {n: [s for s, ok in c.items() if not ok] for n, c in r.path_checks.items()}
+                lines += [f"**forward_infer differs from forward_train**: {bad}", ""]
+            lines += _stage_table(r) + ["", "Patch statistics (|object.patches|):", ""] + _patch_stats_table(r) + [""]
+            for fig in figures.get((r.case, r.dtype), []):
+                rel = fig.relative_to(out).as_posix()
+                lines += [f"![{fig.stem}]({rel})", ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    write_json(out / "summary.json", {"passed": all(r.passed for r in results), "runs": summary_rows(results)})
+    return report
+
+
+def iter_dtypes(choice: str) -> Iterable[str]:
+    return ("float32", "float64") if choice == "all" else (choice,)

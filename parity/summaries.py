@@ -1,0 +1,104 @@
+"""Summaries of a trace (DESIGN §7): the golden content, numpy only, identical for either backend.
+
+Every function takes a trace (stage name → array) and returns plain JSON-serialisable values.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from parity.config import ForwardConfig
+
+PER_PATCH_GROUPS = 4
+OFFSET_DECIMALS = 6
+
+
+def _f(x) -> float:
+    return float(x)
+
+
+def _stats(a: np.ndarray) -> dict[str, float]:
+    a = np.asarray(a, dtype=np.float64)
+    return {"min": _f(a.min()), "max": _f(a.max()), "mean": _f(a.mean()), "std": _f(a.std())}
+
+
+def patch_stats(trace: Mapping[str, np.ndarray]) -> dict:
+    """On |object.patches| (B,N,N,Co), as the original instrumentation logged them:
+    global_mean, global_std (ddof=1), var_zero_mean = mean((|a| − mean_hw |a|)²), per_patch
+    {mean, std (ddof=1), min, max} for the first 4 groups, amplitude_range, phase_range."""
+    patches = np.asarray(trace["object.patches"])
+    amp = np.abs(patches).astype(np.float64)
+    centred = amp - amp.mean(axis=(1, 2), keepdims=True)
+    per_patch = [{"mean": _f(g.mean()), "std": _f(g.std(ddof=1)), "min": _f(g.min()), "max": _f(g.max())}
+                 for g in amp[:PER_PATCH_GROUPS]]
+    phase = np.angle(patches)
+    return {
+        "global_mean": _f(amp.mean()),
+        "global_std": _f(amp.std(ddof=1)),
+        "var_zero_mean": _f(np.mean(centred ** 2)),
+        "per_patch": per_patch,
+        "amplitude_range": [_f(amp.min()), _f(amp.max())],
+        "phase_range": [_f(phase.min()), _f(phase.max())],
+    }
+
+
+def canvas_stats(trace: Mapping[str, np.ndarray], cfg: ForwardConfig) -> dict:
+    """object.canvas (B,M,M,1): M, shape, amplitude/phase {min,max,mean,std}, the fraction of
+    canvas pixels with non-zero content, and the amplitude-weighted centre of mass [row, col]
+    (mean over groups)."""
+    canvas = np.asarray(trace["object.canvas"])[..., 0]
+    amp = np.abs(canvas).astype(np.float64)
+    rows, cols = np.mgrid[0:canvas.shape[1], 0:canvas.shape[2]]
+    weights = amp.sum(axis=(1, 2))
+    safe = np.where(weights > 0, weights, 1.0)
+    com_r = (amp * rows).sum(axis=(1, 2)) / safe
+    com_c = (amp * cols).sum(axis=(1, 2)) / safe
+    return {
+        "M": cfg.padded_size,
+        "shape": list(np.asarray(trace["object.canvas"]).shape),
+        "amplitude": _stats(amp),
+        "phase": _stats(np.angle(canvas)),
+        "covered_fraction": _f(np.mean(amp > 0)),
+        "centre_of_mass": [_f(com_r.mean()), _f(com_c.mean())],
+    }
+
+
+def offset_stats(trace: Mapping[str, np.ndarray]) -> dict:
+    """input.offsets (B,1,2,C): shape, unique_count (of rounded values), std, per-axis
+    min/max/mean for x (axis 0 of dim 2) and y, and the values rounded to 1e-6."""
+    off = np.asarray(trace["input.offsets"], dtype=np.float64)
+    rounded = np.round(off, OFFSET_DECIMALS)
+    axes = {name: {"min": _f(off[:, 0, i].min()), "max": _f(off[:, 0, i].max()),
+                   "mean": _f(off[:, 0, i].mean())} for i, name in enumerate(("x", "y"))}
+    return {
+        "shape": list(off.shape),
+        "unique_count": int(np.unique(rounded).size),
+        "std": _f(off.std()),
+        "axes": axes,
+        "values": (rounded + 0.0).tolist(),  # + 0.0 turns -0.0 into 0.0 for stable JSON
+    }
+
+
+def diffraction_stats(trace: Mapping[str, np.ndarray]) -> dict:
+    """Stats of diffraction.amplitude and .intensity, and the relative Parseval residual
+    |Σ amplitude² − Σ |ψ|²| / Σ |ψ|² over the batch."""
+    amp = np.asarray(trace["diffraction.amplitude"], dtype=np.float64)
+    psi = np.asarray(trace["probe.illuminated"]).astype(np.complex128)
+    energy = float(np.sum(np.abs(psi) ** 2))
+    residual = abs(float(np.sum(amp ** 2)) - energy) / energy if energy > 0 else 0.0
+    return {
+        "amplitude": _stats(amp),
+        "intensity": _stats(np.asarray(trace["diffraction.intensity"])),
+        "parseval_residual": residual,
+    }
+
+
+def summarise(trace: Mapping[str, np.ndarray], cfg: ForwardConfig) -> dict:
+    """Every summary that applies to the trace (infer traces have no diffraction stages)."""
+    out = {"patch_stats": patch_stats(trace), "canvas": canvas_stats(trace, cfg),
+           "offsets": offset_stats(trace)}
+    if "diffraction.amplitude" in trace:
+        out["diffraction"] = diffraction_stats(trace)
+    return out

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from parity.config import ForwardConfig
-from parity.data import Batch, hard_probe_mask
+from parity.data import Batch, batch_problem, hard_probe_mask
 from parity.stages import INFER_STAGES, TRAIN_STAGES
 from parity.weights import validate_weights, weights_dtype
 from models_tf import device as tf_device
@@ -77,15 +77,9 @@ class ForwardModel:
 
     # -- forward ----------------------------------------------------------------------------
     def _check_batch(self, batch: Batch) -> None:
-        if batch.diffraction.dtype.name != self.dtype:
-            raise ModelError(f"batch is {batch.diffraction.dtype} but the model is {self.dtype}; "
-                             f"build both in one dtype (no silent down-casts)")
-        B = batch.diffraction.shape[0]
-        want = (B, self.cfg.N, self.cfg.N, self.cfg.C)
-        if batch.diffraction.shape != want:
-            raise ModelError(f"batch.diffraction must be {want}, got {batch.diffraction.shape}")
-        if batch.offsets.shape != (B, 1, 2, self.cfg.C):
-            raise ModelError(f"batch.offsets must be {(B, 1, 2, self.cfg.C)}, got {batch.offsets.shape}")
+        problem = batch_problem(batch, self.cfg, self.dtype)
+        if problem:
+            raise ModelError(problem)
 
     def _object_path(self, batch: Batch) -> dict[str, tf.Tensor]:
         """The stages up to `object.trimmed`, shared by both paths (so they cannot drift)."""

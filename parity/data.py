@@ -85,6 +85,21 @@ class Batch:
                      dict(self.meta))
 
 
+def batch_problem(batch: Batch, cfg: ForwardConfig, dtype: str) -> Optional[str]:
+    """Why a model of `cfg` in `dtype` cannot run `batch` (None when it can). Shared by both
+    backends so that they refuse the same inputs with the same words."""
+    if batch.diffraction.dtype.name != dtype:
+        return (f"batch is {batch.diffraction.dtype} but the model is {dtype}; "
+                f"build both in one dtype (no silent down-casts)")
+    B = batch.diffraction.shape[0]
+    want = (B, cfg.N, cfg.N, cfg.C)
+    if batch.diffraction.shape != want:
+        return f"batch.diffraction must be {want}, got {batch.diffraction.shape}"
+    if batch.offsets.shape != (B, 1, 2, cfg.C):
+        return f"batch.offsets must be {(B, 1, 2, cfg.C)}, got {batch.offsets.shape}"
+    return None
+
+
 # -- loading ----------------------------------------------------------------------------------
 
 def load_scan(path: str | Path) -> ScanData:

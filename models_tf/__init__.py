@@ -1,12 +1,14 @@
 """TensorFlow/Keras reference forward model (DESIGN §4). Mirrors `models_torch` file for file."""
 
 import os
+import sys
 
 # Keep TensorFlow's C++ start-up chatter out of the parity report (errors still show).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # The reference runs TensorFlow's plain Eigen kernels: oneDNN's custom ops reorder float sums
 # between builds and CPUs. Must be set before TensorFlow is imported; recorded in provenance.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+ONEDNN_OPTS = ("unknown: tensorflow was imported before models_tf" if "tensorflow" in sys.modules
+               else os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0"))
 
 from models_tf.model import ForwardModel, ModelError, build, load  # noqa: E402
 

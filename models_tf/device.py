@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 _APPLIED: dict[str, object] = {}
 
 
@@ -17,6 +15,8 @@ def configure(device: str = "cpu") -> dict[str, object]:
     cuda: TF32 off, op determinism on, memory growth on; raises DeviceError without a GPU.
     """
     import tensorflow as tf
+
+    import models_tf
 
     if device not in ("cpu", "cuda"):
         raise DeviceError(f"device must be 'cpu' or 'cuda', got {device!r}")
@@ -34,6 +34,6 @@ def configure(device: str = "cpu") -> dict[str, object]:
         tf.config.experimental.enable_op_determinism()
         _APPLIED.update({
             "tf_tf32": False, "tf_op_determinism": True, "tf_memory_growth": bool(gpus),
-            "tf_onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+            "tf_enable_onednn_opts": models_tf.ONEDNN_OPTS,
         })
     return {"tf_device": "/GPU:0" if device == "cuda" else "/CPU:0", **_APPLIED}

@@ -123,6 +123,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except bad_input as exc:
         print(f"parity: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # e.g. an --out folder that cannot be written
+        print(f"parity: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("parity: interrupted", file=sys.stderr)
         return 130

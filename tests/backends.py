@@ -28,9 +28,9 @@ class Backend:
 @lru_cache(maxsize=None)
 def backend(name: str) -> Backend:
     if name == "tf":
+        pkg = importlib.import_module("models_tf")  # first: it sets TensorFlow's env before import
         import tensorflow as tf
 
-        pkg = importlib.import_module("models_tf")
         return Backend("tf", pkg, importlib.import_module("models_tf.physics"),
                        tf.constant, lambda t: t.numpy())
     import torch

@@ -175,11 +175,10 @@ def test_groups_do_not_mix_whatever_the_batch_size(be):
     # upstream merged every group of a batch onto one canvas once B·C >= 64
     case = get_case("gs2-big")
     cfg = case.config
-    from parity.data import make_batch
-    from parity.cases import _load
+    from parity.data import load_scan, make_batch
     from parity.fixture import FIXTURE_PATH
 
-    scan = _load(str(FIXTURE_PATH))
+    scan = load_scan(FIXTURE_PATH)
     big = make_batch(scan, cfg, np.arange(0, 200, 10), "float64")  # B = 20, B·C = 80
     model = be.build(cfg, init_weights(cfg, 3, "float64"))
     full = model.forward_train(big)

@@ -1,0 +1,42 @@
+"""Structural promises of DESIGN §2: a numpy-only core and two mirrored backends."""
+
+import inspect
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_core_never_imports_a_framework_at_top_level():
+    modules = sorted(p.stem for p in (ROOT / "parity").glob("*.py") if p.stem != "__main__")
+    code = ("import importlib, sys\n"
+            f"for m in {modules!r}: importlib.import_module('parity.' + m)\n"
+            "print(sorted(k for k in ('tensorflow', 'torch', 'keras') if k in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+
+
+def test_backends_mirror_each_other():
+    def py_files(pkg):
+        return sorted(p.name for p in (ROOT / pkg).glob("*.py"))
+
+    assert py_files("models_tf") == py_files("models_torch")
+    import models_tf.network, models_tf.physics, models_tf.model  # noqa: E401
+    import models_torch.network, models_torch.physics, models_torch.model  # noqa: E401
+
+    def public(module):
+        return [name for name, obj in vars(module).items()
+                if not name.startswith("_") and (inspect.isfunction(obj) or inspect.isclass(obj))
+                and obj.__module__ == module.__name__]
+
+    for name in ("network", "physics"):
+        tf_mod, torch_mod = sys.modules[f"models_tf.{name}"], sys.modules[f"models_torch.{name}"]
+        tf_names = public(tf_mod)
+        torch_names = [n for n in public(torch_mod) if n in tf_names]
+        assert tf_names == torch_names, f"{name}: same names in the same order"  # torch may add helpers
+    for cls in ("ForwardModel",):
+        for method in ("forward_train", "forward_infer", "save", "weights"):
+            assert hasattr(getattr(models_tf.model, cls), method)
+            assert hasattr(getattr(models_torch.model, cls), method)

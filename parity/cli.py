@@ -22,11 +22,11 @@ def _cmd_cases(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_fixture(args: argparse.Namespace) -> int:
-    from parity.fixture import make_fixture
+    from parity.fixture import make_fixture, readme_path
 
-    out = make_fixture(Path(args.out), probe_path=Path(args.probe) if args.probe else None)
-    readme = out.parent / (f"{out.stem}.README.md" if args.probe else "README.md")
-    print(f"wrote {out} ({out.stat().st_size} bytes) and {readme}")
+    probe = Path(args.probe) if args.probe else None
+    out = make_fixture(Path(args.out), probe_path=probe)
+    print(f"wrote {out} ({out.stat().st_size} bytes) and {readme_path(out, probe)}")
     return 0
 
 

@@ -167,5 +167,12 @@ def make_fixture(out: Path = FIXTURE_PATH, spec: FixtureSpec = FixtureSpec(),
     if probe_path is not None:
         readme = readme.replace("- **Probe**: zone-plate-like", f"- **Probe**: taken from `{probe_path}` "
                                 "(key probeGuess), NOT the synthetic one. The synthetic would be: zone-plate-like")
-    (out.parent / f"{out.stem}.README.md" if probe_path is not None else out.parent / "README.md").write_text(readme)
+    readme_path(out, probe_path).write_text(readme)
     return out
+
+
+def readme_path(out: Path, probe_path: Path | None = None) -> Path:
+    """README.md beside the shipped-name fixture; `<stem>.README.md` beside any other file."""
+    if probe_path is None and out.name == FIXTURE_PATH.name:
+        return out.parent / "README.md"
+    return out.parent / f"{out.stem}.README.md"

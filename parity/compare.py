@@ -60,9 +60,6 @@ class TraceComparison:
             return self.first_divergence
         return max(self.stages, key=lambda s: s.budget_used or 0.0)
 
-    def stage(self, name: str) -> StageComparison:
-        return next(s for s in self.stages if s.stage == name)
-
     def to_dict(self) -> dict:
         first = self.first_divergence
         return {"ref": self.ref_name, "other": self.other_name, "passed": self.passed,

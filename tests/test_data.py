@@ -162,3 +162,16 @@ def test_digests_are_per_array_and_change_with_content(write_npz, small_scan_arr
     assert set(da) == {"diffraction", "offsets", "global_offsets", "probe", "group_indices"}
     assert da == digests(make_batch(scan, ForwardConfig(), [0, 1]))
     assert da["diffraction"] != db["diffraction"] and da["probe"] == db["probe"]
+
+
+def test_batches_share_one_normalisation(write_npz, small_scan_arrays):
+    from parity.data import batches
+
+    scan = load_scan(write_npz(**small_scan_arrays))
+    cfg = ForwardConfig()
+    whole = make_batch(scan, cfg, list(range(10)), "float64")
+    parts = list(batches(scan, cfg, list(range(10)), 4, "float64"))
+    assert [p.size for p in parts] == [4, 4, 2]
+    assert {p.norm_factor for p in parts} == {whole.norm_factor}
+    np.testing.assert_array_equal(np.concatenate([p.diffraction for p in parts]), whole.diffraction)
+    np.testing.assert_array_equal(np.concatenate([p.group_indices for p in parts]), whole.group_indices)

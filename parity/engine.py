@@ -7,7 +7,9 @@ lazily, never at module top level.
 
 from __future__ import annotations
 
+import datetime
 import platform
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,13 +94,27 @@ class CaseResult:
         }
 
 
+def _git_commit() -> Optional[str]:
+    try:
+        done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
+                              cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None  # not a git checkout (an installed copy)
+    return done.stdout.strip() or None
+
+
 def _provenance(device: str, dtype: str, flags: dict) -> dict:
+    """Where a result came from; recorded, never compared."""
     import tensorflow as tf
     import torch
 
     return {"ptycho_parity": __version__, "python": platform.python_version(),
             "numpy": np.__version__, "tensorflow": tf.__version__, "torch": torch.__version__,
-            "device": device, "dtype": dtype, "flags": flags, "machine": platform.machine()}
+            "device": device, "dtype": dtype, "flags": flags, "machine": platform.machine(),
+            "git_commit": _git_commit(),
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
 def run_case(case: Case, device: str = "cpu", dtype: str = "float32",

@@ -28,6 +28,7 @@ def test_run_case_is_complete_and_json_serialisable(gs2_big):
     assert d["digests"]["inputs"].keys() >= {"diffraction", "offsets", "probe"}
     assert len(d["digests"]["weights"]) == 64
     assert d["provenance"]["flags"]["tf_op_determinism"] is True
+    assert d["provenance"]["dtype"] == "float64" and d["provenance"]["date"].endswith("+00:00")
     tf_stats = d["summaries"]["tensorflow"]["train"]["patch_stats"]
     torch_stats = d["summaries"]["torch"]["train"]["patch_stats"]
     assert tf_stats["var_zero_mean"] == pytest.approx(torch_stats["var_zero_mean"], rel=1e-10)

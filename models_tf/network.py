@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from parity import data
 from parity.config import ForwardConfig
 from parity.weights import (PAD_OBJECT_OUTER, decoder_filters, encoder_filters, head_branches)
 
@@ -29,10 +30,8 @@ def phase_activation(x: tf.Tensor) -> tf.Tensor:
 
 
 def centre_window_mask(N: int, dtype: str) -> tf.Tensor:
-    """(N, N): 1 inside the central N/2 window, 0 outside."""
-    m = np.zeros((N, N))
-    m[N // 4: N // 4 + N // 2, N // 4: N // 4 + N // 2] = 1.0
-    return tf.constant(m, dtype=dtype)
+    """(N, N): 1 inside the central N/2 window, 0 outside (geometry from parity.data)."""
+    return tf.constant(data.centre_window_mask(N), dtype=dtype)
 
 
 class Conv3x3:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from parity import data
 from parity.config import ForwardConfig
 from parity.weights import (PAD_OBJECT_OUTER, decoder_filters, encoder_filters, head_branches)
 
@@ -39,10 +40,8 @@ def phase_activation(x: torch.Tensor) -> torch.Tensor:
 
 
 def centre_window_mask(N: int, dtype: torch.dtype, device=None) -> torch.Tensor:
-    """(N, N): 1 inside the central N/2 window, 0 outside."""
-    m = np.zeros((N, N))
-    m[N // 4: N // 4 + N // 2, N // 4: N // 4 + N // 2] = 1.0
-    return torch.tensor(m, dtype=dtype, device=device)
+    """(N, N): 1 inside the central N/2 window, 0 outside (geometry from parity.data)."""
+    return torch.tensor(data.centre_window_mask(N), dtype=dtype, device=device)
 
 
 class Conv3x3(nn.Module):

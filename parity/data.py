@@ -251,6 +251,14 @@ def hard_probe_mask(N: int) -> np.ndarray:
     return ((c[:, None] ** 2 + c[None, :] ** 2) <= (N / 4) ** 2).astype(np.float64)
 
 
+def centre_window_mask(N: int) -> np.ndarray:
+    """(N, N): 1 inside the central N/2 window (rows and columns N/4 .. 3N/4), 0 outside —
+    where a pad_object patch lives and what the merge normaliser counts."""
+    m = np.zeros((N, N))
+    m[N // 4: N // 4 + N // 2, N // 4: N // 4 + N // 2] = 1.0
+    return m
+
+
 def effective_probe(probe: np.ndarray, cfg: ForwardConfig) -> np.ndarray:
     """P_eff = P / (probe_scale · mean(|M_hard · P|)); complex128 (N, N)."""
     probe = np.asarray(probe, dtype=np.complex128)

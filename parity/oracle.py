@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from parity.config import ForwardConfig
-from parity.data import hard_probe_mask
+from parity.data import centre_window_mask, hard_probe_mask
 
 MERGE_EPS = 0.001  # the merge normaliser: canvas = Σ patches / (Σ masks + 0.001)
 
@@ -59,13 +59,6 @@ def crop_centre(images: np.ndarray, N: int) -> np.ndarray:
     return images[:, p:p + N, p:p + N, :]
 
 
-def centre_mask(N: int) -> np.ndarray:
-    """(N, N) ones in the central N/2 window, zeros elsewhere."""
-    m = np.zeros((N, N))
-    m[N // 4: N // 4 + N // 2, N // 4: N // 4 + N // 2] = 1.0
-    return m
-
-
 def object_patches(amp: np.ndarray, phase: np.ndarray) -> np.ndarray:
     """amp · exp(i·phase)."""
     return amp * np.exp(1j * phase)
@@ -80,7 +73,7 @@ def object_canvas(patches: np.ndarray, offsets: np.ndarray, cfg: ForwardConfig) 
     B, N, _, C = patches.shape
     neg = -np.asarray(offsets, dtype=np.float64)
     num = translate(pad_to(patches, M), neg).sum(axis=3, keepdims=True)
-    masks = np.broadcast_to(centre_mask(N)[None, :, :, None], (B, N, N, C))
+    masks = np.broadcast_to(centre_window_mask(N)[None, :, :, None], (B, N, N, C))
     den = translate(pad_to(masks.astype(np.float64), M), neg).sum(axis=3, keepdims=True)
     return num / (den + MERGE_EPS)
 

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 
 from parity.data import load_scan
-from parity.fixture import FIXTURE_PATH, FixtureSpec, make_fixture, synthetic_probe
+from parity.fixture import (FIXTURE_N128_PATH, FIXTURE_PATH, FixtureSpec, make_fixture, probe_rms_radius,
+                            synthetic_probe)
 
 
 def test_shipped_fixture_is_reproduced_bit_for_bit(tmp_path):
@@ -35,3 +36,28 @@ def test_probe_is_unit_energy_zone_plate_like():
     assert np.allclose(inside, inside.mean(), rtol=1e-6)  # flat square aperture
     assert pupil.sum() == pytest.approx(inside.sum(), rel=1e-9)  # nothing outside it
     assert np.angle(p).std() > 0.5  # defocus: a non-trivial phase
+
+
+def test_n128_fixture_is_reproduced_by_its_command(tmp_path):
+    from parity.cli import main
+
+    out = tmp_path / FIXTURE_N128_PATH.name
+    assert main(["make-fixture", "--N", "128", "--out", str(out)]) == 0
+    assert out.read_bytes() == FIXTURE_N128_PATH.read_bytes()
+    assert FIXTURE_N128_PATH.stat().st_size <= 2_000_000
+    scan = load_scan(FIXTURE_N128_PATH)
+    assert scan.N == 128 and scan.n_points == 64
+
+
+def test_probe_is_about_as_wide_as_fly001s():
+    """fly001's probe has an RMS radius of ≈ 11.9 px at N=64 (0.19·N); a probe that fills the
+    window would make every pattern see the same object area."""
+    for N in (64, 128):
+        radius = probe_rms_radius(synthetic_probe(FixtureSpec.for_N(N)))
+        assert 0.16 * N < radius < 0.22 * N
+
+
+def test_patterns_of_distant_positions_differ():
+    scan = load_scan(FIXTURE_PATH)
+    energy = np.sum(scan.diffraction.astype(np.float64) ** 2, axis=(1, 2))
+    assert (energy.max() - energy.min()) / energy.mean() > 0.1  # the object's contrast shows

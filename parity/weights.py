@@ -88,23 +88,71 @@ def parameter_count(weights_or_specs: Mapping) -> int:
     return total
 
 
-def init_weights(cfg: ForwardConfig, seed: int, dtype: str = "float32") -> dict[str, np.ndarray]:
-    """Glorot-uniform kernels, zero biases, drawn in forward order from RandomState(seed).
+WEIGHT_SCHEMES = ("informative", "glorot")
+DEFAULT_SCHEME = "informative"
+# The data contract normalises every pattern to Σ_hw X² = (N/2)², i.e. an RMS of 1/2 per pixel.
+INPUT_RMS = 0.5
+INFORMATIVE_BIAS = 0.1  # biases ~ U(−0.1, 0.1): about a tenth of the unit activation RMS
 
-    RandomState is numpy's frozen legacy stream, so the same seed gives the same weights on
-    every numpy version. Values are drawn in float64 and cast once to `dtype`.
+
+def is_head_conv(name: str) -> bool:
+    """The convs of a decoder's last stage with no relu after them (conv1, conv2)."""
+    return ".head.conv" in name
+
+
+def _kernel_limit(name: str, shape: tuple[int, ...], scheme: str) -> float:
+    """Half-width of the uniform kernel distribution (variance = limit² / 3)."""
+    kh, kw, cin, cout = shape
+    fan_in, fan_out = kh * kw * cin, kh * kw * cout
+    if scheme == "glorot":
+        return float(np.sqrt(6.0 / (fan_in + fan_out)))
+    if is_head_conv(name):
+        variance = 1.0 / fan_in  # LeCun: linear conv, keeps the unit RMS into the activation
+        if name.startswith("decoder_phase."):
+            variance /= (2 * np.pi) ** 2  # π·tanh has slope π: phase RMS ≈ 1/2 rad, far from ±π
+    else:
+        variance = 2.0 / fan_in  # He: a relu halves the second moment, the gain 2 restores it
+        if name == "encoder.block0.conv0.kernel":
+            variance /= INPUT_RMS ** 2  # lift the contract's input RMS of 1/2 to 1
+    return float(np.sqrt(3.0 * variance))
+
+
+def init_weights(cfg: ForwardConfig, seed: int, dtype: str = "float32",
+                 scheme: str = DEFAULT_SCHEME) -> dict[str, np.ndarray]:
+    """Weights of `cfg`'s network drawn in forward order (kernel, then bias, per conv) from
+    RandomState(seed), a stream numpy keeps frozen, so a seed gives the same weights on every
+    numpy version. Values are drawn in float64 and cast once to `dtype`. Neither scheme looks
+    at any data.
+
+    - ``glorot``: what upstream Keras does (Glorot-uniform kernels, zero biases). Faithful, but
+      a poor test input: the output hardly depends on the input and no bias is exercised.
+    - ``informative`` (the cases' scheme): kernels uniform with variance gain²/fan_in, chosen so
+      that every layer's activations have an RMS near 1 — neither vanishing nor saturating:
+      gain² = 2 (He) for every conv followed by a relu, since a relu keeps half the second
+      moment; the first conv also divides by the input RMS of 1/2 that the normalisation
+      contract guarantees; gain² = 1 (LeCun) for the amplitude decoder's last-stage convs, which
+      feed its activation (sigmoid, ...) a pre-activation of RMS ≈ 1, across its sensitive
+      range; gain² = 1/(2π)² for the phase decoder's: π·tanh has slope π at 0, so the phase
+      gets an RMS of about 1/2 rad — a weak phase object, spanning several radians over a patch
+      without piling up at ±π where tanh saturates. (A larger phase gain also costs float32
+      parity: the absolute phase error, which every patch inherits, grows with it.)
+      Biases ~ U(−0.1, 0.1): non-zero so that a bias bug shows, small against the unit
+      activations so that the output is driven by the input.
     """
     if dtype not in ("float32", "float64"):
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    if scheme not in WEIGHT_SCHEMES:
+        raise ValueError(f"weight scheme must be one of {WEIGHT_SCHEMES}, got {scheme!r}")
     rng = np.random.RandomState(seed)
     out: dict[str, np.ndarray] = {}
     for name, shape in weight_specs(cfg).items():
         if name.endswith(".kernel"):
-            kh, kw, cin, cout = shape
-            limit = np.sqrt(6.0 / (kh * kw * cin + kh * kw * cout))
+            limit = _kernel_limit(name, shape, scheme)
             out[name] = rng.uniform(-limit, limit, size=shape).astype(dtype)
-        else:
+        elif scheme == "glorot":
             out[name] = np.zeros(shape, dtype=dtype)
+        else:
+            out[name] = rng.uniform(-INFORMATIVE_BIAS, INFORMATIVE_BIAS, size=shape).astype(dtype)
     return out
 
 

@@ -44,7 +44,7 @@ def test_filters_for_larger_N(N, enc, dec, up):
 
 
 def test_glorot_uniform_and_zero_bias():
-    w = init_weights(ForwardConfig(), seed=3, dtype="float64")
+    w = init_weights(ForwardConfig(), seed=3, dtype="float64", scheme="glorot")
     k = w["encoder.block1.conv1.kernel"]  # fan_in = fan_out = 9*128
     limit = np.sqrt(6 / (2 * 9 * 128))
     assert np.abs(k).max() <= limit and np.abs(k).max() > 0.95 * limit
@@ -54,7 +54,7 @@ def test_glorot_uniform_and_zero_bias():
     first = np.random.RandomState(3).uniform(-np.sqrt(6 / (9 * 4 + 9 * 64)), np.sqrt(6 / (9 * 4 + 9 * 64)),
                                              size=(3, 3, 4, 64))
     np.testing.assert_array_equal(w["encoder.block0.conv0.kernel"], first)
-    w32 = init_weights(ForwardConfig(), seed=3)
+    w32 = init_weights(ForwardConfig(), seed=3, scheme="glorot")
     assert w32["encoder.block0.conv0.kernel"].dtype == np.float32
     np.testing.assert_array_equal(w32["encoder.block0.conv0.kernel"], first.astype(np.float32))
 
@@ -102,3 +102,42 @@ def test_corrupt_weight_file(tmp_path):
     bad.write_text("garbage")
     with pytest.raises(WeightError, match="not a readable weight NPZ"):
         load_weights(bad)
+
+
+def test_informative_scheme_gains_and_biases():
+    """Kernel std = limit/√3 with variance gain²/fan_in: He (2/fan_in) behind a relu, the first
+    conv lifted by 1/0.5² for the contract's input RMS of 1/2, LeCun (1/fan_in) for the amplitude
+    head, 1/((2π)²·fan_in) for the phase head; biases U(−0.1, 0.1)."""
+    cfg = ForwardConfig(probe_big=True)
+    w = init_weights(cfg, seed=5, dtype="float64")
+    expected_var = {
+        "encoder.block0.conv0.kernel": 2 / (9 * 4) / 0.25,
+        "encoder.block2.conv1.kernel": 2 / (9 * 256),
+        "decoder_amp.block1.conv0.kernel": 2 / (9 * 128),
+        "decoder_phase.head.up.conv1.kernel": 2 / (9 * 64),
+        "decoder_amp.head.conv1.kernel": 1 / (9 * 60),
+        "decoder_amp.head.conv2.kernel": 1 / (9 * 64),
+        "decoder_phase.head.conv1.kernel": 1 / (9 * 60) / (2 * np.pi) ** 2,
+    }
+    for name, var in expected_var.items():
+        k = w[name]
+        limit = np.sqrt(3 * var)
+        assert np.abs(k).max() <= limit and np.abs(k).max() > 0.9 * limit, name
+        if k.size > 1000:
+            assert abs(k.std() - np.sqrt(var)) < 0.05 * np.sqrt(var), name
+    for name, b in w.items():
+        if name.endswith(".bias"):
+            assert np.count_nonzero(b) == b.size and np.abs(b).max() <= 0.1, name
+    # the stream is the contract: the first kernel is RandomState(5)'s first draw
+    lim0 = np.sqrt(3 * expected_var["encoder.block0.conv0.kernel"])
+    np.testing.assert_array_equal(w["encoder.block0.conv0.kernel"],
+                                  np.random.RandomState(5).uniform(-lim0, lim0, size=(3, 3, 4, 64)))
+
+
+def test_schemes_are_reproducible_and_distinct():
+    cfg = ForwardConfig()
+    a, b = init_weights(cfg, 7), init_weights(cfg, 7)
+    assert digest(a) == digest(b)
+    assert digest(a) != digest(init_weights(cfg, 7, scheme="glorot"))
+    with pytest.raises(ValueError, match="weight scheme must be one of"):
+        init_weights(cfg, 7, scheme="kaiming")

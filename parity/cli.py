@@ -22,10 +22,11 @@ def _cmd_cases(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_fixture(args: argparse.Namespace) -> int:
-    from parity.fixture import make_fixture, readme_path
+    from parity.fixture import FIXTURE_N128_PATH, FIXTURE_PATH, FixtureSpec, make_fixture, readme_path
 
     probe = Path(args.probe) if args.probe else None
-    out = make_fixture(Path(args.out), probe_path=probe)
+    default_out = {64: FIXTURE_PATH, 128: FIXTURE_N128_PATH}[args.N]
+    out = make_fixture(Path(args.out or default_out), spec=FixtureSpec.for_N(args.N), probe_path=probe)
     print(f"wrote {out} ({out.stat().st_size} bytes) and {readme_path(out, probe)}")
     return 0
 
@@ -33,17 +34,24 @@ def _cmd_make_fixture(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     import shutil
 
-    from parity.cases import CASES, get_case
+    from parity.cases import cases_in, get_case
     from parity.data import load_scan
     from parity import dump
     from parity.engine import run_case
 
     try:
-        cases = [get_case(n) for n in args.case] if args.case else list(CASES)
+        cases = [get_case(n) for n in args.case] if args.case else cases_in(args.cases)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     if args.data:
-        load_scan(args.data)  # fail fast, one line, before any model is built
+        scan = load_scan(args.data)  # fail fast, one line, before any model is built
+        other_n = [c for c in cases if c.config.N != scan.N]
+        if other_n and len(other_n) == len(cases):
+            raise UsageError(f"{args.data}: patterns are {scan.N}x{scan.N}, but every chosen case needs "
+                             f"N={sorted({c.config.N for c in other_n})}")
+        for case in other_n:
+            print(f"skipping {case.name}: it needs N={case.config.N}, {args.data} has {scan.N}x{scan.N} patterns")
+        cases = [c for c in cases if c.config.N == scan.N]
     dtypes = list(dump.iter_dtypes(args.dtype))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,16 +92,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_cases)
 
     p = sub.add_parser("make-fixture", help="(re)generate the shipped fly001-format fixture")
-    from parity.fixture import FIXTURE_PATH
+    from parity.fixture import FIXTURE_N128_PATH, FIXTURE_PATH
 
-    p.add_argument("--out", default=str(FIXTURE_PATH), help="output NPZ (default: %(default)s)")
+    p.add_argument("--N", type=int, choices=(64, 128), default=64,
+                   help="detector size: 64 (16x16 scan) or 128 (8x8 scan, for the N=128 cases)")
+    p.add_argument("--out", help=f"output NPZ (default: {FIXTURE_PATH} or, with --N 128, "
+                                 f"{FIXTURE_N128_PATH.name} beside it)")
     p.add_argument("--probe", metavar="NPZ", help="simulate with this probe (key probeGuess) instead of the "
                                                   "synthetic one; for manual checks, never for the shipped fixture")
     p.set_defaults(func=_cmd_make_fixture)
 
     p = sub.add_parser("check", help="run both backends on the cases, compare stage by stage, write the report")
+    p.add_argument("--cases", choices=("default", "extended", "all"), default="default",
+                   help="which set of cases to run (default: %(default)s; see `parity cases`)")
     p.add_argument("--case", action="append", metavar="NAME",
-                   help="a case to run (repeatable; default: every case, see `parity cases`)")
+                   help="one case to run (repeatable; overrides --cases)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for both backends")
     p.add_argument("--dtype", choices=("float32", "float64", "all"), default="all",
                    help="precision (default: %(default)s)")

@@ -1,21 +1,25 @@
 import subprocess
 import sys
 
-from parity.cases import CASES, get_case
+import pytest
+
+from parity.cases import CASES, cases_in, get_case
 from parity.cli import main
+from parity.config import AMP_ACTIVATIONS
 
 
 def test_cases_table(capsys):
     assert main(["cases"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split()[:6] == ["case", "gridsize", "object_big", "probe_big", "groups", "M"]
-    rows = {line.split()[0]: line.split()[1:6] for line in out[2:]}
-    assert rows == {
-        "gs1": ["1", "False", "False", "8", "74"],
-        "gs2-big": ["2", "True", "False", "8", "78"],
-        "gs2-big-probebig": ["2", "True", "True", "8", "78"],
-        "gs2-small": ["2", "False", "False", "8", "78"],
-    }
+    assert out[0].split()[:8] == ["case", "set", "N", "gridsize", "object_big", "probe_big", "groups", "M"]
+    rows = {line.split()[0]: line.split()[1:8] for line in out[2:]}
+    assert len(rows) == len(CASES)
+    assert rows["gs1"] == ["default", "64", "1", "False", "False", "8", "74"]
+    assert rows["gs2-big"] == ["default", "64", "2", "True", "False", "8", "78"]
+    assert rows["gs2-big-probebig"] == ["default", "64", "2", "True", "True", "8", "78"]
+    assert rows["gs2-small"] == ["default", "64", "2", "False", "False", "8", "78"]
+    assert rows["gs2-big-n128"] == ["extended", "128", "2", "True", "False", "8", "142"]  # 128 + 4 + 10
+    assert rows["gs3-big"] == ["extended", "64", "3", "True", "False", "8", "82"]  # 64 + 2·4 + 10
 
 
 def test_python_dash_m_entry_point():
@@ -30,13 +34,39 @@ def test_case_inputs_both_dtypes():
         assert cfg is case.config and batch.diffraction.shape == (8, 64, 64, 4)
         assert batch.offsets.shape == (8, 1, 2, 4) and batch.diffraction.dtype.name == dtype
         assert {w.dtype.name for w in weights.values()} == {dtype}
-    assert len({tuple(c.seeds(256)) for c in CASES}) == 1  # every case reads the same slice
+    default = [c for c in CASES if c.case_set == "default"]
+    assert len({tuple(c.seeds(256)) for c in default}) == 1  # the default cases read the same slice
     assert len(set(get_case("gs1").seeds(256))) == 8
 
 
-def test_unknown_case():
-    import pytest
+def test_seeds_spread_every_prefix_over_the_scan():
+    # evenly spaced, taken in bit-reversed order: 0, 1/2, 1/4, 3/4, 1/8, ... of the scan
+    assert get_case("gs1").seeds(256).tolist() == [0, 128, 64, 192, 32, 160, 96, 224]
+    assert get_case("gs2-big-b16").seeds(256).tolist()[:4] == [0, 128, 64, 192]
+    assert sorted(get_case("gs2-big-b16").seeds(256).tolist()) == list(range(0, 256, 16))
+    with pytest.raises(ValueError, match="needs at least 16"):
+        get_case("gs2-big-b16").seeds(12)
 
+
+def test_case_sets_cover_every_config_branch():
+    default, extended = cases_in("default"), cases_in("extended")
+    assert [c.name for c in default] == ["gs1", "gs2-big", "gs2-big-probebig", "gs2-small"]
+    assert cases_in("all") == default + extended and not set(default) & set(extended)
+    configs = [c.config for c in extended]
+    assert any(c.probe_mask for c in configs)
+    assert any(not c.pad_object for c in configs)
+    assert any(c.N == 128 for c in configs)
+    assert {c.config.amp_activation for c in CASES} == set(AMP_ACTIVATIONS)
+    assert any(c.probe_big and c.gridsize == 1 for c in configs)
+    assert any(c.n_groups * c.config.C >= 64 for c in extended)
+    assert any(c.gridsize == 3 for c in configs)
+    with pytest.raises(KeyError, match="default, extended, all"):
+        cases_in("most")
+
+
+
+
+def test_unknown_case():
     with pytest.raises(KeyError, match="known cases: gs1, gs2-big"):
         get_case("nope")
 

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRA)
 PYTEST_ARGS ?=
 
-.PHONY: venv parity test clean
+.PHONY: venv parity test coverage clean
 
 venv: $(STAMP)
 
@@ -24,5 +24,11 @@ parity: venv
 test: venv
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
+# Line and branch coverage of both model packages driven by the parity tests alone, every case.
+coverage: venv
+	$(BIN)/python -m coverage erase
+	$(BIN)/python -m coverage run -m pytest -p no:xdist -q -k parity --parity-cases all $(PYTEST_ARGS)
+	$(BIN)/python -m coverage report
+
 clean:
-	rm -rf $(VENV) parity-report .pytest_cache
+	rm -rf $(VENV) parity-report .pytest_cache .coverage

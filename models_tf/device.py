@@ -25,7 +25,7 @@ def configure(device: str = "cpu") -> dict[str, object]:
         raise DeviceError("CUDA was requested but TensorFlow sees no GPU "
                           "(install the 'cuda' extra on a machine with an NVIDIA driver)")
     if not _APPLIED:
-        for gpu in gpus:
+        for gpu in gpus:  # pragma: no cover - GPU only; CI machines have none
             try:
                 tf.config.experimental.set_memory_growth(gpu, True)
             except RuntimeError:  # already initialised: growth can no longer be changed

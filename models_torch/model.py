@@ -74,8 +74,9 @@ class ForwardModel(nn.Module):
         if tuple(probe.shape) != (self.cfg.N, self.cfg.N):
             raise ModelError(f"probe must be ({self.cfg.N}, {self.cfg.N}), got {tuple(probe.shape)}")
         if probe.dtype != _COMPLEX[self.dtype]:
-            raise ModelError(f"probe is {probe.dtype} but the model is {self.dtype} "
-                             f"(expects {_COMPLEX[self.dtype]})")
+            # numpy's dtype names, as the reference words it
+            raise ModelError(f"probe is {str(probe.dtype).removeprefix('torch.')} but the model is "
+                             f"{self.dtype} (expects {str(_COMPLEX[self.dtype]).removeprefix('torch.')})")
         self.probe = probe.to(self.log_scale.device)
 
     def weights(self) -> dict[str, np.ndarray]:

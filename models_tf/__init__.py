@@ -1,4 +1,4 @@
-"""TensorFlow/Keras reference forward model (DESIGN §4). Mirrors `models_torch` file for file."""
+"""TensorFlow/Keras reference forward model (docs/design.md §2). Mirrors `models_torch` file for file."""
 
 import os
 import sys

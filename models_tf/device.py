@@ -1,4 +1,4 @@
-"""Device selection and determinism flags for TensorFlow (DESIGN §9), applied explicitly."""
+"""Device selection and determinism flags for TensorFlow (docs/design.md §8), applied explicitly."""
 
 from __future__ import annotations
 

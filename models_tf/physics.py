@@ -1,4 +1,4 @@
-"""The differentiable physics half of the forward model (TensorFlow reference), DESIGN §4.2–4.3.
+"""The differentiable physics half of the forward model (TensorFlow reference), docs/design.md §2.4–2.5.
 
 Images are (B, H, W, C), offsets (B, 1, 2, C) with axis 2 = [x, y] = [column, row].
 """

@@ -1,4 +1,4 @@
-"""PyTorch port of the forward model (DESIGN §4). Mirrors `models_tf` file for file."""
+"""PyTorch port of the forward model (docs/design.md §2). Mirrors `models_tf` file for file."""
 
 from models_torch.model import ForwardModel, ModelError, build, load
 

@@ -1,4 +1,4 @@
-"""Device selection and determinism flags for torch (DESIGN §9), applied explicitly."""
+"""Device selection and determinism flags for torch (docs/design.md §8), applied explicitly."""
 
 from __future__ import annotations
 

@@ -128,7 +128,7 @@ class ForwardModel(nn.Module):
         return {name: t[name].detach().cpu().contiguous().numpy() for name in stages}
 
     def forward_train(self, batch: Batch) -> dict[str, np.ndarray]:
-        """Every stage of DESIGN §4, as numpy arrays in the canonical layout."""
+        """Every stage of docs/design.md §2, as numpy arrays in the canonical layout."""
         return self._run(batch, TRAIN_STAGES)
 
     def forward_infer(self, batch: Batch) -> dict[str, np.ndarray]:

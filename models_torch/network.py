@@ -113,7 +113,7 @@ class Encoder(nn.Module):
 
 
 class DecoderHead(nn.Module):
-    """Decoder last stage (DESIGN §4.1), → (B,Co,N,N).
+    """Decoder last stage (docs/design.md §2.3), → (B,Co,N,N).
 
     pad_object: x1 = act(conv1(f[:, :-4])) at N/2, zero-padded N/4 on every side; with
     probe_big also x2 = swish(conv2(up(f[:, -4:]))) · border_mask, output x1 + x2.

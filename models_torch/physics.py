@@ -1,4 +1,4 @@
-"""The differentiable physics half of the forward model (PyTorch port), DESIGN §4.2–4.3.
+"""The differentiable physics half of the forward model (PyTorch port), docs/design.md §2.4–2.5.
 
 Images are (B, H, W, C) here too (channels-last, as the trace), offsets (B, 1, 2, C) with
 axis 2 = [x, y] = [column, row].

@@ -1,4 +1,4 @@
-"""`ForwardConfig`: the single source of truth for every knob of the forward model (DESIGN §4).
+"""`ForwardConfig`: the single source of truth for every knob of the forward model (docs/design.md §2).
 
 Both backends take a `ForwardConfig` explicitly; neither has defaults of its own. The defaults
 below are PtychoPINN's TensorFlow values.

@@ -1,7 +1,7 @@
-"""The fly001 NPZ contract (DESIGN §5): loading, validation, grouping, normalisation, batches.
+"""The fly001 NPZ contract (docs/design.md §3): loading, validation, grouping, normalisation, batches.
 
 Everything here is plain numpy. The arrays a backend sees come out of `make_batch` in the
-canonical layout of DESIGN §4: diffraction (B, N, N, C), offsets (B, 1, 2, C) with axis 2 =
+canonical layout of docs/design.md §2: diffraction (B, N, N, C), offsets (B, 1, 2, C) with axis 2 =
 [x, y] = [column, row].
 """
 

@@ -67,6 +67,10 @@ def _panel(fig, ax, image, title, cmap="viridis", vmin=None, vmax=None, label=No
         cb.set_label(label, fontsize=7)
 
 
+def _finite(a: np.ndarray) -> np.ndarray:
+    return a[np.isfinite(a)]
+
+
 def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
     """Rows: TF, torch, |TF − torch|, |TF − torch| / max|TF patch|; columns: groups (channel 0)."""
     plt = _plt()
@@ -78,13 +82,18 @@ def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
     unit = "" if part == "amplitude" else "rad"
     for g in range(groups):
         a, b = fn(ref[g, :, :, 0]).astype(np.float64), fn(oth[g, :, :, 0]).astype(np.float64)
-        lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
+        if part == "phase":  # the phase of a zero amplitude means nothing: leave those pixels blank
+            a = np.where(np.abs(ref[g, :, :, 0]) > 0, a, np.nan)
+            b = np.where(np.abs(oth[g, :, :, 0]) > 0, b, np.nan)
+        both = _finite(np.concatenate([a, b]))
+        lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
         diff = np.abs(a - b)
-        scale = float(np.abs(a).max()) or 1.0
+        worst = float(_finite(diff).max(initial=0.0))
+        scale = float(_finite(np.abs(a)).max(initial=0.0)) or 1.0
         _panel(fig, axes[0, g], a, f"TensorFlow {part}\ngroup {g}", cmap, lo, hi, unit)
         _panel(fig, axes[1, g], b, f"torch {part}\ngroup {g}", cmap, lo, hi, unit)
-        _panel(fig, axes[2, g], diff, f"|TF − torch|\nmax {diff.max():.2e}", "magma", 0, None, unit)
-        _panel(fig, axes[3, g], diff / scale, f"|TF − torch| / max|TF|\nmax {diff.max() / scale:.2e}",
+        _panel(fig, axes[2, g], diff, f"|TF − torch|\nmax {worst:.2e}", "magma", 0, None, unit)
+        _panel(fig, axes[3, g], diff / scale, f"|TF − torch| / max|TF|\nmax {worst / scale:.2e}",
                "magma", 0, None, "relative")
     fig.suptitle(f"{result.case} · {result.dtype} · object.patches {part} (channel 0)", fontsize=12)
     fig.tight_layout()

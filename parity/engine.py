@@ -1,4 +1,4 @@
-"""The parity engine: run one case on both backends and judge it (DESIGN §3, issue 5).
+"""The parity engine: run one case on both backends and judge it (docs/design.md §1).
 
 `run_case` builds both models once, runs both paths, computes summaries, the stage-by-stage
 comparison and the numpy arbitration of the first divergence. The backends are imported here,
@@ -36,7 +36,7 @@ class DeviceUnavailable(ValueError):
 
 
 def require_device(device: str) -> dict[str, object]:
-    """Check `device` for both frameworks and apply their determinism flags (DESIGN §9)."""
+    """Check `device` for both frameworks and apply their determinism flags (docs/design.md §8)."""
     from models_tf import device as tf_device
     from models_torch import device as torch_device
 

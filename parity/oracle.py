@@ -1,4 +1,4 @@
-"""A plain numpy implementation of the physics stages of DESIGN §4 — the third opinion.
+"""A plain numpy implementation of the physics stages of docs/design.md §2 — the third opinion.
 
 Written directly from the formulas (loops over the four bilinear neighbours, no matrices), so it
 shares no code path with either backend. Arrays use the canonical layout: images (B, H, W, C),

@@ -1,4 +1,4 @@
-"""Stage names, in forward order: the trace keys of both backends (DESIGN §4)."""
+"""Stage names, in forward order: the trace keys of both backends (docs/design.md §2)."""
 
 TRAIN_STAGES = (
     "input.diffraction",

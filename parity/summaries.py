@@ -1,4 +1,4 @@
-"""Summaries of a trace (DESIGN §7): the golden content, numpy only, identical for either backend.
+"""Summaries of a trace (docs/design.md §7): the golden content, numpy only, identical for either backend.
 
 Every function takes a trace (stage name → array) and returns plain JSON-serialisable values.
 """

@@ -1,4 +1,4 @@
-"""Neutral weights (DESIGN §6): canonical names → arrays in Keras layout (kernel kh, kw, in, out).
+"""Neutral weights (docs/design.md §4): canonical names → arrays in Keras layout (kernel kh, kw, in, out).
 
 Both backends load by these names, never by creation order. The network layout is defined here
 once (`encoder_filters`, `decoder_filters`, `weight_specs`) so that both backends build the same
@@ -42,7 +42,7 @@ def head_up_filters(cfg: ForwardConfig) -> int:
 
 
 def head_branches(cfg: ForwardConfig) -> tuple[bool, bool]:
-    """(uses conv1, uses up+conv2) for the decoder last stage (DESIGN §4.1)."""
+    """(uses conv1, uses up+conv2) for the decoder last stage (docs/design.md §2.3)."""
     if cfg.pad_object:
         return True, cfg.probe_big
     return False, True

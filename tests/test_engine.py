@@ -146,3 +146,21 @@ def test_check_on_other_data(tmp_path, capsys, small_scan_arrays):
                  "--out", str(tmp_path / "r")]) == 0
     stats = json.loads((tmp_path / "r" / "gs2-small" / "stats.json").read_text())
     assert stats["float64"]["verdict"] == "PASS"
+
+
+def test_check_with_data_skips_cases_of_another_detector_size(tmp_path, capsys):
+    from parity.fixture import FIXTURE_N128_PATH
+
+    assert main(["check", "--cases", "all", "--dtype", "float64", "--data", str(FIXTURE_N128_PATH),
+                 "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert f"skipping gs1: it needs N=64, {FIXTURE_N128_PATH} has 128x128 patterns" in out
+    assert "[1/1] gs2-big-n128 float64 ... PASS" in out
+
+
+def test_check_with_data_that_fits_no_chosen_case(tmp_path, capsys):
+    from parity.fixture import FIXTURE_N128_PATH
+
+    assert main(["check", "--data", str(FIXTURE_N128_PATH), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "every chosen case needs N=[64]" in err

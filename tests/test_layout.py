@@ -1,4 +1,4 @@
-"""Structural promises of DESIGN §2: a numpy-only core and two mirrored backends."""
+"""Structural promises of the layout (README): a numpy-only core and two mirrored backends."""
 
 import inspect
 import subprocess
@@ -40,3 +40,18 @@ def test_backends_mirror_each_other():
         for method in ("forward_train", "forward_infer", "save", "weights"):
             assert hasattr(getattr(models_tf.model, cls), method)
             assert hasattr(getattr(models_torch.model, cls), method)
+
+
+def test_user_docs_stay_inside_the_repository():
+    """README and docs/ speak to users of the package: no links or paths outside the repository,
+    and every relative link they make resolves to a file in it."""
+    import re
+
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert (ROOT / "docs" / "design.md") in docs
+    for doc in docs:
+        text = doc.read_text()
+        assert "../" not in text and "DESIGN.md" not in text and "shared project" not in text, doc.name
+        for target in re.findall(r"\]\(([^)#]+)\)", text):
+            if "://" not in target:
+                assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"

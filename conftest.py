@@ -1,3 +1,2 @@
-"""Root conftest: loads the parity pytest plugin (markers now; options and goldens later)."""
-
-pytest_plugins = ["parity.pytest_plugin"]
+"""Root conftest. The parity plugin itself is registered by the package's `pytest11` entry point
+(`ptycho_parity`), so it loads here and in any project that installs ptycho-parity."""

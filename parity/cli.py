@@ -83,6 +83,30 @@ def _cmd_check(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_refresh(args: argparse.Namespace) -> int:
+    from parity import goldens
+    from parity.cases import cases_in, get_case
+    from parity.refresh import apply, format_plan, plan
+
+    try:
+        cases = [get_case(n) for n in args.case] if args.case else cases_in(args.cases)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    directory = Path(args.goldens) if args.goldens else goldens.GOLDEN_DIR
+    if not args.goldens and "site-packages" in goldens.GOLDEN_DIR.parts and not args.dry_run:
+        raise UsageError(f"the goldens of this installed copy live in {goldens.GOLDEN_DIR}; "
+                         f"name a folder of yours with --goldens DIR")
+    if goldens.in_ci() and not args.allow_ci and not args.dry_run:
+        raise UsageError("CI is set: goldens are never written in CI (use --dry-run, or --allow-ci)")
+    print(f"parity refresh --{args.mode}: {len(cases)} case(s), goldens in {directory}/"
+          f"{' (dry run)' if args.dry_run else ''}", flush=True)
+    planned = plan(cases, args.mode, directory, progress=lambda line: print(line, flush=True))
+    if not args.dry_run:
+        apply(planned, allow_ci=args.allow_ci)
+    print(format_plan(planned, args.dry_run))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parity", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ptycho-parity {__version__}")
@@ -115,19 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="parity-report", help="report folder (default: %(default)s/)")
     p.add_argument("--summary-md", metavar="PATH", help="also write the markdown summary table here (CI job summary)")
     p.set_defaults(func=_cmd_check)
+
+    p = sub.add_parser("refresh", help="regenerate golden JSON from the float64 CPU reference run")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--failing", dest="mode", action="store_const", const="failing",
+                      help="only goldens that are missing, corrupt or out of tolerance (default)")
+    mode.add_argument("--all", dest="mode", action="store_const", const="all", help="every golden of the chosen cases")
+    mode.add_argument("--new", dest="mode", action="store_const", const="new", help="only missing goldens")
+    p.set_defaults(mode="failing")
+    p.add_argument("--cases", choices=("default", "extended", "all"), default="all",
+                   help="which set of cases (default: %(default)s)")
+    p.add_argument("--case", action="append", metavar="NAME", help="one case (repeatable; overrides --cases)")
+    p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    p.add_argument("--goldens", metavar="DIR", help="golden folder (default: the project's fixtures/goldens)")
+    p.add_argument("--allow-ci", action="store_true", help="write even though CI is set")
+    p.set_defaults(func=_cmd_refresh)
     return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     from parity.config import ConfigError
     from parity.data import DataError
+    from parity.goldens import GoldenError
     from parity.tolerances import ToleranceError
     from parity.weights import WeightError
 
-    bad_input = (UsageError, DataError, ConfigError, WeightError, ToleranceError)
+    bad_input = (UsageError, DataError, ConfigError, WeightError, ToleranceError, GoldenError)
 
     args = build_parser().parse_args(argv)
-    if args.command == "check":  # the engine's errors exist only once the engine is importable
+    if args.command in ("check", "refresh"):  # the engine's errors exist only once it is importable
         from parity.engine import DeviceUnavailable
 
         bad_input += (DeviceUnavailable,)

@@ -29,6 +29,7 @@ from parity.tolerances import TOLERANCE_PATH, load_profile
 from parity.weights import digest as weights_digest
 
 REF, OTHER = "tensorflow", "torch"
+BACKEND_PACKAGES = {"tensorflow": "models_tf", "torch": "models_torch"}
 
 
 class DeviceUnavailable(ValueError):
@@ -146,3 +147,58 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
         digests={"inputs": digests(batch), "weights": weights_digest(weights)},
         provenance=_provenance(device, dtype, flags), seconds=time.perf_counter() - start,
         traces=train, batch=batch)
+
+
+@dataclass
+class BackendRun:
+    """One backend's run of one case: both paths, their summaries and the input digests."""
+
+    case: str
+    backend: str
+    device: str
+    dtype: str
+    config: ForwardConfig
+    train: dict = field(repr=False)
+    infer: dict = field(repr=False)
+    summaries: dict  # the train path's summaries (the golden content)
+    digests: dict  # {"inputs": {array: sha256}, "weights": sha256}
+    provenance: dict
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend} {self.device} {self.dtype}"
+
+
+def case_digests(case: Case, dtype: str, data: Optional[str | Path] = None) -> dict:
+    """sha256 of every input array and of the weights of `case` in `dtype` (numpy only)."""
+    _, weights, batch = case.inputs(dtype, data=data)
+    return {"inputs": digests(batch), "weights": weights_digest(weights)}
+
+
+def run_backend(case: Case, backend: str, device: str = "cpu", dtype: str = "float64",
+                data: Optional[str | Path] = None) -> BackendRun:
+    """Build `backend`'s model for `case` and run both paths once."""
+    import importlib
+
+    if backend not in BACKEND_PACKAGES:
+        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKEND_PACKAGES)}")
+    flags = require_device(device)
+    package = importlib.import_module(BACKEND_PACKAGES[backend])
+    cfg, weights, batch = case.inputs(dtype, data=data)
+    model = package.build(cfg, weights, device=device)
+    train, infer = model.forward_train(batch), model.forward_infer(batch)
+    return BackendRun(case=case.name, backend=backend, device=device, dtype=dtype, config=cfg,
+                      train=train, infer=infer, summaries=summarise(train, cfg),
+                      digests={"inputs": digests(batch), "weights": weights_digest(weights)},
+                      provenance=_provenance(device, dtype, flags))
+
+
+def reference_golden(case: Case, data: Optional[str | Path] = None) -> dict:
+    """The golden of `case`: the float64 CPU TensorFlow run's summaries, digests of both dtypes."""
+    from parity.goldens import REFERENCE, build_golden
+
+    backend, device, dtype = REFERENCE
+    run = run_backend(case, backend, device, dtype, data=data)
+    all_digests = {d: case_digests(case, d, data) for d in ("float32", "float64")}
+    provenance = dict(run.provenance, backend=backend)
+    return build_golden(case.name, case.config.to_dict(), all_digests, run.summaries, provenance)

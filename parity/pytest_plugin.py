@@ -1,30 +1,243 @@
-"""The parity pytest plugin, loaded by the root conftest: markers, the case-set option and the
-`parity_case` parametrisation.
+"""The parity pytest plugin, registered through the `pytest11` entry point `ptycho_parity`, so it
+is active in any project that installs the package.
 
-A test that takes an argument named `parity_case` runs once per case of the set chosen with
-`--parity-cases default|extended|all` (default: default), with the case name as its id, so
-`-k gs2-big-n128` still selects one case.
+Options (group "ptycho-parity"):
+  --parity-device cpu|cuda|auto   device of the parity runs (auto: cuda when both frameworks see one)
+  --parity-dtype float32|float64|all
+  --parity-cases default|extended|all
+  --parity-data PATH              a fly001-format NPZ instead of the shipped fixtures
+  --parity-dump DIR               write what failing golden checks obtained, and why, here
+  --parity-goldens DIR            golden folder (default: the package's fixtures/goldens)
+  --require-cuda                  fail, never skip, when CUDA cannot run
+Goldens go through pytest-regressions (`--force-regen`, `--regen-all`).
+
+Parametrisation: an argument named `parity_case` runs once per case of the chosen set (id: the
+case name), `parity_dtype` once per chosen dtype, and `parity_target` once per case × backend ×
+dtype on the chosen device (id: `gs2-big-torch-cpu-float32`).
+
+Fixtures: `parity_run(case, backend, dtype)` → a cached `parity.engine.BackendRun` (each
+(case, backend, device, dtype) computed once per test process), and `parity_golden(run)`, which
+checks a run against its case's golden.
 """
 
-CASE_SET_OPTION = "--parity-cases"
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+BACKENDS = ("tensorflow", "torch")
+_CUDA_STATE: dict[str, object] = {}
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("parity", "ptycho-parity")
-    group.addoption(CASE_SET_OPTION, dest="parity_cases", choices=("default", "extended", "all"),
+    group = parser.getgroup("ptycho-parity", "ptycho-parity: backend parity and golden checks")
+    group.addoption("--parity-device", dest="parity_device", choices=("cpu", "cuda", "auto"), default="cpu",
+                    help="device of the parity runs (auto: cuda where available, else cpu; default: cpu)")
+    group.addoption("--parity-dtype", dest="parity_dtype", choices=("float32", "float64", "all"), default="all",
+                    help="precision of the parity runs (default: all)")
+    group.addoption("--parity-cases", dest="parity_cases", choices=("default", "extended", "all"),
                     default="default",
-                    help="which parity cases the parity tests run: the fast default four, the "
-                         "extended set that covers every config branch, or all (default: default)")
+                    help="which cases: the fast default four, the extended set that covers every "
+                         "config branch, or all (default: default)")
+    group.addoption("--parity-data", dest="parity_data", metavar="PATH", default=None,
+                    help="a fly001-format NPZ to run the cases on instead of the shipped fixtures")
+    group.addoption("--parity-dump", dest="parity_dump", metavar="DIR", default=None,
+                    help="write what failing golden checks obtained, with the mismatch table, here")
+    group.addoption("--parity-goldens", dest="parity_goldens", metavar="DIR", default=None,
+                    help="golden folder (default: the package's fixtures/goldens)")
+    group.addoption("--require-cuda", dest="require_cuda", action="store_true", default=False,
+                    help="fail, never skip, when the CUDA parity tests cannot run")
+
+
+def cuda_problem() -> str | None:
+    """Why CUDA parity runs cannot happen here (None when they can); asked once per process."""
+    if "problem" not in _CUDA_STATE:
+        from parity.engine import DeviceUnavailable, require_device
+
+        try:
+            require_device("cuda")
+            _CUDA_STATE["problem"] = None
+        except DeviceUnavailable as exc:
+            _CUDA_STATE["problem"] = str(exc)
+    return _CUDA_STATE["problem"]  # type: ignore[return-value]
+
+
+def parity_device(config) -> str:
+    device = config.getoption("parity_device")
+    if device == "auto":
+        return "cpu" if cuda_problem() else "cuda"
+    return device
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "parity: backend-agreement and golden tests (`pytest -k parity`)")
-    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped where there is none")
+    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped where there is none "
+                                       "(failed instead with --require-cuda)")
+    wants_cuda = config.getoption("parity_device") == "cuda" or config.getoption("require_cuda")
+    if wants_cuda and not _is_xdist_controller(config):
+        problem = cuda_problem()
+        if problem:
+            option = "--require-cuda" if config.getoption("require_cuda") else "--parity-device cuda"
+            raise pytest.UsageError(f"{option}: {problem}")
+
+
+def _is_xdist_controller(config) -> bool:
+    # the controller of `-n N` runs no test; its workers check the device themselves
+    return getattr(config.option, "numprocesses", None) not in (None, 0) and not hasattr(config, "workerinput")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("cuda") is None:
+        return
+    problem = cuda_problem()
+    if problem:
+        if item.config.getoption("require_cuda"):
+            pytest.fail(f"--require-cuda: {problem}", pytrace=False)
+        pytest.skip(f"no CUDA: {problem}")
+
+
+def _dtypes(config) -> list[str]:
+    choice = config.getoption("parity_dtype")
+    return ["float32", "float64"] if choice == "all" else [choice]
 
 
 def pytest_generate_tests(metafunc):
-    if "parity_case" in metafunc.fixturenames:
-        from parity.cases import case_names
+    from parity.cases import case_names
 
-        names = case_names(metafunc.config.getoption("parity_cases"))
+    config = metafunc.config
+    if "parity_case" in metafunc.fixturenames:
+        names = case_names(config.getoption("parity_cases"))
         metafunc.parametrize("parity_case", names, ids=names)
+    if "parity_dtype" in metafunc.fixturenames:
+        metafunc.parametrize("parity_dtype", _dtypes(config))
+    if "parity_target" in metafunc.fixturenames:
+        device = parity_device(config)
+        targets = [(case, backend, device, dtype) for case in case_names(config.getoption("parity_cases"))
+                   for backend in BACKENDS for dtype in _dtypes(config)]
+        metafunc.parametrize("parity_target", targets, ids=["-".join(t) for t in targets])
+
+
+class RunCache:
+    """Each (case, backend, device, dtype, data) is run once per test process."""
+
+    def __init__(self, data: str | None):
+        self.data = data
+        self._runs: dict[tuple, object] = {}
+
+    def get(self, case: str, backend: str, dtype: str, device: str):
+        from parity.cases import get_case
+        from parity.engine import run_backend
+
+        key = (case, backend, device, dtype)
+        if key not in self._runs:
+            self._runs[key] = run_backend(get_case(case), backend, device, dtype, data=self.data)
+        return self._runs[key]
+
+
+@pytest.fixture(scope="session")
+def parity_device_name(pytestconfig) -> str:
+    """The device the parity runs use (--parity-device, with auto resolved)."""
+    return parity_device(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def parity_run_cache(pytestconfig) -> RunCache:
+    return RunCache(pytestconfig.getoption("parity_data"))
+
+
+@pytest.fixture(scope="session")
+def parity_run(pytestconfig, parity_run_cache):
+    """`parity_run(case, backend, dtype, device=None)` → a cached BackendRun (train and infer
+    traces, summaries, digests, provenance); the device defaults to --parity-device."""
+
+    def run(case: str, backend: str, dtype: str = "float64", device: str | None = None):
+        return parity_run_cache.get(case, backend, dtype, device or parity_device(pytestconfig))
+
+    return run
+
+
+@pytest.fixture
+def parity_golden(request, pytestconfig, tmp_path):
+    """`parity_golden(run)`: compare a BackendRun with its case's golden (digests exactly,
+    summaries under the tolerance profile of its device × dtype). The reference run (tensorflow,
+    cpu, float64) goes through pytest-regressions' check, so `--force-regen` / `--regen-all`
+    rewrite the golden from it; a missing golden fails and leaves `<case>.obtained.json` beside
+    it. Nothing is written when CI is set."""
+
+    def check(run) -> None:
+        __tracebackhide__ = True
+        _check_golden(request, pytestconfig, tmp_path, run)
+
+    return check
+
+
+def _check_golden(request, config, tmp_path, run) -> None:
+    __tracebackhide__ = True
+    from pytest_regressions.common import perform_regression_check
+
+    from parity import goldens
+    from parity.cases import get_case
+    from parity.engine import case_digests
+
+    directory = config.getoption("parity_goldens")
+    path = goldens.golden_path(run.case, directory)
+    is_reference = (run.backend, run.device, run.dtype) == goldens.REFERENCE
+    regen = config.getoption("force_regen") or config.getoption("regen_all")
+    ci = goldens.in_ci()
+    data = config.getoption("parity_data")
+
+    def obtained_golden() -> dict:
+        case = get_case(run.case)
+        all_digests = {d: case_digests(case, d, data) for d in ("float32", "float64")}
+        return goldens.build_golden(run.case, run.config.to_dict(), all_digests, run.summaries,
+                                    dict(run.provenance, backend=run.backend))
+
+    if not path.exists():
+        if is_reference and regen and not ci:
+            pass  # pytest-regressions writes it below and fails once, as it always does
+        else:
+            if ci:
+                pytest.fail(f"golden missing: {path} (CI is set: nothing written; generate it with "
+                            f"`parity refresh --new` outside CI and commit it)", pytrace=False)
+            obtained = goldens.obtained_path(run.case, directory)
+            if is_reference:
+                goldens.write_atomic(obtained, goldens.dumps(obtained_golden()))
+                how = (f"wrote what this run obtained to {obtained}; accept it with "
+                       f"`pytest -k parity --force-regen` or `parity refresh --new`")
+            else:
+                how = "generate it with `parity refresh --new` (the float64 CPU tensorflow run)"
+            pytest.fail(f"golden missing: {path}; {how}", pytrace=False)
+    from parity.tolerances import ToleranceError
+
+    try:
+        if path.exists():
+            goldens.load_golden(path)  # a corrupt golden: one line, and it is never rewritten
+        profile = goldens.load_golden_profile(run.device, run.dtype)
+    except (goldens.GoldenError, ToleranceError) as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+    def check_fn(obtained_file: Path, expected_file: Path) -> None:
+        __tracebackhide__ = True
+        result = goldens.compare_golden(goldens.load_golden(expected_file), run.summaries, run.digests,
+                                        run.dtype, profile, run=run.label)
+        if not result.passed:
+            message = result.message(expected_file)
+            dump = config.getoption("parity_dump")
+            if dump:
+                folder = Path(dump) / run.case
+                folder.mkdir(parents=True, exist_ok=True)
+                stem = f"{run.backend}-{run.device}-{run.dtype}"
+                (folder / f"golden-{stem}.obtained.json").write_text(goldens.dumps(obtained_golden()))
+                (folder / f"golden-{stem}.mismatches.txt").write_text(message + "\n")
+            raise AssertionError(message)
+
+    if not is_reference or ci:
+        if path.exists():
+            check_fn(tmp_path / "unused", path)  # compare only: nothing to write
+        return
+    perform_regression_check(
+        datadir=tmp_path, original_datadir=path.parent, request=request, check_fn=check_fn,
+        dump_fn=lambda filename: goldens.write_atomic(filename, goldens.dumps(obtained_golden())),
+        extension=".json", fullpath=path, obtained_filename=tmp_path / f"{run.case}.obtained.json")
+

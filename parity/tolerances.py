@@ -35,14 +35,19 @@ class ToleranceProfile:
         return self.rules[max(matches, key=len)]
 
 
+def read_tolerance_file(path: str | Path = TOLERANCE_PATH) -> dict:
+    """The parsed tolerance file; an unreadable one is one ToleranceError naming it."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ToleranceError(f"{path}: cannot read the tolerance file ({exc})") from None
+
+
 def load_profile(device: str, dtype: str, kind: str = "agreement",
                  path: str | Path = TOLERANCE_PATH) -> ToleranceProfile:
     """The `[kind.device.dtype]` table of the tolerance file."""
-    path = Path(path)
-    try:
-        data = tomllib.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ToleranceError(f"{path}: cannot read the tolerance file ({exc})") from None
+    data = read_tolerance_file(path)
     key = f"{kind}.{device}.{dtype}"
     table = data.get(kind, {}).get(device, {}).get(dtype)
     if not isinstance(table, dict) or not table:

@@ -1,0 +1,263 @@
+"""Golden JSON files: one per case, the summaries of the float64 CPU reference run (numpy only).
+
+Kept apart, as in syrupy: the *serializer* (`build_golden`, `dumps`, `load_golden`), the
+*comparator* (`compare_golden`, under a `GoldenProfile` from the tolerance file) and the
+*storage* (`golden_path`, `write_atomic`). The pytest plugin feeds them to pytest-regressions'
+regression check; `parity refresh` uses them directly.
+
+A golden holds: `schema`, `case`, the case's `config`, `digests` (per dtype: sha256 of every input
+array and of the weights, compared exactly), `summaries` (patch_stats, canvas, offsets,
+diffraction; compared under tolerances) and `provenance` (recorded, never compared).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Optional
+
+from parity.tolerances import TOLERANCE_PATH, ToleranceError, read_tolerance_file
+
+SCHEMA = 1
+GOLDEN_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "goldens"
+SECTIONS = ("patch_stats", "canvas", "offsets", "diffraction")
+REFERENCE = ("tensorflow", "cpu", "float64")  # the run a golden records: backend, device, dtype
+
+
+class GoldenError(ValueError):
+    """A golden file is unreadable or malformed; the message names the file and the key."""
+
+
+# -- serializer ---------------------------------------------------------------------------------
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return _jsonable(value.item())
+    if isinstance(value, float) and not math.isfinite(value):
+        raise GoldenError(f"a golden value is {value}: summaries must be finite")
+    return value
+
+
+def build_golden(case_name: str, config: Mapping, digests: Mapping[str, Mapping],
+                 summaries: Mapping, provenance: Mapping) -> dict:
+    """The golden of one case. `digests`: dtype → {"inputs": {array: sha256}, "weights": sha256}."""
+    return {"schema": SCHEMA, "case": case_name, "config": dict(config),
+            "digests": {k: dict(v) for k, v in digests.items()},
+            "summaries": {k: summaries[k] for k in SECTIONS}, "provenance": dict(provenance)}
+
+
+def dumps(golden: Mapping) -> str:
+    """Sorted keys, one item per line, floats as Python's shortest round-trip repr."""
+    return json.dumps(_jsonable(golden), indent=1, sort_keys=True, allow_nan=False) + "\n"
+
+
+def load_golden(path: str | Path) -> dict:
+    """Read and validate a golden; any problem is one GoldenError naming the file and the key."""
+    path = Path(path)
+    try:
+        golden = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise GoldenError(f"{path}: golden missing") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise GoldenError(f"{path}: cannot read the golden ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise GoldenError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    if not isinstance(golden, dict):
+        raise GoldenError(f"{path}: a golden must be a JSON object, got {type(golden).__name__}")
+    if golden.get("schema") != SCHEMA:
+        raise GoldenError(f"{path}: key 'schema' is {golden.get('schema')!r}, this version reads schema {SCHEMA} "
+                          f"(regenerate with `parity refresh`)")
+    for key, kind in (("case", str), ("config", dict), ("digests", dict), ("summaries", dict)):
+        if key not in golden:
+            raise GoldenError(f"{path}: key '{key}' missing")
+        if not isinstance(golden[key], kind):
+            raise GoldenError(f"{path}: key '{key}' must be a {kind.__name__}, got {type(golden[key]).__name__}")
+    for section in SECTIONS:
+        if not isinstance(golden["summaries"].get(section), dict):
+            raise GoldenError(f"{path}: key 'summaries.{section}' missing or not an object")
+    for dtype, entry in golden["digests"].items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("inputs"), dict)
+                and isinstance(entry.get("weights"), str)):
+            raise GoldenError(f"{path}: key 'digests.{dtype}' must hold 'inputs' (object) and 'weights' (string)")
+    for key, value in flatten(golden["summaries"]).items():
+        if not isinstance(value, (int, float, str)) or isinstance(value, bool):
+            raise GoldenError(f"{path}: key 'summaries.{key}' must be a number, got {value!r}")
+    return golden
+
+
+def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists → {"a.b.0.c": leaf}; the keys tolerance globs and messages use."""
+    out: dict[str, Any] = {}
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    elif isinstance(tree, (list, tuple)):
+        for i, v in enumerate(tree):
+            out.update(flatten(v, f"{prefix}.{i}" if prefix else str(i)))
+    else:
+        out[prefix] = tree
+    return out
+
+
+# -- comparator ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Allowance:
+    rel: float = 0.0
+    abs: float = 0.0
+
+    def allowed(self, golden: float) -> float:
+        return max(self.rel * abs(golden), self.abs)
+
+
+@dataclass(frozen=True)
+class GoldenProfile:
+    """Summary-key glob → Allowance, from `[golden.<device>.<dtype>]`; the longest glob wins."""
+
+    name: str
+    rules: Mapping[str, Allowance]
+
+    def for_key(self, key: str) -> Allowance:
+        matches = [p for p in self.rules if fnmatch.fnmatchcase(key, p)]
+        if not matches:
+            raise ToleranceError(f"tolerance profile {self.name!r} has no pattern matching summary key {key!r}")
+        return self.rules[max(matches, key=len)]
+
+
+def load_golden_profile(device: str, dtype: str, path: str | Path = TOLERANCE_PATH) -> GoldenProfile:
+    data = read_tolerance_file(path)
+    key = f"golden.{device}.{dtype}"
+    table = data.get("golden", {}).get(device, {}).get(dtype)
+    if not isinstance(table, dict) or not table:
+        raise ToleranceError(f"{path}: key '{key}' missing (no golden tolerances for {device} {dtype})")
+    rules = {}
+    for pattern, value in table.items():
+        ok = isinstance(value, dict) and set(value) <= {"rel", "abs"} and value and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= 0
+            for v in value.values())
+        if not ok:
+            raise ToleranceError(f"{path}: key '{key}.\"{pattern}\"' must be a table like "
+                                 f"{{ rel = 1e-6, abs = 1e-9 }} of finite numbers >= 0, got {value!r}")
+        rules[pattern] = Allowance(float(value.get("rel", 0.0)), float(value.get("abs", 0.0)))
+    return GoldenProfile(key, rules)
+
+
+@dataclass(frozen=True)
+class KeyMismatch:
+    key: str
+    golden: Any
+    obtained: Any
+    difference: Optional[float]
+    allowed: Optional[float]
+
+    def row(self) -> str:
+        if self.difference is None:
+            return f"  {self.key}: golden {self.golden!r}, obtained {self.obtained!r}"
+        return (f"  {self.key}: golden {self.golden!r}, obtained {self.obtained!r}, "
+                f"difference {self.difference:.3g}, allowed {self.allowed:.3g}")
+
+
+@dataclass
+class GoldenResult:
+    case: str
+    run: str  # e.g. "torch cpu float32"
+    inputs_changed: list[str] = field(default_factory=list)
+    mismatches: list[KeyMismatch] = field(default_factory=list)
+    compared: int = 0
+
+    @property
+    def passed(self) -> bool:
+        return not self.inputs_changed and not self.mismatches
+
+    def message(self, golden_file: str | Path) -> str:
+        lines = []
+        if self.inputs_changed:
+            lines.append(f"inputs changed: {', '.join(self.inputs_changed)} "
+                         f"({self.case}: the digests in {golden_file} no longer match the case's inputs)")
+        if self.mismatches:
+            lines.append(f"{self.case} ({self.run}): {len(self.mismatches)} of {self.compared} summary keys "
+                         f"out of tolerance against {golden_file}:")
+            lines += [m.row() for m in self.mismatches]
+        return "\n".join(lines) if lines else f"{self.case} ({self.run}): matches {golden_file}"
+
+
+def compare_golden(golden: Mapping, summaries: Mapping, digests: Mapping, dtype: str,
+                   profile: GoldenProfile, run: str = "") -> GoldenResult:
+    """Digests of `dtype` exactly, then every summary key under `profile`."""
+    result = GoldenResult(case=str(golden.get("case")), run=run)
+    want = golden["digests"].get(dtype)
+    if want is None:
+        result.inputs_changed.append(f"no {dtype} digests in the golden")
+    else:
+        for name in sorted(set(want["inputs"]) | set(digests["inputs"])):
+            if want["inputs"].get(name) != digests["inputs"].get(name):
+                result.inputs_changed.append(name)
+        if want["weights"] != digests["weights"]:
+            result.inputs_changed.append("weights")
+    expected = flatten({k: golden["summaries"][k] for k in SECTIONS})
+    obtained = flatten({k: summaries[k] for k in SECTIONS})
+    for key in sorted(set(expected) | set(obtained)):
+        g, o = expected.get(key), obtained.get(key)
+        result.compared += 1
+        if key not in obtained or key not in expected:
+            result.mismatches.append(KeyMismatch(key, g, o, None, None))
+        elif _is_number(g) and _is_number(o) and not (isinstance(g, int) and isinstance(o, int)):
+            diff = abs(float(o) - float(g))
+            allowed = profile.for_key(key).allowed(float(g))
+            if not diff <= allowed:  # NaN fails too
+                result.mismatches.append(KeyMismatch(key, g, o, diff, allowed))
+        elif g != o:  # shapes, counts, sizes: exact
+            result.mismatches.append(KeyMismatch(key, g, o, None, None))
+    return result
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+# -- storage ------------------------------------------------------------------------------------
+
+def golden_path(case_name: str, directory: str | Path | None = None) -> Path:
+    return Path(directory or GOLDEN_DIR) / f"{case_name}.json"
+
+
+def obtained_path(case_name: str, directory: str | Path | None = None) -> Path:
+    return Path(directory or GOLDEN_DIR) / f"{case_name}.obtained.json"
+
+
+def write_atomic(path: str | Path, text: str) -> None:
+    """Write via a temporary file in the same folder and a rename: a reader (or a crash) sees
+    the old file or the new one, never a truncated one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a golden is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def in_ci() -> bool:
+    """CI (any non-empty value but 0/false) never writes goldens."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def iter_goldens(directory: str | Path | None = None) -> Iterator[Path]:
+    return iter(sorted(p for p in Path(directory or GOLDEN_DIR).glob("*.json") if not p.name.endswith(".obtained.json")))

@@ -1,0 +1,120 @@
+"""`parity refresh`: regenerate golden files from the float64 CPU reference run.
+
+Modes: `failing` (goldens that are missing, corrupt or out of tolerance), `all` (every case run),
+`new` (missing goldens only). Each golden is written atomically on its own; goldens of cases the
+run does not cover are never touched; nothing is written under `CI` unless allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+from parity.cases import Case
+from parity.goldens import (GoldenError, compare_golden, dumps, flatten, golden_path, in_ci,
+                            load_golden, load_golden_profile, write_atomic, REFERENCE, SECTIONS)
+
+MODES = ("failing", "all", "new")
+MAX_ROWS = 30  # per golden in the old → new table; the rest are counted
+
+
+class RefreshRefused(ValueError):
+    """The refresh may not write here (CI, or a golden folder inside an installed package)."""
+
+
+@dataclass
+class Planned:
+    case: str
+    path: Path
+    status: str  # new | corrupt | inputs changed | out of tolerance | changed | unchanged
+    write: bool
+    golden: dict = field(repr=False)
+    changes: list[tuple[str, object, object]] = field(default_factory=list)  # key, old, new
+    note: str = ""
+
+
+def _changed_keys(old: dict, new: dict) -> list[tuple[str, object, object]]:
+    """Every summary and digest key whose value differs (exactly), old → new."""
+    def comparable(golden: dict) -> dict:
+        return flatten({"summaries": {k: golden.get("summaries", {}).get(k) for k in SECTIONS},
+                        "digests": golden.get("digests"), "config": golden.get("config")})
+
+    before, after = comparable(old), comparable(new)
+    return [(k, before.get(k), after.get(k)) for k in sorted(set(before) | set(after))
+            if before.get(k) != after.get(k)]
+
+
+def plan(cases: Sequence[Case], mode: str, goldens_dir: Optional[Path] = None,
+         data: Optional[str | Path] = None,
+         progress: Callable[[str], None] = lambda line: None) -> list[Planned]:
+    """Run the reference for every case and decide, per golden, what `mode` writes."""
+    from parity.engine import reference_golden
+
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    profile = load_golden_profile(REFERENCE[1], REFERENCE[2])
+    out = []
+    for i, case in enumerate(cases, 1):
+        path = golden_path(case.name, goldens_dir)
+        progress(f"[{i}/{len(cases)}] {case.name}: reference run ({' '.join(REFERENCE)}) ...")
+        new = reference_golden(case, data=data)
+        try:
+            old = load_golden(path)
+        except GoldenError as exc:
+            missing = not path.exists()
+            status = "new" if missing else "corrupt"
+            write = mode in ("all", "failing") or (mode == "new" and missing)
+            out.append(Planned(case.name, path, status, write, new, note="" if missing else str(exc)))
+            continue
+        result = compare_golden(old, new["summaries"], new["digests"][REFERENCE[2]], REFERENCE[2], profile,
+                                run=" ".join(REFERENCE))
+        changes = _changed_keys(old, new)
+        if result.inputs_changed:
+            status = "inputs changed"
+        elif result.mismatches:
+            status = "out of tolerance"
+        else:
+            status = "changed" if changes else "unchanged"
+        failing = status in ("inputs changed", "out of tolerance")
+        write = mode == "all" or (mode == "failing" and failing)
+        out.append(Planned(case.name, path, status, write, new, changes))
+    return out
+
+
+def apply(planned: Sequence[Planned], allow_ci: bool = False) -> list[Path]:
+    """Write the planned goldens, one atomic replace each."""
+    if in_ci() and not allow_ci:
+        raise RefreshRefused("CI is set: goldens are never written in CI (pass --allow-ci to override)")
+    written = []
+    for item in planned:
+        if item.write:
+            write_atomic(item.path, dumps(item.golden))
+            written.append(item.path)
+    return written
+
+
+def format_plan(planned: Sequence[Planned], dry_run: bool) -> str:
+    """The per-key old → new table of every golden that changes, and a one-line summary."""
+    lines = []
+    for item in planned:
+        verb = ("would write" if dry_run else "wrote") if item.write else "kept"
+        lines.append(f"{item.case}: {item.status} — {verb} {item.path}")
+        if item.note:
+            lines.append(f"  ({item.note})")
+        if item.changes and (item.write or item.status != "unchanged"):
+            width = max(len(k) for k, _, _ in item.changes[:MAX_ROWS])
+            lines.append(f"  {'key'.ljust(width)}  old → new")
+            for key, old, new in item.changes[:MAX_ROWS]:
+                lines.append(f"  {key.ljust(width)}  {old!r} → {new!r}")
+            if len(item.changes) > MAX_ROWS:
+                lines.append(f"  … and {len(item.changes) - MAX_ROWS} more keys")
+    counts: dict[str, int] = {}
+    for item in planned:
+        counts[item.status] = counts.get(item.status, 0) + 1
+    n_write = sum(item.write for item in planned)
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    action = (f"dry run: {n_write} golden(s) would be written, nothing written" if dry_run
+              else f"{n_write} golden(s) written")
+    lines.append(f"refresh: {len(planned)} case(s): {summary}; {action}")
+    return "\n".join(lines)

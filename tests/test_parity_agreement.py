@@ -1,8 +1,8 @@
 """The point of the project: the torch port computes what the TensorFlow reference computes.
 
-Per case (the set chosen with --parity-cases), dtype and stage: relative error
+Per case (--parity-cases), dtype (--parity-dtype) and stage, on --parity-device: relative error
 max|Δ| / max|reference| within the reviewed tolerance profile (fixtures/tolerances.toml:
-float64 ≤ 1e-12, float32 ≤ 1e-5).
+float64 ≤ 1e-12, float32 ≤ 1e-5). Runs come from the plugin's per-process cache.
 """
 
 import numpy as np
@@ -10,9 +10,9 @@ import pytest
 
 from parity.cases import get_case
 from parity.compare import compare_traces
-from parity.stages import TRAIN_STAGES
+from parity.stages import INFER_STAGES, TRAIN_STAGES
 from parity.tolerances import load_profile
-from tests.backends import backend, case_trace
+from tests.backends import backend
 
 pytestmark = pytest.mark.parity
 
@@ -21,30 +21,29 @@ def _report(result) -> str:
     return "\n".join(f"{s.stage:24s} rel={s.rel_error} tol={s.tolerance} {s.message}" for s in result.stages)
 
 
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_parity_torch_matches_tensorflow_every_stage(parity_case, dtype):
-    case_name = parity_case
-    profile = load_profile("cpu", dtype)
-    result = compare_traces(case_trace("tf", case_name, dtype), case_trace("torch", case_name, dtype),
-                            profile, "tensorflow", "torch")
+def test_parity_torch_matches_tensorflow_every_stage(parity_case, parity_dtype, parity_run, parity_device_name):
+    profile = load_profile(parity_device_name, parity_dtype)
+    ref, port = parity_run(parity_case, "tensorflow", parity_dtype), parity_run(parity_case, "torch", parity_dtype)
+    result = compare_traces(ref.train, port.train, profile, "tensorflow", "torch")
     assert [s.stage for s in result.stages] == list(TRAIN_STAGES)
     assert result.passed, f"first divergence: {result.first_divergence.stage}\n{_report(result)}"
-    assert profile.for_stage("decoder.amp") == (1e-12 if dtype == "float64" else 1e-5)
 
 
-def test_parity_infer_path_matches_train_path_across_backends(parity_case):
-    cfg, weights, batch = get_case(parity_case).inputs("float64")
-    tf_infer = backend("tf").build(cfg, weights).forward_infer(batch)
-    torch_infer = backend("torch").build(cfg, weights).forward_infer(batch)
-    result = compare_traces(tf_infer, torch_infer, load_profile("cpu", "float64"), "tensorflow", "torch",
-                            order=list(tf_infer))
+def test_parity_infer_path_matches_train_path_across_backends(parity_case, parity_dtype, parity_run,
+                                                               parity_device_name):
+    ref, port = parity_run(parity_case, "tensorflow", parity_dtype), parity_run(parity_case, "torch", parity_dtype)
+    result = compare_traces(ref.infer, port.infer, load_profile(parity_device_name, parity_dtype),
+                            "tensorflow", "torch", order=list(INFER_STAGES))
     assert result.passed, _report(result)
+    for run in (ref, port):  # one implementation of the object stages serves both paths
+        for stage in INFER_STAGES:
+            np.testing.assert_array_equal(run.infer[stage], run.train[stage], err_msg=f"{run.label} {stage}")
 
 
-def test_parity_harness_sees_a_real_divergence():
+def test_parity_harness_sees_a_real_divergence(parity_run):
     """Guard against a comparison that cannot fail: perturb one torch stage by 1e-9 relative."""
-    ref = case_trace("tf", "gs2-big", "float64")
-    other = dict(case_trace("torch", "gs2-big", "float64"))
+    ref = parity_run("gs2-big", "tensorflow", "float64", "cpu").train
+    other = dict(parity_run("gs2-big", "torch", "float64", "cpu").train)
     canvas = other["object.canvas"].copy()
     canvas[3, 40, 41, 0] += 1e-9 * np.abs(canvas).max()
     other["object.canvas"] = canvas
@@ -54,18 +53,13 @@ def test_parity_harness_sees_a_real_divergence():
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("dtype", ["float64", "float32"])
-def test_parity_cuda_torch_matches_tensorflow(parity_case, dtype):
-    case_name = parity_case
-    torch = pytest.importorskip("torch")
-    if not torch.cuda.is_available():
-        pytest.skip("no CUDA device")
-    cfg, weights, batch = get_case(case_name).inputs(dtype)
-    gpu = backend("torch").build(cfg, weights, device="cuda").forward_train(batch)
-    result = compare_traces(case_trace("tf", case_name, dtype), gpu, load_profile("cuda", dtype),
-                            "tensorflow", "torch-cuda")
+def test_parity_cuda_torch_matches_tensorflow_and_torch_cpu(parity_case, parity_dtype, parity_run):
+    gpu = parity_run(parity_case, "torch", parity_dtype, "cuda").train
+    profile = load_profile("cuda", parity_dtype)
+    result = compare_traces(parity_run(parity_case, "tensorflow", parity_dtype, "cpu").train, gpu, profile,
+                            "tensorflow-cpu", "torch-cuda")
     assert result.passed, _report(result)
-    cpu = compare_traces(case_trace("torch", case_name, dtype), gpu, load_profile("cuda", dtype),
+    cpu = compare_traces(parity_run(parity_case, "torch", parity_dtype, "cpu").train, gpu, profile,
                          "torch-cpu", "torch-cuda")
     assert cpu.passed, _report(cpu)
 

@@ -1,0 +1,216 @@
+"""Golden files: serializer, comparator, storage, and `parity refresh` (numpy and one reference run)."""
+
+import copy
+import json
+import os
+
+import pytest
+
+from parity import goldens
+from parity.cli import main
+from parity.goldens import (GoldenError, compare_golden, dumps, flatten, golden_path, iter_goldens,
+                            load_golden, load_golden_profile, write_atomic)
+from parity.refresh import apply, plan, RefreshRefused
+from parity.cases import get_case
+
+COMMITTED = list(iter_goldens())
+PROFILES = [(d, t) for d in ("cpu", "cuda") for t in ("float32", "float64")]
+
+
+def test_every_case_has_a_golden():
+    from parity.cases import case_names
+
+    assert sorted(p.stem for p in COMMITTED) == sorted(case_names("all"))
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
+def test_committed_golden_is_canonical_and_matches_itself(path):
+    golden = load_golden(path)
+    assert path.read_text() == dumps(golden)  # sorted keys, stable formatting, round-trip floats
+    assert set(golden["digests"]) == {"float32", "float64"}
+    for device, dtype in PROFILES:
+        result = compare_golden(golden, golden["summaries"], golden["digests"][dtype], dtype,
+                                load_golden_profile(device, dtype))
+        assert result.passed and result.compared > 50
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=[p.stem for p in COMMITTED])
+def test_a_50_percent_change_of_any_golden_number_is_caught(path):
+    """Every non-zero golden number changed by 50 % fails the float64 checks, with its key named.
+    The float32 checks catch it too unless the number sits below the float32 resolution of its
+    stage (the abs floor of its tolerance key, e.g. a diffraction minimum of 5e-6 next to a
+    maximum of 2e3): there half of it is rounding, and only the float64 runs can judge it."""
+    golden = load_golden(path)
+    numbers = {k: v for k, v in flatten(golden["summaries"]).items()
+               if isinstance(v, float) and v != 0.0}
+    assert len(numbers) > 30
+    for device, dtype in PROFILES:
+        profile = load_golden_profile(device, dtype)
+        for key, value in numbers.items():
+            if dtype == "float32" and 0.5 * abs(value) <= profile.for_key(key).abs:
+                assert key.endswith(".min") or ".amplitude_range." in key, key  # only near-zero minima
+                continue
+            changed = copy.deepcopy(golden["summaries"])
+            node, *rest = key.split(".")
+            target = changed[node]
+            parts = rest
+            for part in parts[:-1]:
+                target = target[int(part)] if isinstance(target, list) else target[part]
+            last = parts[-1]
+            if isinstance(target, list):
+                target[int(last)] = value * 1.5
+            else:
+                target[last] = value * 1.5
+            result = compare_golden(golden, changed, golden["digests"][dtype], dtype, profile)
+            assert [m.key for m in result.mismatches] == [key], (device, dtype, key)
+
+
+def test_changed_inputs_are_named_before_anything_else():
+    golden = load_golden(golden_path("gs1"))
+    digests = copy.deepcopy(golden["digests"]["float64"])
+    digests["inputs"]["offsets"] = "0" * 64
+    digests["weights"] = "1" * 64
+    summaries = copy.deepcopy(golden["summaries"])
+    summaries["patch_stats"]["global_mean"] *= 2
+    result = compare_golden(golden, summaries, digests, "float64", load_golden_profile("cpu", "float64"))
+    message = result.message("gs1.json")
+    assert message.splitlines()[0].startswith("inputs changed: offsets, weights")
+    assert "patch_stats.global_mean: golden" in message and "allowed" in message
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("{not json", "not valid JSON (line 1"),
+    ("[1, 2]", "a golden must be a JSON object"),
+    (json.dumps({"schema": 99}), "key 'schema' is 99"),
+    (json.dumps({"schema": 1, "case": "gs1", "config": {}, "digests": {}}), "key 'summaries' missing"),
+    (json.dumps({"schema": 1, "case": "gs1", "config": {}, "digests": {}, "summaries": {"patch_stats": {}}}),
+     "key 'summaries.canvas' missing"),
+    (json.dumps({"schema": 1, "case": 3, "config": {}, "digests": {}, "summaries": {}}), "key 'case' must be a str"),
+])
+def test_corrupt_golden_is_one_line_naming_file_and_key(tmp_path, text, needle):
+    path = tmp_path / "gs1.json"
+    path.write_text(text)
+    with pytest.raises(GoldenError) as info:
+        load_golden(path)
+    assert str(path) in str(info.value) and needle in str(info.value) and "\n" not in str(info.value)
+
+
+def test_wrong_types_inside_summaries(tmp_path):
+    golden = load_golden(golden_path("gs1"))
+    golden["summaries"]["canvas"]["amplitude"]["max"] = None
+    (tmp_path / "b.json").write_text(json.dumps(golden))
+    with pytest.raises(GoldenError, match="summaries.canvas.amplitude.max' must be a number"):
+        load_golden(tmp_path / "b.json")
+
+
+def test_bad_golden_tolerance_table(tmp_path):
+    bad = tmp_path / "tol.toml"
+    bad.write_text('[golden.cpu.float64]\n"*" = 1e-9\n')
+    from parity.tolerances import ToleranceError
+
+    with pytest.raises(ToleranceError, match="must be a table like"):
+        load_golden_profile("cpu", "float64", bad)
+    with pytest.raises(ToleranceError, match="key 'golden.cpu.float32' missing"):
+        load_golden_profile("cpu", "float32", bad)
+
+
+def test_write_atomic_never_leaves_a_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "g.json"
+    write_atomic(path, "old\n")
+
+    def crash(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(goldens.os, "replace", crash)
+    with pytest.raises(KeyboardInterrupt):
+        write_atomic(path, "new\n")
+    assert path.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["g.json"]
+
+
+# -- parity refresh -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def gs1_plan(tmp_path_factory):
+    """One reference run of gs1 planned against an empty folder (the only TensorFlow run here)."""
+    folder = tmp_path_factory.mktemp("goldens")
+    return folder, plan([get_case("gs1")], "all", folder)
+
+
+def _replan(planned, folder, mode):
+    """Re-decide a plan for `mode` from the same reference golden, without running TF again."""
+    import parity.engine as engine
+
+    golden = planned[0].golden
+    original = engine.reference_golden
+    engine.reference_golden = lambda case, data=None: golden
+    try:
+        return plan([get_case("gs1")], mode, folder)
+    finally:
+        engine.reference_golden = original
+
+
+def test_refresh_modes(gs1_plan, tmp_path, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    _, first = gs1_plan
+    folder = tmp_path
+    assert [p.status for p in _replan(first, folder, "failing")] == ["new"]
+    new = _replan(first, folder, "new")
+    assert new[0].write and apply(new) == [folder / "gs1.json"]
+    assert load_golden(folder / "gs1.json")["summaries"] == first[0].golden["summaries"]
+    # unchanged: --new and --failing write nothing, --all rewrites
+    assert [p.write for p in _replan(first, folder, "new")] == [False]
+    assert [(p.status, p.write) for p in _replan(first, folder, "failing")] == [("unchanged", False)]
+    assert [p.write for p in _replan(first, folder, "all")] == [True]
+    # a golden 50 % off: --failing rewrites it and the table shows old → new
+    golden = load_golden(folder / "gs1.json")
+    golden["summaries"]["patch_stats"]["global_std"] *= 1.5
+    (folder / "gs1.json").write_text(dumps(golden))
+    failing = _replan(first, folder, "failing")
+    assert (failing[0].status, failing[0].write) == ("out of tolerance", True)
+    assert [k for k, _, _ in failing[0].changes] == ["summaries.patch_stats.global_std"]
+    assert [p.write for p in _replan(first, folder, "new")] == [False]
+    # corrupt: --failing replaces it, --new leaves it
+    (folder / "gs1.json").write_text("{broken")
+    assert [(p.status, p.write) for p in _replan(first, folder, "failing")] == [("corrupt", True)]
+    assert [p.write for p in _replan(first, folder, "new")] == [False]
+
+
+def test_refresh_refuses_in_ci(gs1_plan, monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    folder, planned = gs1_plan
+    with pytest.raises(RefreshRefused, match="CI is set"):
+        apply(planned)
+    assert not list(folder.iterdir())
+
+
+def test_refresh_crash_between_two_writes_leaves_valid_goldens(gs1_plan, tmp_path, monkeypatch):
+    monkeypatch.delenv("CI", raising=False)
+    _, planned = gs1_plan
+    item = planned[0]
+    old = dumps(dict(item.golden, case="gs1-old"))
+    first, second = tmp_path / "a.json", tmp_path / "b.json"
+    first.write_text(old)
+    second.write_text(old)
+    items = [type(item)(item.case, first, "changed", True, item.golden),
+             type(item)(item.case, second, "changed", True, item.golden)]
+    real_replace, calls = os.replace, []
+
+    def replace_then_crash(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed between the first and the second golden
+        real_replace(src, dst)
+
+    monkeypatch.setattr(goldens.os, "replace", replace_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        apply(items)
+    assert json.loads(first.read_text())["case"] == "gs1" and json.loads(second.read_text())["case"] == "gs1-old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json", "b.json"]
+
+
+def test_refresh_cli_dry_run_and_ci(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CI", "1")
+    assert main(["refresh", "--new", "--case", "gs1", "--goldens", str(tmp_path)]) == 2
+    assert "CI is set" in capsys.readouterr().err
+    assert main(["refresh", "--case", "nope"]) == 2
+    assert "unknown case 'nope'" in capsys.readouterr().err

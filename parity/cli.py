@@ -87,13 +87,14 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
     from parity import goldens
     from parity.cases import cases_in, get_case
     from parity.refresh import apply, format_plan, plan
+    from parity.resources import INSTALLED
 
     try:
         cases = [get_case(n) for n in args.case] if args.case else cases_in(args.cases)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
     directory = Path(args.goldens) if args.goldens else goldens.GOLDEN_DIR
-    if not args.goldens and "site-packages" in goldens.GOLDEN_DIR.parts and not args.dry_run:
+    if not args.goldens and INSTALLED and not args.dry_run:
         raise UsageError(f"the goldens of this installed copy live in {goldens.GOLDEN_DIR}; "
                          f"name a folder of yours with --goldens DIR")
     if goldens.in_ci() and not args.allow_ci and not args.dry_run:

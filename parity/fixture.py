@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from parity import oracle
+from parity.resources import FIXTURES_ROOT
 
-FIXTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "fly001"
+FIXTURE_DIR = FIXTURES_ROOT / "fly001"
 FIXTURE_PATH = FIXTURE_DIR / "fly001_small.npz"
 # The N=128 cases need 128×128 patterns: a second, smaller scan (`parity make-fixture --N 128`).
 FIXTURE_N128_PATH = FIXTURE_DIR / "fly001_small_n128.npz"

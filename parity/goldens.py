@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
+from parity.resources import FIXTURES_ROOT
 from parity.tolerances import TOLERANCE_PATH, ToleranceError, read_tolerance_file
 
 SCHEMA = 1
-GOLDEN_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "goldens"
+GOLDEN_DIR = FIXTURES_ROOT / "goldens"
 SECTIONS = ("patch_stats", "canvas", "offsets", "diffraction")
 REFERENCE = ("tensorflow", "cpu", "float64")  # the run a golden records: backend, device, dtype
 

@@ -9,12 +9,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
+from parity.resources import FIXTURES_ROOT
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-TOLERANCE_PATH = Path(__file__).resolve().parent.parent / "fixtures" / "tolerances.toml"
+TOLERANCE_PATH = FIXTURES_ROOT / "tolerances.toml"
 
 
 class ToleranceError(ValueError):

@@ -12,7 +12,6 @@ diffraction; compared under tolerances) and `provenance` (recorded, never compar
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import math
 import os
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 from parity.resources import FIXTURES_ROOT
-from parity.tolerances import TOLERANCE_PATH, ToleranceError, read_tolerance_file
+from parity.tolerances import TOLERANCE_PATH, ToleranceError, longest_match, read_tolerance_file
 
 SCHEMA = 1
 GOLDEN_DIR = FIXTURES_ROOT / "goldens"
@@ -128,10 +127,7 @@ class GoldenProfile:
     rules: Mapping[str, Allowance]
 
     def for_key(self, key: str) -> Allowance:
-        matches = [p for p in self.rules if fnmatch.fnmatchcase(key, p)]
-        if not matches:
-            raise ToleranceError(f"tolerance profile {self.name!r} has no pattern matching summary key {key!r}")
-        return self.rules[max(matches, key=len)]
+        return longest_match(self.name, self.rules, key, "summary key")
 
 
 def load_golden_profile(device: str, dtype: str, path: str | Path = TOLERANCE_PATH) -> GoldenProfile:

@@ -7,7 +7,7 @@ import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, TypeVar
 
 from parity.resources import FIXTURES_ROOT
 
@@ -17,6 +17,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 TOLERANCE_PATH = FIXTURES_ROOT / "tolerances.toml"
+T = TypeVar("T")
 
 
 class ToleranceError(ValueError):
@@ -31,10 +32,15 @@ class ToleranceProfile:
     rules: Mapping[str, float]
 
     def for_stage(self, stage: str) -> float:
-        matches = [p for p in self.rules if fnmatch.fnmatchcase(stage, p)]
-        if not matches:
-            raise ToleranceError(f"tolerance profile {self.name!r} has no pattern matching stage {stage!r}")
-        return self.rules[max(matches, key=len)]
+        return longest_match(self.name, self.rules, stage, "stage")
+
+
+def longest_match(profile: str, rules: Mapping[str, T], key: str, what: str) -> T:
+    """The value of the longest glob in `rules` that matches `key`."""
+    matches = [p for p in rules if fnmatch.fnmatchcase(key, p)]
+    if not matches:
+        raise ToleranceError(f"tolerance profile {profile!r} has no pattern matching {what} {key!r}")
+    return rules[max(matches, key=len)]
 
 
 def read_tolerance_file(path: str | Path = TOLERANCE_PATH) -> dict:

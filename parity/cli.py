@@ -64,7 +64,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for dtype in dtypes:
             n += 1
             print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
-            result = run_case(case, device=args.device, dtype=dtype, data=args.data)
+            result = run_case(case, device=args.device, dtype=dtype, data=args.data, goldens_dir=args.goldens)
             figures[(case.name, dtype)] = dump.dump_case(result, out)
             worst = result.comparison.worst
             print(f"{result.verdict()} (worst {worst.stage}: {worst.rel_error:.2e}, "
@@ -72,6 +72,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             if result.arbitration:
                 print(f"      first divergence at {result.arbitration['stage']}: "
                       f"{result.arbitration['verdict']}", flush=True)
+            for message in result.golden_messages():
+                print("      " + message.replace("\n", "\n      "), flush=True)
             results.append(result)
     report = dump.write_report(results, out, figures)
     print()
@@ -139,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the shipped fixture)")
     p.add_argument("--out", default="parity-report", help="report folder (default: %(default)s/)")
     p.add_argument("--summary-md", metavar="PATH", help="also write the markdown summary table here (CI job summary)")
+    p.add_argument("--goldens", metavar="DIR", help="golden folder to compare with (default: the shipped goldens; "
+                                                    "not used with --data)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("refresh", help="regenerate golden JSON from the float64 CPU reference run")

@@ -162,7 +162,8 @@ def dump_case(result: CaseResult, out: Path) -> list[Path]:
     _merge_json(folder / "stats.json", result.dtype, {
         "verdict": full["verdict"], "summaries": full["summaries"], "stages": full["comparison"]["stages"],
         "first_divergence": full["first_divergence"], "arbitration": full["arbitration"],
-        "path_checks": full["path_checks"], "digests": full["digests"], "provenance": full["provenance"],
+        "path_checks": full["path_checks"], "golden": full["golden"], "digests": full["digests"],
+        "provenance": full["provenance"],
     })
     _merge_json(folder / "canvas.json", result.dtype,
                 {name: s["train"]["canvas"] for name, s in result.summaries.items()})
@@ -261,6 +262,8 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
             lines += [f"### {case} · {r.dtype} · {r.device} — {r.verdict()}", ""]
             if r.arbitration:
                 lines += [f"**First divergence: `{r.arbitration['stage']}`** — {r.arbitration['verdict']}", ""]
+            for message in r.golden_messages():
+                lines += ["**Golden differs**:", "", "```", message, "```", ""]
             if not r.paths_consistent:
                 bad = {n: [s for s, ok in c.items() if not ok] for n, c in r.path_checks.items()}
                 lines += [f"**forward_infer differs from forward_train**: {bad}", ""]

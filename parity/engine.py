@@ -65,19 +65,30 @@ class CaseResult:
     seconds: float
     traces: dict = field(default_factory=dict, repr=False)  # backend -> train trace (not serialised)
     batch: Optional[Batch] = field(default=None, repr=False)
+    golden: dict = field(default_factory=dict)  # backend -> GoldenResult; empty without a golden
+    golden_file: Optional[str] = None
 
     @property
     def paths_consistent(self) -> bool:
         return all(all(v.values()) for v in self.path_checks.values())
 
     @property
+    def golden_passed(self) -> bool:
+        return all(g.passed for g in self.golden.values())
+
+    @property
     def passed(self) -> bool:
-        return self.comparison.passed and self.paths_consistent
+        return self.comparison.passed and self.paths_consistent and self.golden_passed
 
     def verdict(self) -> str:
         if self.passed:
-            return "PASS"
-        return "DIVERGED" if not self.comparison.passed else "PATHS DIFFER"
+            return "PASS" if self.golden_file else "PASS (no golden)"
+        if not self.comparison.passed:
+            return "DIVERGED"
+        return "PATHS DIFFER" if not self.paths_consistent else "GOLDEN DIFFERS"
+
+    def golden_messages(self) -> list[str]:
+        return [g.message(self.golden_file) for g in self.golden.values() if not g.passed]
 
     def to_dict(self) -> dict:
         worst = self.comparison.worst
@@ -91,6 +102,9 @@ class CaseResult:
             "first_divergence": first.stage if first else None,
             "arbitration": self.arbitration, "comparison": self.comparison.to_dict(),
             "path_checks": self.path_checks, "summaries": self.summaries, "digests": self.digests,
+            "golden": {"file": self.golden_file,
+                       "passed": self.golden_passed if self.golden_file else None,
+                       "messages": self.golden_messages()},
             "provenance": self.provenance, "seconds": self.seconds,
         }
 
@@ -120,8 +134,10 @@ def _provenance(device: str, dtype: str, flags: dict) -> dict:
 
 def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
              data: Optional[str | Path] = None,
-             tolerance_path: str | Path = TOLERANCE_PATH) -> CaseResult:
-    """Run `case` on both backends and compare them stage by stage."""
+             tolerance_path: str | Path = TOLERANCE_PATH,
+             goldens_dir: Optional[str | Path] = None, use_golden: bool = True) -> CaseResult:
+    """Run `case` on both backends, compare them stage by stage and, when the case has a golden
+    (and the run is on the shipped data), compare each backend's summaries with it."""
     import models_tf
     import models_torch
 
@@ -141,12 +157,25 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
                    if first is not None else None)
     summaries = {name: {"train": summarise(train[name], cfg), "infer": summarise(infer[name], cfg)}
                  for name in models}
+    run_digests = {"inputs": digests(batch), "weights": weights_digest(weights)}
+    golden, golden_file = {}, None
+    if use_golden and data is None:
+        from parity import goldens
+
+        path = goldens.golden_path(case.name, goldens_dir)
+        if path.exists():
+            reference = goldens.load_golden(path)  # corrupt: GoldenError, one line
+            profile = goldens.load_golden_profile(device, dtype, tolerance_path)
+            golden_file = str(path)
+            golden = {name: goldens.compare_golden(reference, summaries[name]["train"], run_digests, dtype,
+                                                   profile, run=f"{name} {device} {dtype}")
+                      for name in models}
     return CaseResult(
         case=case.name, dtype=dtype, device=device, config=cfg, comparison=comparison,
         path_checks=path_checks, arbitration=arbitration, summaries=summaries,
-        digests={"inputs": digests(batch), "weights": weights_digest(weights)},
-        provenance=_provenance(device, dtype, flags), seconds=time.perf_counter() - start,
-        traces=train, batch=batch)
+        digests=run_digests, provenance=_provenance(device, dtype, flags),
+        seconds=time.perf_counter() - start, traces=train, batch=batch,
+        golden=golden, golden_file=golden_file)
 
 
 @dataclass

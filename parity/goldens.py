@@ -178,8 +178,8 @@ class GoldenResult:
     def message(self, golden_file: str | Path) -> str:
         lines = []
         if self.inputs_changed:
-            lines.append(f"inputs changed: {', '.join(self.inputs_changed)} "
-                         f"({self.case}: the digests in {golden_file} no longer match the case's inputs)")
+            lines.append(f"inputs changed: {', '.join(self.inputs_changed)} ({self.case}, {self.run}: "
+                         f"the digests in {golden_file} no longer match the case's inputs)")
         if self.mismatches:
             lines.append(f"{self.case} ({self.run}): {len(self.mismatches)} of {self.compared} summary keys "
                          f"out of tolerance against {golden_file}:")

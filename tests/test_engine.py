@@ -145,7 +145,7 @@ def test_check_on_other_data(tmp_path, capsys, small_scan_arrays):
     assert main(["check", "--case", "gs2-small", "--dtype", "float64", "--data", str(path),
                  "--out", str(tmp_path / "r")]) == 0
     stats = json.loads((tmp_path / "r" / "gs2-small" / "stats.json").read_text())
-    assert stats["float64"]["verdict"] == "PASS"
+    assert stats["float64"]["verdict"] == "PASS (no golden)"  # goldens hold the shipped data only
 
 
 def test_check_with_data_skips_cases_of_another_detector_size(tmp_path, capsys):
@@ -164,3 +164,28 @@ def test_check_with_data_that_fits_no_chosen_case(tmp_path, capsys):
     assert main(["check", "--data", str(FIXTURE_N128_PATH), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "every chosen case needs N=[64]" in err
+
+
+def test_check_compares_each_backend_with_the_golden(tmp_path, capsys):
+    from parity.goldens import golden_path
+
+    golden = json.loads(golden_path("gs1").read_text())
+    golden["summaries"]["patch_stats"]["global_std"] *= 1.5
+    golden["digests"]["float64"]["inputs"]["probe"] = "0" * 64
+    (tmp_path / "gs1.json").write_text(json.dumps(golden))
+    code = main(["check", "--case", "gs1", "--dtype", "float64", "--goldens", str(tmp_path),
+                 "--out", str(tmp_path / "r")])
+    out = capsys.readouterr().out
+    assert code == 1 and "GOLDEN DIFFERS" in out
+    assert "inputs changed: probe (gs1, torch cpu float64" in out and "patch_stats.global_std: golden" in out
+    stats = json.loads((tmp_path / "r" / "gs1" / "stats.json").read_text())["float64"]
+    assert stats["golden"]["passed"] is False and len(stats["golden"]["messages"]) == 2  # both backends
+    assert "**Golden differs**" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_check_with_a_corrupt_golden_is_one_line(tmp_path, capsys):
+    (tmp_path / "gs1.json").write_text("{")
+    assert main(["check", "--case", "gs1", "--dtype", "float64", "--goldens", str(tmp_path),
+                 "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gs1.json: not valid JSON" in err and "Traceback" not in err

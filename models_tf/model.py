@@ -68,6 +68,11 @@ class ForwardModel:
                              f"(expects {self.complex_dtype.name})")
         self.probe = tf.Variable(probe, trainable=False, name="probe")
 
+    def state(self) -> dict:
+        """The model state beside the weights: {"log_scale": float, "probe": complex array | None}."""
+        return {"log_scale": float(self.log_scale.numpy()),
+                "probe": None if self.probe is None else self.probe.numpy()}
+
     def weights(self) -> dict[str, np.ndarray]:
         """The neutral weight dict, read back from the layers."""
         out: dict[str, np.ndarray] = {}
@@ -135,9 +140,10 @@ class ForwardModel:
 
 
 def build(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], probe: Optional[np.ndarray] = None,
-          dtype: Optional[str] = None, device: str = "cpu") -> ForwardModel:
-    """Build the reference model from a config and neutral weights (dtype taken from the weights)."""
-    return ForwardModel(cfg, weights, probe=probe, dtype=dtype, device=device)
+          dtype: Optional[str] = None, device: str = "cpu", log_scale: Optional[float] = None) -> ForwardModel:
+    """Build the reference model from a config and neutral weights (dtype taken from the weights);
+    `log_scale` restores that state (default: log of the config's intensity scale)."""
+    return ForwardModel(cfg, weights, probe=probe, dtype=dtype, device=device, log_scale=log_scale)
 
 
 def load(path: str | Path, device: str = "cpu") -> ForwardModel:

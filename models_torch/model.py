@@ -45,7 +45,7 @@ class ForwardModel(nn.Module):
 
     def __init__(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray],
                  probe: Optional[np.ndarray] = None, dtype: Optional[str] = None,
-                 device: str = "cpu"):
+                 device: str = "cpu", log_scale: Optional[float] = None):
         super().__init__()
         validate_weights(cfg, weights)
         wdtype = weights_dtype(weights)
@@ -59,7 +59,8 @@ class ForwardModel(nn.Module):
                                            network.amp_activation(cfg.amp_activation), wdtype)
         self.decoder_phase = network.Decoder(cfg, weights, "decoder_phase",
                                              network.phase_activation, wdtype)
-        self.register_buffer("log_scale", torch.tensor(cfg.log_scale, dtype=_REAL[wdtype]))
+        self.register_buffer("log_scale", torch.tensor(cfg.log_scale if log_scale is None else log_scale,
+                                                       dtype=_REAL[wdtype]))
         self.register_buffer("probe", None)
         if probe is not None:
             self._set_probe(probe)
@@ -78,6 +79,11 @@ class ForwardModel(nn.Module):
             raise ModelError(f"probe is {str(probe.dtype).removeprefix('torch.')} but the model is "
                              f"{self.dtype} (expects {str(_COMPLEX[self.dtype]).removeprefix('torch.')})")
         self.probe = probe.to(self.log_scale.device)
+
+    def state(self) -> dict:
+        """The model state beside the weights: {"log_scale": float, "probe": complex array | None}."""
+        return {"log_scale": float(self.log_scale),
+                "probe": None if self.probe is None else self.probe.detach().cpu().numpy()}
 
     def weights(self) -> dict[str, np.ndarray]:
         """The neutral weight dict, read back from the layers (kernels in Keras layout)."""
@@ -146,9 +152,10 @@ class ForwardModel(nn.Module):
 
 
 def build(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], probe: Optional[np.ndarray] = None,
-          dtype: Optional[str] = None, device: str = "cpu") -> ForwardModel:
-    """Build the torch port from a config and neutral weights (dtype taken from the weights)."""
-    return ForwardModel(cfg, weights, probe=probe, dtype=dtype, device=device)
+          dtype: Optional[str] = None, device: str = "cpu", log_scale: Optional[float] = None) -> ForwardModel:
+    """Build the torch port from a config and neutral weights (dtype taken from the weights);
+    `log_scale` restores that state (default: log of the config's intensity scale)."""
+    return ForwardModel(cfg, weights, probe=probe, dtype=dtype, device=device, log_scale=log_scale)
 
 
 def load(path: str | Path, device: str = "cpu") -> ForwardModel:

@@ -72,6 +72,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
             if result.arbitration:
                 print(f"      first divergence at {result.arbitration['stage']}: "
                       f"{result.arbitration['verdict']}", flush=True)
+            for check in result.checkpoints:
+                if not check.passed:
+                    print("      " + check.describe(), flush=True)
+            if args.compare_paths:
+                print(dump.compare_paths_text(result), flush=True)
             for message in result.golden_messages():
                 print("      " + message.replace("\n", "\n      "), flush=True)
             results.append(result)
@@ -141,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the shipped fixture)")
     p.add_argument("--out", default="parity-report", help="report folder (default: %(default)s/)")
     p.add_argument("--summary-md", metavar="PATH", help="also write the markdown summary table here (CI job summary)")
+    p.add_argument("--compare-paths", action="store_true",
+                   help="per backend, print the training path next to the saved -> loaded inference path "
+                        "(patch statistics, ranges, canvas, offsets, first stage where they part)")
     p.add_argument("--goldens", metavar="DIR", help="golden folder to compare with (default: the shipped goldens; "
                                                     "not used with --data)")
     p.set_defaults(func=_cmd_check)

@@ -162,7 +162,8 @@ def dump_case(result: CaseResult, out: Path) -> list[Path]:
     _merge_json(folder / "stats.json", result.dtype, {
         "verdict": full["verdict"], "summaries": full["summaries"], "stages": full["comparison"]["stages"],
         "first_divergence": full["first_divergence"], "arbitration": full["arbitration"],
-        "path_checks": full["path_checks"], "golden": full["golden"], "digests": full["digests"],
+        "path_checks": full["path_checks"], "checkpoints": full["checkpoints"], "golden": full["golden"],
+        "digests": full["digests"],
         "provenance": full["provenance"],
     })
     _merge_json(folder / "canvas.json", result.dtype,
@@ -239,12 +240,55 @@ def _patch_stats_table(r: CaseResult) -> list[str]:
     lines = ["| backend · path | global_mean | global_std | var_zero_mean | amplitude range |",
              "|---|---|---|---|---|"]
     for name, summ in r.summaries.items():
-        for path in ("train", "infer"):
+        for path in ("train", "infer", "reloaded"):
             p = summ[path]["patch_stats"]
             lo, hi = p["amplitude_range"]
             lines.append(f"| {name} · {path} | {p['global_mean']:.6g} | {p['global_std']:.6g} "
                          f"| {p['var_zero_mean']:.4g} | [{lo:.4g}, {hi:.4g}] |")
     return lines
+
+
+def _checkpoint_table(r: CaseResult) -> list[str]:
+    """One row per checkpoint direction: saved → loaded by, worst stage, verdict."""
+    lines = ["| checkpoint | worst stage | rel. error | verdict |", "|---|---|---|---|"]
+    for c in r.checkpoints:
+        worst = c.comparison.worst
+        verdict = "ok" if c.passed else f"**FAIL** first divergence at `{c.first_stage}`"
+        lines.append(f"| {c.direction} | `{worst.stage if worst else '—'}` | "
+                     f"{_fmt(worst.rel_error if worst else None)} | {verdict} |")
+    return lines
+
+
+def compare_paths_text(r: CaseResult) -> str:
+    """Per backend, as in the report that started the project: the training path in memory next
+    to the saved → loaded inference path, and the first stage where they part."""
+    def rng(pair) -> str:
+        return f"[{pair[0]:.4g}, {pair[1]:.4g}]"
+
+    rows = [("global_mean", lambda s: f"{s['patch_stats']['global_mean']:.6g}"),
+            ("global_std", lambda s: f"{s['patch_stats']['global_std']:.6g}"),
+            ("var_zero_mean", lambda s: f"{s['patch_stats']['var_zero_mean']:.4g}"),
+            ("amplitude range", lambda s: rng(s["patch_stats"]["amplitude_range"])),
+            ("phase range", lambda s: rng(s["patch_stats"]["phase_range"])),
+            ("canvas amplitude mean / max", lambda s: f"{s['canvas']['amplitude']['mean']:.4g} / "
+                                                      f"{s['canvas']['amplitude']['max']:.4g}"),
+            ("canvas covered fraction", lambda s: f"{s['canvas']['covered_fraction']:.4g}"),
+            ("offsets unique / std", lambda s: f"{s['offsets']['unique_count']} / {s['offsets']['std']:.4g}")]
+    out = []
+    for check in r.checkpoints:
+        if check.saved != check.loaded_by:
+            continue
+        name = check.saved
+        train, reloaded = r.summaries[name]["train"], r.summaries[name]["reloaded"]
+        width = max(len(label) for label, _ in rows)
+        out.append(f"{r.case} · {r.dtype} · {name}: training path (in memory) vs saved → loaded inference path")
+        out.append(f"  {'':{width}}  {'train':>24}  {'reloaded':>24}")
+        for label, cell in rows:
+            out.append(f"  {label:{width}}  {cell(train):>24}  {cell(reloaded):>24}")
+        parted = check.first_stage
+        out.append(f"  first stage where they part: {parted}" if parted
+                   else "  the paths agree at every stage (within the tolerance profile)")
+    return "\n".join(out)
 
 
 def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[str, str], list[Path]]) -> Path:
@@ -267,7 +311,9 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
             if not r.paths_consistent:
                 bad = {n: [s for s, ok in c.items() if not ok] for n, c in r.path_checks.items()}
                 lines += [f"**forward_infer differs from forward_train**: {bad}", ""]
-            lines += _stage_table(r) + ["", "Patch statistics (|object.patches|):", ""] + _patch_stats_table(r) + [""]
+            lines += _stage_table(r) + ["", "Checkpoints (saved, loaded into a fresh model, inference path vs "
+                                        "the in-memory training path):", ""] + _checkpoint_table(r)
+            lines += ["", "Patch statistics (|object.patches|):", ""] + _patch_stats_table(r) + [""]
             for fig in figures.get((r.case, r.dtype), []):
                 rel = fig.relative_to(out).as_posix()
                 lines += [f"![{fig.stem}]({rel})", ""]

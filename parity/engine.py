@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import platform
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from parity.compare import TraceComparison, compare_traces
 from parity.config import ForwardConfig
 from parity.data import Batch, digests
 from parity.oracle import arbitrate
-from parity.stages import OBJECT_STAGES
+from parity.stages import INFER_STAGES, OBJECT_STAGES
 from parity.summaries import summarise
 from parity.tolerances import TOLERANCE_PATH, load_profile
 from parity.weights import digest as weights_digest
@@ -51,6 +52,71 @@ def require_device(device: str) -> dict[str, object]:
 
 
 @dataclass
+class CheckpointCheck:
+    """A model saved, loaded back into a fresh object (`saved` → `loaded_by`), its inference path
+    compared stage by stage with the saved model's in-memory training path."""
+
+    saved: str  # the backend whose checkpoint was written
+    loaded_by: str  # the backend that loaded it (the same one, or the other through neutral weights)
+    comparison: TraceComparison
+
+    @property
+    def direction(self) -> str:
+        return f"{self.saved} → {self.loaded_by}"
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison.passed
+
+    @property
+    def first_stage(self) -> Optional[str]:
+        first = self.comparison.first_divergence
+        return first.stage if first else None
+
+    def describe(self) -> str:
+        if self.passed:
+            return f"checkpoint {self.direction}: reloaded inference path matches the training path"
+        return (f"checkpoint {self.direction}: the reloaded inference path parts from the in-memory "
+                f"training path at {self.first_stage}")
+
+    def to_dict(self) -> dict:
+        worst = self.comparison.worst
+        return {"saved": self.saved, "loaded_by": self.loaded_by, "direction": self.direction,
+                "passed": self.passed, "first_divergence": self.first_stage,
+                "worst_stage": worst.stage if worst else None,
+                "worst_rel_error": worst.rel_error if worst else None,
+                "stages": [st.to_dict() for st in self.comparison.stages]}
+
+
+def checkpoint_checks(models: dict, train: dict, batch: Batch, profile, device: str,
+                      workdir: Path) -> tuple[list[CheckpointCheck], dict]:
+    """Save every model, load it back in a fresh object and compare its inference path with the
+    in-memory training path; then hand each checkpoint, as neutral weights + state, to the other
+    backend and compare the same way. Returns the checks and the reloaded infer traces."""
+    import importlib
+
+    loaded, infer = {}, {}
+    checks = []
+    train = {name: {stage: trace[stage] for stage in INFER_STAGES} for name, trace in train.items()}
+    for name, model in models.items():
+        package = importlib.import_module(BACKEND_PACKAGES[name])
+        loaded[name] = package.load(model.save(Path(workdir) / f"{name}.ckpt"), device=device)
+        infer[name] = loaded[name].forward_infer(batch)
+        checks.append(CheckpointCheck(name, name, compare_traces(
+            train[name], infer[name], profile, f"{name} train", f"{name} reloaded", order=list(INFER_STAGES))))
+    names = list(models)
+    for saved, loaded_by in zip(names, names[::-1]):
+        source = loaded[saved]
+        state = source.state()
+        port = importlib.import_module(BACKEND_PACKAGES[loaded_by]).build(
+            source.cfg, source.weights(), probe=state["probe"], log_scale=state["log_scale"], device=device)
+        checks.append(CheckpointCheck(saved, loaded_by, compare_traces(
+            train[saved], port.forward_infer(batch), profile, f"{saved} train", f"{loaded_by} from {saved}'s checkpoint",
+            order=list(INFER_STAGES))))
+    return checks, infer
+
+
+@dataclass
 class CaseResult:
     case: str
     dtype: str
@@ -67,6 +133,8 @@ class CaseResult:
     batch: Optional[Batch] = field(default=None, repr=False)
     golden: dict = field(default_factory=dict)  # backend -> GoldenResult; empty without a golden
     golden_file: Optional[str] = None
+    checkpoints: list = field(default_factory=list)  # CheckpointCheck per direction
+    reloaded: dict = field(default_factory=dict, repr=False)  # backend -> reloaded infer trace
 
     @property
     def paths_consistent(self) -> bool:
@@ -77,15 +145,21 @@ class CaseResult:
         return all(g.passed for g in self.golden.values())
 
     @property
+    def checkpoints_passed(self) -> bool:
+        return all(c.passed for c in self.checkpoints)
+
+    @property
     def passed(self) -> bool:
-        return self.comparison.passed and self.paths_consistent and self.golden_passed
+        return self.comparison.passed and self.paths_consistent and self.golden_passed and self.checkpoints_passed
 
     def verdict(self) -> str:
         if self.passed:
             return "PASS" if self.golden_file else "PASS (no golden)"
         if not self.comparison.passed:
             return "DIVERGED"
-        return "PATHS DIFFER" if not self.paths_consistent else "GOLDEN DIFFERS"
+        if not self.paths_consistent:
+            return "PATHS DIFFER"
+        return "CHECKPOINT DIFFERS" if not self.checkpoints_passed else "GOLDEN DIFFERS"
 
     def golden_messages(self) -> list[str]:
         return [g.message(self.golden_file) for g in self.golden.values() if not g.passed]
@@ -102,6 +176,7 @@ class CaseResult:
             "first_divergence": first.stage if first else None,
             "arbitration": self.arbitration, "comparison": self.comparison.to_dict(),
             "path_checks": self.path_checks, "summaries": self.summaries, "digests": self.digests,
+            "checkpoints": [c.to_dict() for c in self.checkpoints],
             "golden": {"file": self.golden_file,
                        "passed": self.golden_passed if self.golden_file else None,
                        "messages": self.golden_messages()},
@@ -155,7 +230,10 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
     first = comparison.first_divergence
     arbitration = (arbitrate(first.stage, train[REF], train[OTHER], cfg, batch, first.tolerance, REF, OTHER)
                    if first is not None else None)
-    summaries = {name: {"train": summarise(train[name], cfg), "infer": summarise(infer[name], cfg)}
+    with tempfile.TemporaryDirectory(prefix="parity-ckpt-") as workdir:
+        checkpoints, reloaded = checkpoint_checks(models, train, batch, profile, device, Path(workdir))
+    summaries = {name: {"train": summarise(train[name], cfg), "infer": summarise(infer[name], cfg),
+                        "reloaded": summarise(reloaded[name], cfg)}
                  for name in models}
     run_digests = {"inputs": digests(batch), "weights": weights_digest(weights)}
     golden, golden_file = {}, None
@@ -175,7 +253,7 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
         path_checks=path_checks, arbitration=arbitration, summaries=summaries,
         digests=run_digests, provenance=_provenance(device, dtype, flags),
         seconds=time.perf_counter() - start, traces=train, batch=batch,
-        golden=golden, golden_file=golden_file)
+        golden=golden, golden_file=golden_file, checkpoints=checkpoints, reloaded=reloaded)
 
 
 @dataclass
@@ -192,6 +270,7 @@ class BackendRun:
     summaries: dict  # the train path's summaries (the golden content)
     digests: dict  # {"inputs": {array: sha256}, "weights": sha256}
     provenance: dict
+    model: object = field(default=None, repr=False)  # the built model, for checkpoints
 
     @property
     def label(self) -> str:
@@ -219,7 +298,7 @@ def run_backend(case: Case, backend: str, device: str = "cpu", dtype: str = "flo
     return BackendRun(case=case.name, backend=backend, device=device, dtype=dtype, config=cfg,
                       train=train, infer=infer, summaries=summarise(train, cfg),
                       digests={"inputs": digests(batch), "weights": weights_digest(weights)},
-                      provenance=_provenance(device, dtype, flags))
+                      provenance=_provenance(device, dtype, flags), model=model)
 
 
 def reference_golden(case: Case, data: Optional[str | Path] = None) -> dict:

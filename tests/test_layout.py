@@ -37,7 +37,7 @@ def test_backends_mirror_each_other():
         torch_names = [n for n in public(torch_mod) if n in tf_names]
         assert tf_names == torch_names, f"{name}: same names in the same order"  # torch may add helpers
     for cls in ("ForwardModel",):
-        for method in ("forward_train", "forward_infer", "save", "weights"):
+        for method in ("forward_train", "forward_infer", "save", "weights", "state"):
             assert hasattr(getattr(models_tf.model, cls), method)
             assert hasattr(getattr(models_torch.model, cls), method)
 

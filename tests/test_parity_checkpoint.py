@@ -27,3 +27,37 @@ def test_parity_saved_and_loaded_model_infers_what_it_trained_on(parity_case, ba
     for stage in INFER_STAGES:
         np.testing.assert_array_equal(infer[stage], train[stage], err_msg=f"{parity_case} {stage}")
     np.testing.assert_array_equal(train["object.patches"], case_trace(backend_name, parity_case, "float32")["object.patches"])
+
+
+@pytest.mark.parametrize("backend_name", ["tensorflow", "torch"])
+def test_parity_checkpoints_load_in_a_fresh_process(backend_name, parity_run, pytestconfig, tmp_path):
+    """Every case's model saved here and loaded in a new Python process: nothing the loader
+    needs may live only in this process (the seed bug lost log_scale exactly there)."""
+    import subprocess
+    import sys
+    import textwrap
+
+    from parity.cases import case_names
+
+    names = case_names(pytestconfig.getoption("parity_cases"))
+    for name in names:
+        run = parity_run(name, backend_name, "float64", "cpu")
+        run.model.save(tmp_path / f"{name}.ckpt")
+        np.savez(tmp_path / f"{name}.npz", **{s: run.train[s] for s in INFER_STAGES})
+    package = {"tensorflow": "models_tf", "torch": "models_torch"}[backend_name]
+    script = textwrap.dedent(f"""
+        import numpy as np
+        import {package} as backend
+        from parity.cases import get_case
+        for name in {names!r}:
+            model = backend.load({str(tmp_path)!r} + f"/{{name}}.ckpt")
+            _, _, batch = get_case(name).inputs("float64")
+            infer = model.forward_infer(batch)
+            ref = np.load({str(tmp_path)!r} + f"/{{name}}.npz")
+            for stage in ref.files:
+                assert np.array_equal(infer[stage], ref[stage]), (name, stage)
+        print("identical", len({names!r}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"identical {len(names)}" in done.stdout

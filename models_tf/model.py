@@ -17,7 +17,7 @@ import tensorflow as tf
 from parity.config import ForwardConfig
 from parity.data import Batch, batch_problem, hard_probe_mask
 from parity.stages import INFER_STAGES, TRAIN_STAGES
-from parity.weights import validate_weights, weights_dtype
+from parity.weights import WeightError, validate_weights, weights_dtype
 from models_tf import device as tf_device
 from models_tf import network, physics
 
@@ -161,5 +161,8 @@ def load(path: str | Path, device: str = "cpu") -> ForwardModel:
     if not math.isfinite(log_scale):
         raise ModelError(f"{path}: key 'state/log_scale' is not finite")
     cfg = ForwardConfig.from_dict(meta["config"])
-    return ForwardModel(cfg, weights, probe=probe, dtype=meta["dtype"], device=device,
-                        log_scale=log_scale)
+    try:
+        return ForwardModel(cfg, weights, probe=probe, dtype=meta["dtype"], device=device,
+                            log_scale=log_scale)
+    except WeightError as exc:  # a missing or mis-shaped tensor: name the file too
+        raise ModelError(f"{path}: {exc}") from None

@@ -174,7 +174,8 @@ def load(path: str | Path, device: str = "cpu") -> ForwardModel:
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        raise ModelError(f"{path}: state_dict does not match the saved config: {exc}") from None
+        detail = " ".join(str(exc).split())  # torch words it over several lines; one line here
+        raise ModelError(f"{path}: state_dict does not match the saved config: {detail}") from None
     if not math.isfinite(float(model.log_scale)):
         raise ModelError(f"{path}: key 'log_scale' is not finite")
     return model

@@ -115,6 +115,24 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_faults(args: argparse.Namespace) -> int:
+    from parity.faults import CATALOGUE, evaluate, format_table, get_fault
+
+    try:
+        faults = [get_fault(n) for n in args.fault] if args.fault else list(CATALOGUE)
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    rows = []
+    for i, fault in enumerate(faults, 1):
+        print(f"[{i}/{len(faults)}] {fault.name}: {fault.description} ({fault.case}) ...", file=sys.stderr, flush=True)
+        rows.append((fault, evaluate(fault)))
+    print(format_table(rows, markdown=args.markdown))
+    missed = [f.name for f, obs in rows if not obs.matches(f)]
+    if missed:
+        print(f"parity faults: not caught or blamed as expected: {', '.join(missed)}", file=sys.stderr)
+    return 1 if missed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parity", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ptycho-parity {__version__}")
@@ -167,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--goldens", metavar="DIR", help="golden folder (default: the project's fixtures/goldens)")
     p.add_argument("--allow-ci", action="store_true", help="write even though CI is set")
     p.set_defaults(func=_cmd_refresh)
+
+    p = sub.add_parser("faults", help="inject the catalogue of porting bugs one by one and show what the harness blames")
+    p.add_argument("--fault", action="append", metavar="NAME", help="one fault (repeatable; default: all)")
+    p.add_argument("--markdown", action="store_true", help="print the table as markdown (for the README)")
+    p.set_defaults(func=_cmd_faults)
     return parser
 
 
@@ -180,7 +203,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bad_input = (UsageError, DataError, ConfigError, WeightError, ToleranceError, GoldenError)
 
     args = build_parser().parse_args(argv)
-    if args.command in ("check", "refresh"):  # the engine's errors exist only once it is importable
+    if args.command in ("check", "refresh", "faults"):  # the engine's errors exist once it is importable
         from parity.engine import DeviceUnavailable
 
         bad_input += (DeviceUnavailable,)

@@ -240,7 +240,7 @@ def _patch_stats_table(r: CaseResult) -> list[str]:
     lines = ["| backend · path | global_mean | global_std | var_zero_mean | amplitude range |",
              "|---|---|---|---|---|"]
     for name, summ in r.summaries.items():
-        for path in ("train", "infer", "reloaded"):
+        for path in (p for p in ("train", "infer", "reloaded") if p in summ):
             p = summ[path]["patch_stats"]
             lo, hi = p["amplitude_range"]
             lines.append(f"| {name} · {path} | {p['global_mean']:.6g} | {p['global_std']:.6g} "

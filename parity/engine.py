@@ -210,7 +210,8 @@ def _provenance(device: str, dtype: str, flags: dict) -> dict:
 def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
              data: Optional[str | Path] = None,
              tolerance_path: str | Path = TOLERANCE_PATH,
-             goldens_dir: Optional[str | Path] = None, use_golden: bool = True) -> CaseResult:
+             goldens_dir: Optional[str | Path] = None, use_golden: bool = True,
+             checkpoints: bool = True) -> CaseResult:
     """Run `case` on both backends, compare them stage by stage and, when the case has a golden
     (and the run is on the shipped data), compare each backend's summaries with it."""
     import models_tf
@@ -230,10 +231,12 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
     first = comparison.first_divergence
     arbitration = (arbitrate(first.stage, train[REF], train[OTHER], cfg, batch, first.tolerance, REF, OTHER)
                    if first is not None else None)
-    with tempfile.TemporaryDirectory(prefix="parity-ckpt-") as workdir:
-        checkpoints, reloaded = checkpoint_checks(models, train, batch, profile, device, Path(workdir))
+    checks, reloaded = [], {}
+    if checkpoints:
+        with tempfile.TemporaryDirectory(prefix="parity-ckpt-") as workdir:
+            checks, reloaded = checkpoint_checks(models, train, batch, profile, device, Path(workdir))
     summaries = {name: {"train": summarise(train[name], cfg), "infer": summarise(infer[name], cfg),
-                        "reloaded": summarise(reloaded[name], cfg)}
+                        **({"reloaded": summarise(reloaded[name], cfg)} if name in reloaded else {})}
                  for name in models}
     run_digests = {"inputs": digests(batch), "weights": weights_digest(weights)}
     golden, golden_file = {}, None
@@ -253,7 +256,7 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
         path_checks=path_checks, arbitration=arbitration, summaries=summaries,
         digests=run_digests, provenance=_provenance(device, dtype, flags),
         seconds=time.perf_counter() - start, traces=train, batch=batch,
-        golden=golden, golden_file=golden_file, checkpoints=checkpoints, reloaded=reloaded)
+        golden=golden, golden_file=golden_file, checkpoints=checks, reloaded=reloaded)
 
 
 @dataclass

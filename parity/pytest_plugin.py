@@ -74,6 +74,14 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "parity: backend-agreement and golden tests (`pytest -k parity`)")
     config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped where there is none "
                                        "(failed instead with --require-cuda)")
+    data = config.getoption("parity_data")
+    if data:
+        from parity.data import DataError, load_scan
+
+        try:
+            load_scan(data)  # a bad file is one line before any test runs
+        except DataError as exc:
+            raise pytest.UsageError(f"--parity-data: {exc}") from None
     wants_cuda = config.getoption("parity_device") == "cuda" or config.getoption("require_cuda")
     if wants_cuda and not _is_xdist_controller(config):
         problem = cuda_problem()

@@ -41,7 +41,7 @@ def _bad(arrays, **changes):
     return out
 
 
-@pytest.mark.parametrize("make, key, message", [
+BAD_FILES = [
     (lambda a: _bad(a, diffraction=None), "diffraction", "missing"),
     (lambda a: _bad(a, xcoords=None), "xcoords", "missing"),
     (lambda a: _bad(a, probeGuess=None), "probeGuess", "missing"),
@@ -59,7 +59,10 @@ def _bad(arrays, **changes):
     (lambda a: _bad(a, diffraction=-a["diffraction"]), "diffraction", "negative"),
     (lambda a: _bad(a, diffraction=a["diffraction"].astype(np.complex64)), "diffraction", "real numbers"),
     (lambda a: _bad(a, probeGuess=np.zeros((64, 64), np.complex64)), "probeGuess", "all zeros"),
-])
+]
+
+
+@pytest.mark.parametrize("make, key, message", BAD_FILES)
 def test_bad_files_name_file_and_key(write_npz, small_scan_arrays, make, key, message):
     path = write_npz(**make(small_scan_arrays))
     with pytest.raises(DataError) as info:
@@ -175,3 +178,15 @@ def test_batches_share_one_normalisation(write_npz, small_scan_arrays):
     assert {p.norm_factor for p in parts} == {whole.norm_factor}
     np.testing.assert_array_equal(np.concatenate([p.diffraction for p in parts]), whole.diffraction)
     np.testing.assert_array_equal(np.concatenate([p.group_indices for p in parts]), whole.group_indices)
+
+
+@pytest.mark.parametrize("make, key, message", BAD_FILES)
+def test_bad_files_through_the_cli_are_one_line_exit_2(write_npz, small_scan_arrays, make, key, message,
+                                                       tmp_path, capsys):
+    from parity.cli import main
+
+    path = write_npz(**make(small_scan_arrays))
+    assert main(["check", "--case", "gs1", "--data", str(path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}: key '{key}'" in err and message in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists()  # failed before anything was written

@@ -81,3 +81,37 @@ def test_parity_unknown_device_and_cuda_without_cuda(be):
         pytest.skip("a GPU is present: the CUDA refusal cannot be shown here")
     with pytest.raises(RuntimeError, match="CUDA was requested but"):
         be.build(cfg, weights, device="cuda")
+
+
+@pytest.mark.parametrize("problem", ["missing", "misshaped"])
+def test_parity_checkpoint_with_a_bad_weight_tensor(be, tmp_path, problem):
+    """A checkpoint whose weights lack a tensor or carry one of the wrong shape: one error that
+    names the file and the tensor, from either backend."""
+    cfg, weights, _ = get_case("gs1").inputs("float32")
+    good = be.build(cfg, weights).save(tmp_path / "good.ckpt")
+    name = "encoder.block1.conv0.kernel"
+    if be.name == "tf":
+        with np.load(good) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        key = f"weights/{name}"
+        if problem == "missing":
+            del arrays[key]
+        else:
+            arrays[key] = arrays[key][:, :, :, :-1]
+        with open(tmp_path / "bad.ckpt", "wb") as fh:
+            np.savez(fh, **arrays)
+    else:
+        import torch
+
+        blob = torch.load(good, weights_only=True)
+        key = "encoder.blocks.1.convs.0.conv.weight"
+        if problem == "missing":
+            del blob["state_dict"][key]
+        else:
+            blob["state_dict"][key] = blob["state_dict"][key][:-1]
+        torch.save(blob, tmp_path / "bad.ckpt")
+    with pytest.raises((be.package.ModelError, ValueError)) as info:
+        be.package.load(tmp_path / "bad.ckpt")
+    text = str(info.value)
+    assert str(tmp_path / "bad.ckpt") in text and "\n" not in text
+    assert (name if be.name == "tf" else key) in text

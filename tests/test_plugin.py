@@ -90,3 +90,22 @@ def test_plugin_require_cuda_on_a_cpu_machine_is_one_line(pytester):
     assert "Traceback" not in result.stderr.str()
     device = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--parity-device", "cuda")
     assert device.ret != 0 and "ERROR: --parity-device cuda: CUDA was requested but" in device.stderr.str()
+
+
+def test_plugin_bad_data_and_corrupt_golden_are_one_line(pytester, tmp_path):
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    pytester.makepyfile(test_user=USER_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--parity-data", str(bad))
+    assert result.ret != 0
+    errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
+    assert errors == [f"ERROR: --parity-data: {bad}: not an NPZ file (no zip archive inside)"]
+    goldens = tmp_path / "goldens"
+    goldens.mkdir()
+    (goldens / "gs1.json").write_text('{"schema": 1')
+    corrupt = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--parity-goldens", str(goldens),
+                                            "--parity-dtype", "float64", "-k", "gs1-torch")
+    corrupt.assert_outcomes(failed=1)
+    corrupt.stdout.fnmatch_lines([f"*{goldens / 'gs1.json'}: not valid JSON (line 1*"])
+    assert "Traceback" not in corrupt.stdout.str()
+    assert (goldens / "gs1.json").read_text() == '{"schema": 1'  # never rewritten

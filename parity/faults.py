@@ -1,0 +1,348 @@
+"""The fault catalogue: porting bugs seen in PtychoPINN's TensorFlow → PyTorch history, each
+injected from outside into one backend (attributes patched for the duration of a `with`, the
+models themselves have no switch), and what the harness must say about it: the first stage it
+blames and, where the numpy oracle covers that stage, the backend it blames.
+
+`parity faults` runs the catalogue and prints the table (`--markdown` for the README);
+`tests/test_parity_faults.py` asserts every row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ContextManager, Iterator, Optional
+
+import numpy as np
+
+DTYPE = "float64"  # faults are judged where the tolerance is tightest
+
+
+@contextlib.contextmanager
+def patched(target, name: str, value) -> Iterator[None]:
+    """setattr for the duration of the block, restored whatever happens."""
+    original = getattr(target, name)
+    setattr(target, name, value)
+    try:
+        yield
+    finally:
+        setattr(target, name, original)
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    description: str
+    case: str
+    expected_stage: str
+    expected_blame: Optional[str]  # None: a network stage (no oracle) or a data fault
+    inject: Callable[[], ContextManager]
+    where: str = "forward"  # forward | checkpoint | golden (which check must catch it)
+
+
+@dataclass
+class Observation:
+    fault: str
+    caught: bool
+    where: str  # which check caught it
+    stage: Optional[str]
+    blame: Optional[str]
+    rel_error: Optional[float]
+    detail: str
+
+    def matches(self, fault: Fault) -> bool:
+        return (self.caught and self.where == fault.where and self.stage == fault.expected_stage
+                and (fault.expected_blame is None or self.blame == fault.expected_blame))
+
+
+# -- injections (all into the torch port, the side under test; fault 13 is on the data side) ----
+
+def _torch():
+    import models_torch
+    import models_torch.model as model
+    import models_torch.network as network
+    import models_torch.physics as physics
+
+    return models_torch, model, network, physics
+
+
+def _wrap(module, name: str, make: Callable[[Callable], Callable]) -> ContextManager:
+    return patched(module, name, make(getattr(module, name)))
+
+
+def merge_translation_sign():
+    _, _, _, physics = _torch()
+    return _wrap(physics, "object_canvas", lambda f: lambda patches, offsets, cfg: f(patches, -offsets, cfg))
+
+
+def offsets_xy_swapped():
+    _, model, _, _ = _torch()
+    return _wrap(model.ForwardModel, "_object_path", lambda f: lambda self, batch: f(
+        self, dataclasses.replace(batch, offsets=np.ascontiguousarray(batch.offsets[:, :, ::-1, :]))))
+
+
+def canvas_without_jitter_buffer():
+    _, _, _, physics = _torch()
+    return _wrap(physics, "object_canvas", lambda f: lambda patches, offsets, cfg: f(
+        patches, offsets, cfg.replace(max_position_jitter=0)))
+
+
+def merge_without_epsilon():
+    _, _, _, physics = _torch()
+    return patched(physics, "MERGE_EPS", 0.0)
+
+
+def merge_without_centre_mask():
+    import torch
+
+    _, _, _, physics = _torch()
+    return patched(physics, "centre_window_mask",
+                   lambda N, dtype, device=None: torch.ones((N, N), dtype=dtype, device=device))
+
+
+def missing_fftshift():
+    import torch
+
+    _, _, _, physics = _torch()
+    return _wrap(physics, "diffraction_amplitude", lambda f: lambda psi: torch.fft.ifftshift(f(psi), dim=(1, 2)))
+
+
+def fft_norm_backward():
+    _, _, _, physics = _torch()
+    return _wrap(physics, "diffraction_amplitude", lambda f: lambda psi: f(psi) * float(np.sqrt(psi.shape[1] * psi.shape[2])))
+
+
+def intensity_scale_inverted():
+    _, _, _, physics = _torch()
+    return _wrap(physics, "scale_diffraction", lambda f: lambda amplitude, log_scale: f(amplitude, -log_scale))
+
+
+def log_scale_not_restored():
+    package, _, _, _ = _torch()
+
+    def make(load):
+        def forgetful(path, device="cpu"):
+            loaded = load(path, device=device)
+            loaded.log_scale.fill_(0.0)
+            return loaded
+        return forgetful
+
+    return _wrap(package, "load", make)
+
+
+def amp_activation_silu():
+    import torch.nn.functional as F
+
+    _, _, network, _ = _torch()
+    return _wrap(network, "amp_activation", lambda f: lambda name: F.silu if name == "sigmoid" else f(name))
+
+
+def kernel_axes_swapped():
+    import torch
+
+    _, _, network, _ = _torch()
+
+    def make(init):
+        def init_swapped(self, weights, name, relu, dtype):
+            init(self, weights, name, relu, dtype)
+            with torch.no_grad():  # (out, in, kw, kh): the kernel's two spatial axes swapped
+                self.conv.weight.copy_(self.conv.weight.transpose(2, 3).clone())
+        return init_swapped
+
+    return _wrap(network.Conv3x3, "__init__", make)
+
+
+def channels_axes_confused():
+    _, model, _, _ = _torch()
+    return patched(model, "_channels_first", lambda x: x.permute(0, 3, 2, 1))  # (B,C,W,H), rows ↔ columns
+
+
+def probe_conjugated():
+    _, _, _, physics = _torch()
+    return _wrap(physics, "illuminate", lambda f: lambda extracted, probe, mask: f(extracted, probe.conj(), mask))
+
+
+def probe_mask_on():
+    import torch
+
+    from parity.data import hard_probe_mask
+
+    _, _, _, physics = _torch()
+
+    def make(illuminate):
+        def masked(extracted, probe, mask):
+            if mask is None:
+                mask = torch.tensor(hard_probe_mask(probe.shape[0]), dtype=probe.real.dtype, device=probe.device)
+            return illuminate(extracted, probe, mask)
+        return masked
+
+    return _wrap(physics, "illuminate", make)
+
+
+def object_big_flipped():
+    package, _, _, _ = _torch()
+    return _wrap(package, "build", lambda f: lambda cfg, weights, **kw: f(
+        cfg.replace(object_big=not cfg.object_big), weights, **kw))
+
+
+def heads_swapped():
+    package, _, _, _ = _torch()
+
+    def make(build):
+        def swapped(cfg, weights, **kw):
+            model = build(cfg, weights, **kw)
+            model.decoder_amp.head, model.decoder_phase.head = model.decoder_phase.head, model.decoder_amp.head
+            return model
+        return swapped
+
+    return _wrap(package, "build", make)
+
+
+@contextlib.contextmanager
+def uint16_squared_before_cast():
+    """The loader squares raw uint16 counts in their own dtype (wrapping above 255) before the
+    float64 cast. Data side: both backends read the same wrong inputs."""
+    from parity import cases, data
+
+    def loader(path, key, raw):
+        if np.issubdtype(raw.dtype, np.integer):
+            squared = (raw * raw).astype(np.float64)  # the bug: raw * raw overflows in uint16
+            return np.sqrt(np.sqrt(squared)), True
+        return honest(path, key, raw)
+
+    honest = data._diffraction_amplitude
+    cases._load.cache_clear()
+    try:
+        with patched(data, "_diffraction_amplitude", loader):
+            yield
+    finally:
+        cases._load.cache_clear()
+
+
+CATALOGUE: list[Fault] = [
+    Fault("merge-translation-sign", "merge translates patches by +offset instead of −offset", "gs2-big",
+          "object.canvas", "torch", merge_translation_sign),
+    Fault("offsets-xy-swapped", "x and y swapped when reading the offsets", "gs2-big",
+          "input.offsets", "torch", offsets_xy_swapped),
+    Fault("canvas-no-jitter-buffer", "canvas of N + (gridsize−1)·offset (68) without the jitter buffer (78)",
+          "gs2-big", "object.canvas", "torch", canvas_without_jitter_buffer),
+    Fault("merge-no-epsilon", "merge normaliser Σ masks without the + 0.001", "gs2-big",
+          "object.canvas", "torch", merge_without_epsilon),
+    Fault("merge-no-centre-mask", "merge normaliser counts whole patches, not their central window",
+          "gs2-big", "object.canvas", "torch", merge_without_centre_mask),
+    Fault("missing-fftshift", "diffraction amplitude not fftshifted", "gs2-big",
+          "diffraction.amplitude", "torch", missing_fftshift),
+    Fault("fft-norm-backward", "FFT normalisation 'backward' instead of orthonormal", "gs2-big",
+          "diffraction.amplitude", "torch", fft_norm_backward),
+    Fault("intensity-scale-inverted", "diffraction scaled by exp(−log_scale) instead of exp(log_scale)",
+          "gs2-big", "diffraction.scaled", "torch", intensity_scale_inverted),
+    Fault("log-scale-not-restored", "log_scale not restored on load", "gs2-big",
+          "scaled_input", "torch", log_scale_not_restored, where="checkpoint"),
+    Fault("amp-activation-silu", "amplitude activation silu instead of sigmoid", "gs2-big",
+          "decoder.amp", None, amp_activation_silu),
+    Fault("kernel-axes-swapped", "conv kernels transposed with kh and kw swapped", "gs2-big",
+          "encoder.out", None, kernel_axes_swapped),
+    Fault("channels-axes-confused", "channels-last → channels-first permuted as (0, 3, 2, 1)", "gs2-big",
+          "encoder.out", None, channels_axes_confused),
+    Fault("probe-conjugated", "probe conjugated in the illumination", "gs2-big",
+          "probe.illuminated", "torch", probe_conjugated),
+    Fault("probe-mask-on", "hard probe mask applied where the reference has probe_mask off", "gs2-big",
+          "probe.illuminated", "torch", probe_mask_on),
+    Fault("object-big-flipped", "object_big default flipped on one side (gridsize 1, so the weights fit)",
+          "gs1", "object.canvas", "torch", object_big_flipped),
+    Fault("uint16-squared-before-cast", "uint16 counts squared in their own dtype before the float64 cast",
+          "gs2-big", "input digests", None, uint16_squared_before_cast, where="golden"),
+    Fault("heads-swapped", "amplitude and phase last stages swapped between the decoders", "gs2-big",
+          "decoder.amp", None, heads_swapped),
+]
+
+
+def get_fault(name: str) -> Fault:
+    for fault in CATALOGUE:
+        if fault.name == name:
+            return fault
+    raise KeyError(f"unknown fault {name!r}; known: {', '.join(f.name for f in CATALOGUE)}")
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+
+def uint16_fixture(directory: Path) -> Path:
+    """The shipped fixture with its diffraction as raw uint16 counts (amplitude², exact)."""
+    from parity.fixture import FIXTURE_PATH, write_npz_reproducibly
+
+    with np.load(FIXTURE_PATH) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    counts = np.round(arrays["diffraction"].astype(np.float64) ** 2)
+    assert counts.max() < 65536
+    arrays["diffraction"] = counts.astype(np.uint16)
+    path = Path(directory) / "fly001_small_uint16.npz"
+    write_npz_reproducibly(path, arrays)
+    return path
+
+
+def _evaluate_data_fault(fault: Fault) -> Observation:
+    """Golden made from the correct loader on raw counts, then the faulty loader's inputs
+    compared with it: the digests must say which inputs changed."""
+    from parity.cases import get_case
+    from parity.engine import case_digests, reference_golden
+    from parity.goldens import compare_golden, load_golden_profile
+
+    case = get_case(fault.case)
+    with tempfile.TemporaryDirectory(prefix="parity-fault-") as tmp:
+        data = uint16_fixture(Path(tmp))
+        golden = reference_golden(case, data=data)
+        with fault.inject():
+            digests = case_digests(case, DTYPE, data)
+        result = compare_golden(golden, golden["summaries"], digests, DTYPE, load_golden_profile("cpu", DTYPE),
+                                run="data")
+    caught = bool(result.inputs_changed)
+    return Observation(fault.name, caught, "golden", "input digests" if caught else None, None, None,
+                       f"inputs changed: {', '.join(result.inputs_changed)}" if caught else "digests match")
+
+
+def evaluate(fault: Fault) -> Observation:
+    """Run the fault's case with the fault injected; report what the harness caught first."""
+    from parity.cases import get_case
+    from parity.engine import run_case
+
+    if fault.where == "golden":
+        return _evaluate_data_fault(fault)
+    with fault.inject():
+        result = run_case(get_case(fault.case), device="cpu", dtype=DTYPE, use_golden=False,
+                          checkpoints=fault.where == "checkpoint")
+    first = result.comparison.first_divergence
+    if first is not None:
+        blame = (result.arbitration or {}).get("blame")
+        # no relative error for a shape or NaN mismatch: its message says what differs
+        return Observation(fault.name, True, "forward", first.stage, blame, first.rel_error,
+                           first.message if first.rel_error is None else
+                           (result.arbitration or {}).get("verdict", first.message))
+    for check in result.checkpoints:
+        if not check.passed:
+            failed = check.comparison.first_divergence
+            return Observation(fault.name, True, "checkpoint", check.first_stage, check.saved,
+                               failed.rel_error, check.describe())
+    return Observation(fault.name, False, "", None, None, None, "not caught")
+
+
+def format_table(rows: list[tuple[Fault, Observation]], markdown: bool) -> str:
+    header = ("fault", "case", "caught by", "stage blamed", "side blamed", "rel. error at that stage", "as expected")
+    body = []
+    for fault, obs in rows:
+        side = obs.blame or ("— (network stage: no numpy oracle)" if obs.where == "forward" and obs.caught
+                             else "— (both: data)" if obs.where == "golden" else "—")
+        err = (f"{obs.rel_error:.2e}" if obs.rel_error is not None
+               else obs.detail if obs.where == "forward" else "—")
+        body.append((fault.name, fault.case, obs.where or "nothing", obs.stage or "—", side, err,
+                     "yes" if obs.matches(fault) else "NO"))
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines += ["| " + " | ".join(f"`{c}`" if i in (0, 3) and c != "—" else c for i, c in enumerate(r)) + " |"
+                  for r in body]
+        return "\n".join(lines)
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    fmt = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, body)])

@@ -1,0 +1,41 @@
+"""The fault catalogue (parity/faults.py): every porting bug, injected into one backend, must
+make the parity check fail, be blamed on the expected first stage and, where the numpy oracle
+covers that stage, on the backend it was injected into. One test id per fault."""
+
+import pytest
+
+from parity.faults import CATALOGUE, evaluate
+
+pytestmark = pytest.mark.parity
+
+
+@pytest.mark.parametrize("fault", CATALOGUE, ids=[f.name for f in CATALOGUE])
+def test_parity_fault_is_caught_and_blamed(fault):
+    observed = evaluate(fault)
+    assert observed.caught, f"{fault.name}: not caught ({observed.detail})"
+    assert observed.where == fault.where, observed
+    assert observed.stage == fault.expected_stage, observed
+    if fault.expected_blame is not None:
+        assert observed.blame == fault.expected_blame, observed
+
+
+def test_parity_fault_catalogue_covers_the_listed_bug_classes():
+    names = {f.name for f in CATALOGUE}
+    assert len(names) == len(CATALOGUE) >= 15
+    for needed in ("merge-translation-sign", "offsets-xy-swapped", "canvas-no-jitter-buffer", "merge-no-epsilon",
+                   "merge-no-centre-mask", "missing-fftshift", "fft-norm-backward", "intensity-scale-inverted",
+                   "log-scale-not-restored", "amp-activation-silu", "kernel-axes-swapped", "channels-axes-confused",
+                   "probe-conjugated", "probe-mask-on", "object-big-flipped", "uint16-squared-before-cast",
+                   "heads-swapped"):
+        assert needed in names
+
+
+def test_parity_fault_injection_leaves_the_port_clean():
+    """After a fault's block, the port is itself again: the same case passes."""
+    from parity.cases import get_case
+    from parity.engine import run_case
+    from parity.faults import get_fault
+
+    with get_fault("merge-translation-sign").inject():
+        pass
+    assert run_case(get_case("gs1"), dtype="float64", use_golden=False, checkpoints=False).comparison.passed

@@ -30,7 +30,7 @@ from parity.tolerances import TOLERANCE_PATH, load_profile
 from parity.weights import digest as weights_digest
 
 REF, OTHER = "tensorflow", "torch"
-BACKEND_PACKAGES = {"tensorflow": "models_tf", "torch": "models_torch"}
+BACKEND_PACKAGES = {"tensorflow": "models_tf", "torch": "models_torch", "numpy": "models_numpy"}
 
 
 class DeviceUnavailable(ValueError):
@@ -229,7 +229,8 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
     path_checks = {name: {s: bool(np.array_equal(infer[name][s], train[name][s], equal_nan=True))
                           for s in OBJECT_STAGES} for name in models}
     first = comparison.first_divergence
-    arbitration = (arbitrate(first.stage, train[REF], train[OTHER], cfg, batch, first.tolerance, REF, OTHER)
+    arbitration = (arbitrate(first.stage, train[REF], train[OTHER], cfg, batch, first.tolerance, REF, OTHER,
+                             weights=weights)
                    if first is not None else None)
     checks, reloaded = [], {}
     if checkpoints:

@@ -38,7 +38,7 @@ class Fault:
     description: str
     case: str
     expected_stage: str
-    expected_blame: Optional[str]  # None: a network stage (no oracle) or a data fault
+    expected_blame: Optional[str]  # None: a data fault (both backends read the same inputs)
     inject: Callable[[], ContextManager]
     where: str = "forward"  # forward | checkpoint | golden (which check must catch it)
 
@@ -155,6 +155,19 @@ def kernel_axes_swapped():
     return _wrap(network.Conv3x3, "__init__", make)
 
 
+def avg_pool_for_max_pool():
+    import torch.nn.functional as F
+
+    _, _, network, _ = _torch()
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = conv(x)
+        return F.avg_pool2d(x, 2)
+
+    return patched(network.ConvPoolBlock, "forward", forward)
+
+
 def channels_axes_confused():
     _, model, _, _ = _torch()
     return patched(model, "_channels_first", lambda x: x.permute(0, 3, 2, 1))  # (B,C,W,H), rows ↔ columns
@@ -242,11 +255,11 @@ CATALOGUE: list[Fault] = [
     Fault("log-scale-not-restored", "log_scale not restored on load", "gs2-big",
           "scaled_input", "torch", log_scale_not_restored, where="checkpoint"),
     Fault("amp-activation-silu", "amplitude activation silu instead of sigmoid", "gs2-big",
-          "decoder.amp", None, amp_activation_silu),
+          "decoder.amp", "torch", amp_activation_silu),
     Fault("kernel-axes-swapped", "conv kernels transposed with kh and kw swapped", "gs2-big",
-          "encoder.out", None, kernel_axes_swapped),
+          "encoder.out", "torch", kernel_axes_swapped),
     Fault("channels-axes-confused", "channels-last → channels-first permuted as (0, 3, 2, 1)", "gs2-big",
-          "encoder.out", None, channels_axes_confused),
+          "encoder.out", "torch", channels_axes_confused),
     Fault("probe-conjugated", "probe conjugated in the illumination", "gs2-big",
           "probe.illuminated", "torch", probe_conjugated),
     Fault("probe-mask-on", "hard probe mask applied where the reference has probe_mask off", "gs2-big",
@@ -256,7 +269,9 @@ CATALOGUE: list[Fault] = [
     Fault("uint16-squared-before-cast", "uint16 counts squared in their own dtype before the float64 cast",
           "gs2-big", "input digests", None, uint16_squared_before_cast, where="golden"),
     Fault("heads-swapped", "amplitude and phase last stages swapped between the decoders", "gs2-big",
-          "decoder.amp", None, heads_swapped),
+          "decoder.amp", "torch", heads_swapped),
+    Fault("avg-pool-for-max-pool", "average pooling where the reference max-pools", "gs2-big",
+          "encoder.out", "torch", avg_pool_for_max_pool),
 ]
 
 
@@ -332,8 +347,7 @@ def format_table(rows: list[tuple[Fault, Observation]], markdown: bool) -> str:
     header = ("fault", "case", "caught by", "stage blamed", "side blamed", "rel. error at that stage", "as expected")
     body = []
     for fault, obs in rows:
-        side = obs.blame or ("— (network stage: no numpy oracle)" if obs.where == "forward" and obs.caught
-                             else "— (both: data)" if obs.where == "golden" else "—")
+        side = obs.blame or ("— (both: data)" if obs.where == "golden" else "—")
         err = (f"{obs.rel_error:.2e}" if obs.rel_error is not None
                else obs.detail if obs.where == "forward" else "—")
         body.append((fault.name, fault.case, obs.where or "nothing", obs.stage or "—", side, err,

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from parity import oracle
+from models_numpy import physics as oracle
 from parity.resources import FIXTURES_ROOT
 
 FIXTURE_DIR = FIXTURES_ROOT / "fly001"

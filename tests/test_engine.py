@@ -60,7 +60,7 @@ def test_arbitration_of_inherited_and_network_divergence():
     tf_trace, torch_trace = case_trace("tf", "gs2-big", "float64"), case_trace("torch", "gs2-big", "float64")
     # torch's canvas is off, and its later stages consistently follow from it
     drifted = _perturbed(torch_trace, "object.canvas", (0, 39, 39, 0), 1e-3)
-    from parity import oracle
+    from models_numpy import physics as oracle
 
     drifted["object.extracted"] = oracle.object_extracted(drifted["object.canvas"], drifted["input.offsets"], cfg)
     verdict = arbitrate("object.extracted", tf_trace, drifted, cfg, batch, 1e-12)

@@ -8,10 +8,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_core_never_imports_a_framework_at_top_level():
-    modules = sorted(p.stem for p in (ROOT / "parity").glob("*.py") if p.stem != "__main__")
+def test_core_and_numpy_backend_never_import_a_framework_at_top_level():
+    modules = [f"parity.{p.stem}" for p in sorted((ROOT / "parity").glob("*.py")) if p.stem != "__main__"]
+    modules += [f"models_numpy.{p.stem}" for p in sorted((ROOT / "models_numpy").glob("*.py"))]
     code = ("import importlib, sys\n"
-            f"for m in {modules!r}: importlib.import_module('parity.' + m)\n"
+            f"for m in {modules!r}: importlib.import_module(m)\n"
             "print(sorted(k for k in ('tensorflow', 'torch', 'keras') if k in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
@@ -22,9 +23,10 @@ def test_backends_mirror_each_other():
     def py_files(pkg):
         return sorted(p.name for p in (ROOT / pkg).glob("*.py"))
 
-    assert py_files("models_tf") == py_files("models_torch")
+    assert py_files("models_tf") == py_files("models_torch") == py_files("models_numpy")
     import models_tf.network, models_tf.physics, models_tf.model  # noqa: E401
     import models_torch.network, models_torch.physics, models_torch.model  # noqa: E401
+    import models_numpy.network, models_numpy.physics, models_numpy.model  # noqa: E401
 
     def public(module):
         return [name for name, obj in vars(module).items()
@@ -36,10 +38,13 @@ def test_backends_mirror_each_other():
         tf_names = public(tf_mod)
         torch_names = [n for n in public(torch_mod) if n in tf_names]
         assert tf_names == torch_names, f"{name}: same names in the same order"  # torch may add helpers
+        # numpy: the same names in the same order, bar the translation matrix it does not use
+        numpy_names = [n for n in public(sys.modules[f"models_numpy.{name}"]) if n in tf_names]
+        assert numpy_names == [n for n in tf_names if n != "interpolation_matrix"], name
     for cls in ("ForwardModel",):
         for method in ("forward_train", "forward_infer", "save", "weights", "state"):
-            assert hasattr(getattr(models_tf.model, cls), method)
-            assert hasattr(getattr(models_torch.model, cls), method)
+            for package in (models_tf, models_torch, models_numpy):
+                assert hasattr(getattr(package.model, cls), method), (package.__name__, method)
 
 
 def test_user_docs_stay_inside_the_repository():

@@ -11,7 +11,7 @@ import textwrap
 import numpy as np
 import pytest
 
-from parity import oracle
+from models_numpy import physics as oracle
 from parity.cases import case_names, get_case
 from parity.config import ForwardConfig
 from parity.stages import INFER_STAGES, OBJECT_STAGES, TRAIN_STAGES

@@ -29,6 +29,15 @@ def test_parity_torch_matches_tensorflow_every_stage(parity_case, parity_dtype, 
     assert result.passed, f"first divergence: {result.first_divergence.stage}\n{_report(result)}"
 
 
+def test_parity_numpy_matches_tensorflow_every_stage(parity_case, parity_run):
+    """The framework-free third opinion (models_numpy) computes what the reference computes, network
+    included, at every stage (float64, CPU: the tolerance of 1e-12)."""
+    ref, third = parity_run(parity_case, "tensorflow", "float64", "cpu"), parity_run(parity_case, "numpy", "float64", "cpu")
+    result = compare_traces(ref.train, third.train, load_profile("cpu", "float64"), "tensorflow", "numpy")
+    assert [s.stage for s in result.stages] == list(TRAIN_STAGES)
+    assert result.passed, f"first divergence: {result.first_divergence.stage}\n{_report(result)}"
+
+
 def test_parity_infer_path_matches_train_path_across_backends(parity_case, parity_dtype, parity_run,
                                                                parity_device_name):
     ref, port = parity_run(parity_case, "tensorflow", parity_dtype), parity_run(parity_case, "torch", parity_dtype)

@@ -1,0 +1,6 @@
+"""The forward model in plain numpy: a framework-free third opinion at every stage. Mirrors
+`models_tf` and `models_torch` file for file."""
+
+from models_numpy.model import ForwardModel, ModelError, build, load
+
+__all__ = ["ForwardModel", "ModelError", "build", "load"]

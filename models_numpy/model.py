@@ -1,0 +1,162 @@
+"""The numpy forward model: `build`, `forward_train`, `forward_infer`, `save`, `load`.
+
+Computes in float64 whatever the weights' dtype; a float32 model rounds every stage to float32
+at the end (float64 arithmetic rounded once — a reference for float32 runs, not an imitation of
+float32 arithmetic). `log_scale` and the probe are model state and travel with the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Mapping, Optional
+
+import numpy as np
+
+from parity.config import ForwardConfig
+from parity.data import Batch, batch_problem, hard_probe_mask
+from parity.stages import INFER_STAGES, TRAIN_STAGES
+from parity.weights import WeightError, validate_weights, weights_dtype
+from models_numpy import device as np_device
+from models_numpy import network, physics
+
+CHECKPOINT_FORMAT = "ptycho-parity/models_numpy/1"
+_COMPLEX = {"float32": np.complex64, "float64": np.complex128}
+
+
+class ModelError(ValueError):
+    """The model cannot run this input (dtype or shape mismatch, bad checkpoint)."""
+
+
+class ForwardModel:
+    """PtychoPINN forward model: diffraction → object patches → canvas → diffraction."""
+
+    backend = "numpy"
+
+    def __init__(self, cfg: ForwardConfig, weights: Mapping[str, np.ndarray],
+                 probe: Optional[np.ndarray] = None, dtype: Optional[str] = None,
+                 device: str = "cpu", log_scale: Optional[float] = None):
+        validate_weights(cfg, weights)
+        wdtype = weights_dtype(weights)
+        if dtype is not None and dtype != wdtype:
+            raise ModelError(f"dtype={dtype!r} but the weights are {wdtype}; cast the weights "
+                             f"explicitly (no silent down-casts)")
+        self.cfg, self.dtype, self.device = cfg, wdtype, device
+        self.flags = np_device.configure(device)
+        self.encoder = network.Encoder(cfg, weights)
+        self.decoder_amp = network.Decoder(cfg, weights, "decoder_amp", network.amp_activation(cfg.amp_activation))
+        self.decoder_phase = network.Decoder(cfg, weights, "decoder_phase", network.phase_activation)
+        self.log_scale = float(cfg.log_scale if log_scale is None else log_scale)
+        self.probe = None
+        if probe is not None:
+            self._set_probe(probe)
+        self.probe_mask = hard_probe_mask(cfg.N) if cfg.probe_mask else None
+
+    # -- state ------------------------------------------------------------------------------
+    def _set_probe(self, probe: np.ndarray) -> None:
+        probe = np.asarray(probe)
+        if probe.shape != (self.cfg.N, self.cfg.N):
+            raise ModelError(f"probe must be ({self.cfg.N}, {self.cfg.N}), got {probe.shape}")
+        if probe.dtype != _COMPLEX[self.dtype]:
+            raise ModelError(f"probe is {probe.dtype} but the model is {self.dtype} "
+                             f"(expects {np.dtype(_COMPLEX[self.dtype]).name})")
+        self.probe = probe.copy()
+
+    def state(self) -> dict:
+        """The model state beside the weights: {"log_scale": float, "probe": complex array | None}."""
+        return {"log_scale": self.log_scale, "probe": None if self.probe is None else self.probe.copy()}
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The neutral weight dict, in the model's dtype."""
+        out: dict[str, np.ndarray] = {}
+        for conv in network.conv_layers(self.encoder, self.decoder_amp, self.decoder_phase):
+            out.update({k: v.astype(self.dtype) for k, v in conv.state().items()})
+        return out
+
+    # -- forward ----------------------------------------------------------------------------
+    def _object_path(self, batch: Batch) -> dict[str, np.ndarray]:
+        """The stages up to `object.trimmed`, shared by both paths (so they cannot drift)."""
+        cfg, t = self.cfg, {}
+        t["input.diffraction"] = np.asarray(batch.diffraction, dtype=np.float64) * cfg.intensity_scale
+        t["input.offsets"] = np.asarray(batch.offsets, dtype=np.float64)
+        t["scaled_input"] = t["input.diffraction"] / math.exp(self.log_scale)
+        t["encoder.out"] = self.encoder(t["scaled_input"])
+        t["decoder.amp"] = self.decoder_amp(t["encoder.out"])
+        t["decoder.phase"] = self.decoder_phase(t["encoder.out"])
+        t["object.patches"] = physics.object_patches(t["decoder.amp"], t["decoder.phase"])
+        t["object.canvas"] = physics.object_canvas(t["object.patches"], t["input.offsets"], cfg)
+        t["object.trimmed"] = physics.object_trimmed(t["object.canvas"], cfg)
+        return t
+
+    def _run(self, batch: Batch, stages) -> dict[str, np.ndarray]:
+        problem = batch_problem(batch, self.cfg, self.dtype)
+        if problem:
+            raise ModelError(problem)
+        if self.probe is None:  # first batch initialises the probe state
+            self._set_probe(batch.probe)
+        t = self._object_path(batch)
+        if len(stages) > len(INFER_STAGES):
+            cfg = self.cfg
+            t["object.extracted"] = physics.object_extracted(t["object.canvas"], t["input.offsets"], cfg)
+            t["probe.illuminated"] = physics.illuminate(t["object.extracted"], self.probe.astype(np.complex128),
+                                                        self.probe_mask)
+            t["diffraction.amplitude"] = physics.diffraction_amplitude(t["probe.illuminated"])
+            t["diffraction.scaled"] = physics.scale_diffraction(t["diffraction.amplitude"], self.log_scale)
+            t["diffraction.intensity"] = physics.intensity(t["diffraction.scaled"])
+        return {name: _as(t[name], self.dtype) for name in stages}
+
+    def forward_train(self, batch: Batch) -> dict[str, np.ndarray]:
+        """Every stage of docs/design.md §2, as numpy arrays in the canonical layout."""
+        return self._run(batch, TRAIN_STAGES)
+
+    def forward_infer(self, batch: Batch) -> dict[str, np.ndarray]:
+        """The inference path, diffraction → object, up to `object.trimmed`."""
+        return self._run(batch, INFER_STAGES)
+
+    # -- persistence ------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """One .npz: config (JSON), weights by canonical name, log_scale and probe state."""
+        path = Path(path)
+        arrays = {f"weights/{k}": v for k, v in self.weights().items()}
+        arrays["state/log_scale"] = np.asarray(self.log_scale)
+        if self.probe is not None:
+            arrays["state/probe"] = self.probe
+        arrays["meta"] = np.asarray(json.dumps({"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(),
+                                                "dtype": self.dtype}))
+        with open(path, "wb") as fh:  # a file handle keeps np.savez from appending '.npz'
+            np.savez(fh, **arrays)
+        return path
+
+
+def _as(array: np.ndarray, dtype: str) -> np.ndarray:
+    if np.iscomplexobj(array):
+        return array.astype(_COMPLEX[dtype])
+    return array.astype(dtype)
+
+
+def build(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], probe: Optional[np.ndarray] = None,
+          dtype: Optional[str] = None, device: str = "cpu", log_scale: Optional[float] = None) -> ForwardModel:
+    """Build the numpy model from a config and neutral weights (dtype taken from the weights)."""
+    return ForwardModel(cfg, weights, probe=probe, dtype=dtype, device=device, log_scale=log_scale)
+
+
+def load(path: str | Path, device: str = "cpu") -> ForwardModel:
+    """Restore a model written by `ForwardModel.save`: config, weights, log_scale and probe."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            weights = {k[len("weights/"):]: npz[k] for k in npz.files if k.startswith("weights/")}
+            log_scale = float(npz["state/log_scale"])
+            probe = npz["state/probe"] if "state/probe" in npz.files else None
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"{path}: not a models_numpy checkpoint ({exc})") from None
+    if meta.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path}: checkpoint format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    if not math.isfinite(log_scale):
+        raise ModelError(f"{path}: key 'state/log_scale' is not finite")
+    cfg = ForwardConfig.from_dict(meta["config"])
+    try:
+        return ForwardModel(cfg, weights, probe=probe, dtype=meta["dtype"], device=device, log_scale=log_scale)
+    except WeightError as exc:  # a missing or mis-shaped tensor: name the file too
+        raise ModelError(f"{path}: {exc}") from None

@@ -31,6 +31,18 @@ def _cmd_make_fixture(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rel(x) -> str:
+    return "—" if x is None else f"{x:.2e}"
+
+
+def _cmd_backends(args: argparse.Namespace) -> int:
+    from parity.backends import discover
+
+    for name, backend in sorted(discover().items()):
+        print(f"{name:12s} framework {backend.framework:12s} devices {', '.join(backend.devices)}")
+    return 0
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     import shutil
 
@@ -52,11 +64,19 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for case in other_n:
             print(f"skipping {case.name}: it needs N={case.config.N}, {args.data} has {scan.N}x{scan.N} patterns")
         cases = [c for c in cases if c.config.N == scan.N]
+    from parity.backends import get_backend
+
+    candidates = [c for c in dict.fromkeys(args.candidate or ["torch"]) if c != args.ref]
+    for name in [args.ref, *candidates]:
+        get_backend(name)  # unknown names: one line, before any model is built
+    if not candidates:
+        raise UsageError(f"--candidate: give at least one backend other than the reference {args.ref!r}")
     dtypes = list(dump.iter_dtypes(args.dtype))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     total = len(cases) * len(dtypes)
-    print(f"parity check: {len(cases)} case(s) x {len(dtypes)} dtype(s) on {args.device}; "
+    print(f"parity check: {args.ref} vs {', '.join(candidates)}; "
+          f"{len(cases)} case(s) x {len(dtypes)} dtype(s) on {args.device}; "
           f"data {args.data or 'shipped fly001 fixture'}; report in {out}/", flush=True)
     results, figures, n = [], {}, 0
     for case in cases:
@@ -64,14 +84,15 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for dtype in dtypes:
             n += 1
             print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
-            result = run_case(case, device=args.device, dtype=dtype, data=args.data, goldens_dir=args.goldens)
+            result = run_case(case, device=args.device, dtype=dtype, data=args.data, goldens_dir=args.goldens,
+                              ref=args.ref, candidates=candidates)
             figures[(case.name, dtype)] = dump.dump_case(result, out)
-            worst = result.comparison.worst
-            print(f"{result.verdict()} (worst {worst.stage}: {worst.rel_error:.2e}, "
-                  f"{result.seconds:.1f} s)", flush=True)
-            if result.arbitration:
-                print(f"      first divergence at {result.arbitration['stage']}: "
-                      f"{result.arbitration['verdict']}", flush=True)
+            worst = "; ".join(f"{name} worst {c.worst.stage}: {_rel(c.worst.rel_error)}"
+                              for name, c in result.comparisons.items())
+            print(f"{result.verdict()} ({worst}, {result.seconds:.1f} s)", flush=True)
+            for name, arbitration in result.arbitrations.items():
+                if arbitration:
+                    print(f"      first divergence at {arbitration['stage']}: {arbitration['verdict']}", flush=True)
             for check in result.checkpoints:
                 if not check.passed:
                     print("      " + check.describe(), flush=True)
@@ -141,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cases", help="list the named parity cases")
     p.set_defaults(func=_cmd_cases)
 
+    p = sub.add_parser("backends", help="list the installed backends (built-in and from entry points)")
+    p.set_defaults(func=_cmd_backends)
+
     p = sub.add_parser("make-fixture", help="(re)generate the shipped fly001-format fixture")
     from parity.fixture import FIXTURE_N128_PATH, FIXTURE_PATH
 
@@ -164,6 +188,10 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the shipped fixture)")
     p.add_argument("--out", default="parity-report", help="report folder (default: %(default)s/)")
     p.add_argument("--summary-md", metavar="PATH", help="also write the markdown summary table here (CI job summary)")
+    p.add_argument("--ref", default="tensorflow", metavar="BACKEND",
+                   help="the reference backend (default: %(default)s; see `parity backends`)")
+    p.add_argument("--candidate", action="append", metavar="BACKEND",
+                   help="a backend to compare with the reference (repeatable; default: torch)")
     p.add_argument("--compare-paths", action="store_true",
                    help="per backend, print the training path next to the saved -> loaded inference path "
                         "(patch statistics, ranges, canvas, offsets, first stage where they part)")
@@ -200,7 +228,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from parity.tolerances import ToleranceError
     from parity.weights import WeightError
 
-    bad_input = (UsageError, DataError, ConfigError, WeightError, ToleranceError, GoldenError)
+    from parity.backends import BackendError
+
+    bad_input = (UsageError, DataError, ConfigError, WeightError, ToleranceError, GoldenError, BackendError)
 
     args = build_parser().parse_args(argv)
     if args.command in ("check", "refresh", "faults"):  # the engine's errors exist once it is importable

@@ -89,7 +89,7 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
     if ref is None or other is None:
         missing = ref_name if ref is None else other_name
         present = other_name if ref is None else ref_name
-        return StageComparison(stage, False, f"stage present in {present} only (missing in {missing})",
+        return StageComparison(stage, False, f"not provided by {missing} (present in {present} only)",
                                tolerance=tolerance)
     ref, other = np.asarray(ref), np.asarray(other)
     if ref.shape != other.shape:

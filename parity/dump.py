@@ -13,7 +13,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from parity.engine import OTHER, REF, CaseResult
+from parity.engine import CaseResult
 
 FIG_DPI = 100
 GROUPS_SHOWN = 4
@@ -72,10 +72,11 @@ def _finite(a: np.ndarray) -> np.ndarray:
 
 
 def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
-    """Rows: TF, torch, |TF − torch|, |TF − torch| / max|TF patch|; columns: groups (channel 0)."""
+    """Rows: reference, candidate, |ref − cand|, |ref − cand| / max|ref patch|; columns: groups
+    (channel 0). The first candidate is drawn."""
     plt = _plt()
     fn = np.abs if part == "amplitude" else np.angle
-    ref, oth = result.traces[REF]["object.patches"], result.traces[OTHER]["object.patches"]
+    ref, oth = (result.traces[n]["object.patches"] for n in (result.ref, result.candidates[0]))
     groups = min(GROUPS_SHOWN, ref.shape[0])
     fig, axes = plt.subplots(4, groups, figsize=(3.2 * groups, 11), squeeze=False)
     cmap = "viridis" if part == "amplitude" else "twilight"
@@ -90,10 +91,11 @@ def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
         diff = np.abs(a - b)
         worst = float(_finite(diff).max(initial=0.0))
         scale = float(_finite(np.abs(a)).max(initial=0.0)) or 1.0
-        _panel(fig, axes[0, g], a, f"TensorFlow {part}\ngroup {g}", cmap, lo, hi, unit)
-        _panel(fig, axes[1, g], b, f"torch {part}\ngroup {g}", cmap, lo, hi, unit)
-        _panel(fig, axes[2, g], diff, f"|TF − torch|\nmax {worst:.2e}", "magma", 0, None, unit)
-        _panel(fig, axes[3, g], diff / scale, f"|TF − torch| / max|TF|\nmax {worst / scale:.2e}",
+        R, O = result.ref, result.candidates[0]
+        _panel(fig, axes[0, g], a, f"{R} {part}\ngroup {g}", cmap, lo, hi, unit)
+        _panel(fig, axes[1, g], b, f"{O} {part}\ngroup {g}", cmap, lo, hi, unit)
+        _panel(fig, axes[2, g], diff, f"|{R} − {O}|\nmax {worst:.2e}", "magma", 0, None, unit)
+        _panel(fig, axes[3, g], diff / scale, f"|{R} − {O}| / max|{R}|\nmax {worst / scale:.2e}",
                "magma", 0, None, "relative")
     fig.suptitle(f"{result.case} · {result.dtype} · object.patches {part} (channel 0)", fontsize=12)
     fig.tight_layout()
@@ -104,16 +106,17 @@ def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
 def _canvas_figure(result: CaseResult, path: Path) -> None:
     """Group 0's canvas: amplitude and phase for both backends and the amplitude difference."""
     plt = _plt()
-    ref, oth = result.traces[REF]["object.canvas"][0, :, :, 0], result.traces[OTHER]["object.canvas"][0, :, :, 0]
+    ref, oth = (result.traces[n]["object.canvas"][0, :, :, 0] for n in (result.ref, result.candidates[0]))
     fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
     amp_hi = float(max(np.abs(ref).max(), np.abs(oth).max()))
-    for row, (name, c) in enumerate((("TensorFlow", ref), ("torch", oth))):
+    R, O = result.ref, result.candidates[0]
+    for row, (name, c) in enumerate(((R, ref), (O, oth))):
         _panel(fig, axes[row, 0], np.abs(c), f"{name} canvas amplitude", "viridis", 0, amp_hi)
         _panel(fig, axes[row, 1], np.angle(c), f"{name} canvas phase", "twilight", -np.pi, np.pi, "rad")
     diff = np.abs(ref.astype(np.complex128) - oth.astype(np.complex128))
-    _panel(fig, axes[0, 2], diff, f"|TF − torch|, max {diff.max():.2e}", "magma", 0, None)
+    _panel(fig, axes[0, 2], diff, f"|{R} − {O}|, max {diff.max():.2e}", "magma", 0, None)
     rel = diff / (np.abs(ref).max() or 1.0)
-    _panel(fig, axes[1, 2], np.log10(rel + 1e-300).clip(-20, 0), "log10 relative |TF − torch|",
+    _panel(fig, axes[1, 2], np.log10(rel + 1e-300).clip(-20, 0), f"log10 relative |{R} − {O}|",
            "magma", -20, 0, "log10")
     fig.suptitle(f"{result.case} · {result.dtype} · object.canvas, group 0 "
                  f"(M = {result.config.padded_size})", fontsize=12)
@@ -125,7 +128,7 @@ def _canvas_figure(result: CaseResult, path: Path) -> None:
 def _diffraction_figure(result: CaseResult, path: Path) -> None:
     """Group 0, channel 0 on a log scale: the measured input and both predicted intensities."""
     plt = _plt()
-    t_ref, t_oth = result.traces[REF], result.traces[OTHER]
+    t_ref, t_oth = result.traces[result.ref], result.traces[result.candidates[0]]
     measured = t_ref["input.diffraction"][0, :, :, 0].astype(np.float64) ** 2
     pred_ref = t_ref["diffraction.intensity"][0, :, :, 0].astype(np.float64)
     pred_oth = t_oth["diffraction.intensity"][0, :, :, 0].astype(np.float64)
@@ -133,11 +136,12 @@ def _diffraction_figure(result: CaseResult, path: Path) -> None:
     hi = float(max(measured.max(), pred_ref.max(), pred_oth.max()))
     fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
     for ax, img, title in ((axes[0], measured, "measured (input·s)²"),
-                           (axes[1], pred_ref, "TensorFlow diffraction.intensity"),
-                           (axes[2], pred_oth, "torch diffraction.intensity")):
+                           (axes[1], pred_ref, f"{result.ref} diffraction.intensity"),
+                           (axes[2], pred_oth, f"{result.candidates[0]} diffraction.intensity")):
         _panel(fig, ax, np.log10(np.clip(img, lo, None)), title, "inferno", np.log10(lo), np.log10(hi), "log10")
     rel = np.abs(pred_ref - pred_oth) / (pred_ref.max() or 1.0)
-    _panel(fig, axes[3], np.log10(rel + 1e-300).clip(-20, 0), "log10 relative |TF − torch|", "magma", -20, 0, "log10")
+    _panel(fig, axes[3], np.log10(rel + 1e-300).clip(-20, 0),
+           f"log10 relative |{result.ref} − {result.candidates[0]}|", "magma", -20, 0, "log10")
     fig.suptitle(f"{result.case} · {result.dtype} · diffraction, group 0 channel 0 (log scale)", fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=FIG_DPI)
@@ -186,46 +190,74 @@ def _fmt(x) -> str:
     return f"{x:.2e}" if isinstance(x, float) else str(x)
 
 
+def _worst(comparison) -> dict:
+    worst = comparison.worst
+    return {"worst_stage": worst.stage if worst else None, "rel_error": worst.rel_error if worst else None,
+            "budget_used": worst.budget_used if worst else None}
+
+
 def summary_rows(results: Sequence[CaseResult]) -> list[dict]:
+    """One row per case × dtype; the first candidate's figures at the top level (as before) and
+    every candidate's under "candidates"."""
     rows = []
     for r in results:
-        worst = r.comparison.worst
-        rows.append({"case": r.case, "dtype": r.dtype, "device": r.device,
-                     "worst_stage": worst.stage if worst else None,
-                     "rel_error": worst.rel_error if worst else None,
-                     "budget_used": worst.budget_used if worst else None,
-                     "verdict": r.verdict(),
-                     "blame": (r.arbitration or {}).get("verdict"),
-                     "seconds": round(r.seconds, 2)})
+        per = {name: {**_worst(comp), "blame": (r.arbitrations.get(name) or {}).get("verdict")}
+               for name, comp in r.comparisons.items()}
+        first = per[r.candidates[0]]
+        rows.append({"case": r.case, "dtype": r.dtype, "device": r.device, "ref": r.ref, **first,
+                     "verdict": r.verdict(), "candidates": per, "seconds": round(r.seconds, 2)})
     return rows
 
 
+def _candidates(results: Sequence[CaseResult]) -> list[str]:
+    return list(dict.fromkeys(c for r in results for c in r.candidates))
+
+
+def _cells(row: dict, candidates: list[str]) -> list[str]:
+    cells = []
+    for name in candidates:
+        c = row["candidates"].get(name)
+        if c is None:
+            cells += ["—", "—", "—"]
+            continue
+        cells += [str(c["worst_stage"]), _fmt(c["rel_error"]),
+                  "—" if c["budget_used"] is None else f"{100 * c['budget_used']:.1f}%"]
+    return cells
+
+
+def _headers(candidates: list[str]) -> list[str]:
+    if len(candidates) == 1:
+        return ["worst stage", "rel. error", "budget used"]
+    return [h for c in candidates for h in (f"worst stage ({c})", f"rel. error ({c})", f"budget ({c})")]
+
+
 def summary_markdown(results: Sequence[CaseResult]) -> str:
-    lines = ["| case | dtype | worst stage | rel. error | budget used | verdict |",
-             "|---|---|---|---|---|---|"]
+    """Markdown summary: one group of columns per candidate against the reference."""
+    cands = _candidates(results)
+    header = ["case", "dtype", *_headers(cands), "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in summary_rows(results):
-        budget = "—" if row["budget_used"] is None else f"{100 * row['budget_used']:.1f}%"
-        verdict = row["verdict"] + (f" — {row['blame']}" if row["blame"] else "")
-        lines.append(f"| {row['case']} | {row['dtype']} | {row['worst_stage']} | {_fmt(row['rel_error'])} "
-                     f"| {budget} | {verdict} |")
+        blames = [c["blame"] for c in row["candidates"].values() if c["blame"]]
+        verdict = row["verdict"] + (f" — {'; '.join(blames)}" if blames else "")
+        lines.append("| " + " | ".join([row["case"], row["dtype"], *_cells(row, cands), verdict]) + " |")
     return "\n".join(lines) + "\n"
 
 
 def summary_table(results: Sequence[CaseResult]) -> str:
-    """The final console table: case × dtype, worst stage, its relative error, budget, verdict."""
-    header = ("case", "dtype", "worst stage", "rel. error", "budget", "verdict")
-    rows = [(r["case"], r["dtype"], str(r["worst_stage"]), _fmt(r["rel_error"]),
-             "—" if r["budget_used"] is None else f"{100 * r['budget_used']:.1f}%", r["verdict"])
-            for r in summary_rows(results)]
+    """The final console table: case × dtype, per candidate its worst stage, relative error and
+    budget used, then the verdict."""
+    cands = _candidates(results)
+    header = ("case", "dtype", *[h.replace("budget used", "budget") for h in _headers(cands)], "verdict")
+    rows = [(r["case"], r["dtype"], *_cells(r, cands), r["verdict"]) for r in summary_rows(results)]
     widths = [max(len(x[i]) for x in [header, *rows]) for i in range(len(header))]
     fmt = lambda r: "  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()  # noqa: E731
     return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, rows)])
 
 
-def _stage_table(r: CaseResult) -> list[str]:
+def _stage_table(comparison) -> list[str]:
     lines = ["| stage | max abs Δ | rel. error | tolerance | budget | worst at (group, ch, row, col) | |",
              "|---|---|---|---|---|---|---|"]
-    for s in r.comparison.stages:
+    for s in comparison.stages:
         at = s.worst_at or {}
         where = (f"({at['group']}, {at['channel']}, {at['row']}, {at['col']})" if "group" in at
                  else str(at.get("index", "—")))
@@ -295,7 +327,9 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
     """`<out>/report.md` (tables and embedded figures) and `<out>/summary.json`."""
     out = Path(out)
     lines = ["# ptycho-parity report", "",
-             "TensorFlow reference vs torch port, stage by stage; relative error = max|Δ| / max|reference|.",
+             f"{results[0].ref if results else 'reference'} (reference) vs "
+             f"{', '.join(results[0].candidates) if results else 'candidates'}, stage by stage; "
+             "relative error = max|Δ| / max|reference|.",
              "", summary_markdown(results)]
     by_case: dict[str, list[CaseResult]] = {}
     for r in results:
@@ -304,14 +338,18 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
         lines += [f"## {case}", ""]
         for r in runs:
             lines += [f"### {case} · {r.dtype} · {r.device} — {r.verdict()}", ""]
-            if r.arbitration:
-                lines += [f"**First divergence: `{r.arbitration['stage']}`** — {r.arbitration['verdict']}", ""]
+            for name, arbitration in r.arbitrations.items():
+                if arbitration:
+                    lines += [f"**First divergence of {name}: `{arbitration['stage']}`** — "
+                              f"{arbitration['verdict']}", ""]
             for message in r.golden_messages():
                 lines += ["**Golden differs**:", "", "```", message, "```", ""]
             if not r.paths_consistent:
                 bad = {n: [s for s, ok in c.items() if not ok] for n, c in r.path_checks.items()}
                 lines += [f"**forward_infer differs from forward_train**: {bad}", ""]
-            lines += _stage_table(r) + ["", "Checkpoints (saved, loaded into a fresh model, inference path vs "
+            for name, comparison in r.comparisons.items():
+                lines += [f"{r.ref} vs {name}:", ""] + _stage_table(comparison) + [""]
+            lines += ["", "Checkpoints (saved, loaded into a fresh model, inference path vs "
                                         "the in-memory training path):", ""] + _checkpoint_table(r)
             lines += ["", "Patch statistics (|object.patches|):", ""] + _patch_stats_table(r) + [""]
             for fig in figures.get((r.case, r.dtype), []):

@@ -14,11 +14,12 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
 from parity import __version__
+from parity.backends import configure_all, get_backend
 from parity.cases import Case
 from parity.compare import TraceComparison, compare_traces
 from parity.config import ForwardConfig
@@ -29,26 +30,19 @@ from parity.summaries import summarise
 from parity.tolerances import TOLERANCE_PATH, load_profile
 from parity.weights import digest as weights_digest
 
-REF, OTHER = "tensorflow", "torch"
-BACKEND_PACKAGES = {"tensorflow": "models_tf", "torch": "models_torch", "numpy": "models_numpy"}
+REF, OTHER = "tensorflow", "torch"  # the default reference and candidate
 
 
 class DeviceUnavailable(ValueError):
     """The run asked for a device this machine does not have."""
 
 
-def require_device(device: str) -> dict[str, object]:
-    """Check `device` for both frameworks and apply their determinism flags (docs/design.md §8)."""
-    from models_tf import device as tf_device
-    from models_torch import device as torch_device
-
-    flags: dict[str, object] = {}
-    for module in (torch_device, tf_device):
-        try:
-            flags.update(module.configure(device))
-        except module.DeviceError as exc:
-            raise DeviceUnavailable(str(exc)) from None
-    return flags
+def require_device(device: str, backends: Sequence[str] = (OTHER, REF)) -> dict[str, object]:
+    """Check `device` for each backend and apply its determinism flags (docs/design.md §8)."""
+    try:
+        return configure_all(backends, device)
+    except RuntimeError as exc:  # each backend's DeviceError
+        raise DeviceUnavailable(str(exc)) from None
 
 
 @dataclass
@@ -89,27 +83,25 @@ class CheckpointCheck:
 
 
 def checkpoint_checks(models: dict, train: dict, batch: Batch, profile, device: str,
-                      workdir: Path) -> tuple[list[CheckpointCheck], dict]:
+                      workdir: Path, ref: str = REF) -> tuple[list[CheckpointCheck], dict]:
     """Save every model, load it back in a fresh object and compare its inference path with the
-    in-memory training path; then hand each checkpoint, as neutral weights + state, to the other
-    backend and compare the same way. Returns the checks and the reloaded infer traces."""
-    import importlib
-
+    in-memory training path; then hand the reference's checkpoint, as neutral weights + state, to
+    each candidate and each candidate's to the reference, and compare the same way. Returns the
+    checks and the reloaded infer traces."""
     loaded, infer = {}, {}
     checks = []
     train = {name: {stage: trace[stage] for stage in INFER_STAGES} for name, trace in train.items()}
     for name, model in models.items():
-        package = importlib.import_module(BACKEND_PACKAGES[name])
-        loaded[name] = package.load(model.save(Path(workdir) / f"{name}.ckpt"), device=device)
+        loaded[name] = get_backend(name).load(model.save(Path(workdir) / f"{name}.ckpt"), device=device)
         infer[name] = loaded[name].forward_infer(batch)
         checks.append(CheckpointCheck(name, name, compare_traces(
             train[name], infer[name], profile, f"{name} train", f"{name} reloaded", order=list(INFER_STAGES))))
-    names = list(models)
-    for saved, loaded_by in zip(names, names[::-1]):
+    pairs = [(a, b) for c in models if c != ref for a, b in ((ref, c), (c, ref))]
+    for saved, loaded_by in pairs:
         source = loaded[saved]
         state = source.state()
-        port = importlib.import_module(BACKEND_PACKAGES[loaded_by]).build(
-            source.cfg, source.weights(), probe=state["probe"], log_scale=state["log_scale"], device=device)
+        port = get_backend(loaded_by).build(source.cfg, source.weights(), probe=state["probe"],
+                                            log_scale=state["log_scale"], device=device)
         checks.append(CheckpointCheck(saved, loaded_by, compare_traces(
             train[saved], port.forward_infer(batch), profile, f"{saved} train", f"{loaded_by} from {saved}'s checkpoint",
             order=list(INFER_STAGES))))
@@ -135,6 +127,15 @@ class CaseResult:
     golden_file: Optional[str] = None
     checkpoints: list = field(default_factory=list)  # CheckpointCheck per direction
     reloaded: dict = field(default_factory=dict, repr=False)  # backend -> reloaded infer trace
+    ref: str = REF
+    candidates: list = field(default_factory=lambda: [OTHER])
+    comparisons: dict = field(default_factory=dict)  # candidate -> TraceComparison against ref
+    arbitrations: dict = field(default_factory=dict)  # candidate -> arbitration of its divergence
+
+    def __post_init__(self) -> None:
+        if not self.comparisons:
+            self.comparisons = {self.candidates[0]: self.comparison}
+            self.arbitrations = {self.candidates[0]: self.arbitration}
 
     @property
     def paths_consistent(self) -> bool:
@@ -149,13 +150,17 @@ class CaseResult:
         return all(c.passed for c in self.checkpoints)
 
     @property
+    def comparisons_passed(self) -> bool:
+        return all(c.passed for c in self.comparisons.values())
+
+    @property
     def passed(self) -> bool:
-        return self.comparison.passed and self.paths_consistent and self.golden_passed and self.checkpoints_passed
+        return self.comparisons_passed and self.paths_consistent and self.golden_passed and self.checkpoints_passed
 
     def verdict(self) -> str:
         if self.passed:
             return "PASS" if self.golden_file else "PASS (no golden)"
-        if not self.comparison.passed:
+        if not self.comparisons_passed:
             return "DIVERGED"
         if not self.paths_consistent:
             return "PATHS DIFFER"
@@ -177,6 +182,9 @@ class CaseResult:
             "arbitration": self.arbitration, "comparison": self.comparison.to_dict(),
             "path_checks": self.path_checks, "summaries": self.summaries, "digests": self.digests,
             "checkpoints": [c.to_dict() for c in self.checkpoints],
+            "ref": self.ref, "candidates": list(self.candidates),
+            "per_candidate": {name: {"comparison": comp.to_dict(), "arbitration": self.arbitrations.get(name)}
+                              for name, comp in self.comparisons.items()},
             "golden": {"file": self.golden_file,
                        "passed": self.golden_passed if self.golden_file else None,
                        "messages": self.golden_messages()},
@@ -195,13 +203,11 @@ def _git_commit() -> Optional[str]:
     return done.stdout.strip() or None
 
 
-def _provenance(device: str, dtype: str, flags: dict) -> dict:
-    """Where a result came from; recorded, never compared."""
-    import tensorflow as tf
-    import torch
-
+def _provenance(device: str, dtype: str, flags: dict, backends: Sequence[str] = (REF, OTHER)) -> dict:
+    """Where a result came from; recorded, never compared. Framework versions of `backends`."""
+    versions = {get_backend(name).framework: get_backend(name).version() for name in backends}
     return {"ptycho_parity": __version__, "python": platform.python_version(),
-            "numpy": np.__version__, "tensorflow": tf.__version__, "torch": torch.__version__,
+            "numpy": np.__version__, **versions,
             "device": device, "dtype": dtype, "flags": flags, "machine": platform.machine(),
             "git_commit": _git_commit(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
@@ -211,31 +217,34 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
              data: Optional[str | Path] = None,
              tolerance_path: str | Path = TOLERANCE_PATH,
              goldens_dir: Optional[str | Path] = None, use_golden: bool = True,
-             checkpoints: bool = True) -> CaseResult:
-    """Run `case` on both backends, compare them stage by stage and, when the case has a golden
-    (and the run is on the shipped data), compare each backend's summaries with it."""
-    import models_tf
-    import models_torch
-
+             checkpoints: bool = True, ref: str = REF, candidates: Sequence[str] = (OTHER,)) -> CaseResult:
+    """Run `case` on the reference and every candidate backend, compare each candidate with the
+    reference stage by stage (the numpy backend arbitrates a divergence), save and reload every
+    model and, when the case has a golden (and the run is on the shipped data), compare each
+    backend's summaries with it."""
+    candidates = [c for c in dict.fromkeys(candidates) if c != ref]
+    if not candidates:
+        raise ValueError("give at least one candidate backend other than the reference")
+    names = [ref, *candidates]
     start = time.perf_counter()
-    flags = require_device(device)
+    flags = require_device(device, names)
     profile = load_profile(device, dtype, path=tolerance_path)
     cfg, weights, batch = case.inputs(dtype, data=data)
-    models = {REF: models_tf.build(cfg, weights, device=device),
-              OTHER: models_torch.build(cfg, weights, device=device)}
+    models = {name: get_backend(name).build(cfg, weights, device=device) for name in names}
     train = {name: m.forward_train(batch) for name, m in models.items()}
     infer = {name: m.forward_infer(batch) for name, m in models.items()}
-    comparison = compare_traces(train[REF], train[OTHER], profile, REF, OTHER)
+    comparisons, arbitrations = {}, {}
+    for cand in candidates:
+        comparisons[cand] = comparison = compare_traces(train[ref], train[cand], profile, ref, cand)
+        first = comparison.first_divergence
+        arbitrations[cand] = (arbitrate(first.stage, train[ref], train[cand], cfg, batch, first.tolerance, ref,
+                                        cand, weights=weights) if first is not None else None)
     path_checks = {name: {s: bool(np.array_equal(infer[name][s], train[name][s], equal_nan=True))
                           for s in OBJECT_STAGES} for name in models}
-    first = comparison.first_divergence
-    arbitration = (arbitrate(first.stage, train[REF], train[OTHER], cfg, batch, first.tolerance, REF, OTHER,
-                             weights=weights)
-                   if first is not None else None)
     checks, reloaded = [], {}
     if checkpoints:
         with tempfile.TemporaryDirectory(prefix="parity-ckpt-") as workdir:
-            checks, reloaded = checkpoint_checks(models, train, batch, profile, device, Path(workdir))
+            checks, reloaded = checkpoint_checks(models, train, batch, profile, device, Path(workdir), ref=ref)
     summaries = {name: {"train": summarise(train[name], cfg), "infer": summarise(infer[name], cfg),
                         **({"reloaded": summarise(reloaded[name], cfg)} if name in reloaded else {})}
                  for name in models}
@@ -253,11 +262,12 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
                                                    profile, run=f"{name} {device} {dtype}")
                       for name in models}
     return CaseResult(
-        case=case.name, dtype=dtype, device=device, config=cfg, comparison=comparison,
-        path_checks=path_checks, arbitration=arbitration, summaries=summaries,
-        digests=run_digests, provenance=_provenance(device, dtype, flags),
+        case=case.name, dtype=dtype, device=device, config=cfg, comparison=comparisons[candidates[0]],
+        path_checks=path_checks, arbitration=arbitrations[candidates[0]], summaries=summaries,
+        digests=run_digests, provenance=_provenance(device, dtype, flags, names),
         seconds=time.perf_counter() - start, traces=train, batch=batch,
-        golden=golden, golden_file=golden_file, checkpoints=checks, reloaded=reloaded)
+        golden=golden, golden_file=golden_file, checkpoints=checks, reloaded=reloaded,
+        ref=ref, candidates=candidates, comparisons=comparisons, arbitrations=arbitrations)
 
 
 @dataclass
@@ -290,19 +300,14 @@ def case_digests(case: Case, dtype: str, data: Optional[str | Path] = None) -> d
 def run_backend(case: Case, backend: str, device: str = "cpu", dtype: str = "float64",
                 data: Optional[str | Path] = None) -> BackendRun:
     """Build `backend`'s model for `case` and run both paths once."""
-    import importlib
-
-    if backend not in BACKEND_PACKAGES:
-        raise ValueError(f"unknown backend {backend!r}; known: {', '.join(BACKEND_PACKAGES)}")
-    flags = require_device(device)
-    package = importlib.import_module(BACKEND_PACKAGES[backend])
+    flags = require_device(device, (backend,))
     cfg, weights, batch = case.inputs(dtype, data=data)
-    model = package.build(cfg, weights, device=device)
+    model = get_backend(backend).build(cfg, weights, device=device)
     train, infer = model.forward_train(batch), model.forward_infer(batch)
     return BackendRun(case=case.name, backend=backend, device=device, dtype=dtype, config=cfg,
                       train=train, infer=infer, summaries=summarise(train, cfg),
                       digests={"inputs": digests(batch), "weights": weights_digest(weights)},
-                      provenance=_provenance(device, dtype, flags), model=model)
+                      provenance=_provenance(device, dtype, flags, (backend,)), model=model)
 
 
 def reference_golden(case: Case, data: Optional[str | Path] = None) -> dict:

@@ -27,7 +27,7 @@ def test_relative_error_and_stats_on_a_hand_made_pair():
 
 def test_missing_shape_dtype_and_nan_rules():
     a = np.ones((1, 2, 2, 1), np.float32)
-    assert "present in tf only (missing in torch)" in compare_stage("x", a, None, 1, "tf", "torch").message
+    assert "not provided by torch (present in tf only)" in compare_stage("x", a, None, 1, "tf", "torch").message
     assert "shape mismatch" in compare_stage("x", a, np.ones((1, 2, 2, 2), np.float32), 1).message
     assert "dtype mismatch" in compare_stage("x", a, a.astype(np.float64), 1).message
     nan = a.copy()

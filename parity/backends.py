@@ -1,0 +1,120 @@
+"""Backends and their registry. The engine knows backends only through here.
+
+A backend is a name, its framework and version, the devices it supports, `configure(device)`
+(returns the precision/determinism flags it applied), `build(cfg, weights, device, **state)` → a
+model with `forward_train(batch)`, `forward_infer(batch)`, `save(path)`, `weights()`, `state()`,
+and `load(path, device)`. Built-ins: `tensorflow` (the reference), `torch` (the port), `numpy`
+(the framework-free third opinion). Other packages register theirs under the entry-point group
+`ptycho_parity.backends`; the entry point names a `Backend` or a no-argument callable returning
+one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+ENTRY_POINT_GROUP = "ptycho_parity.backends"
+
+
+class BackendError(ValueError):
+    """An unknown backend, or one that cannot be loaded; one line naming it."""
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    framework: str
+    devices: tuple[str, ...]
+    package: Optional[str] = None  # a module with build/load and a `device.configure` (built-ins)
+    build_fn: Optional[Callable] = field(default=None, repr=False)
+    load_fn: Optional[Callable] = field(default=None, repr=False)
+    configure_fn: Optional[Callable] = field(default=None, repr=False)
+    version_fn: Optional[Callable[[], str]] = field(default=None, repr=False)
+
+    def _module(self, suffix: str = ""):
+        return importlib.import_module(self.package + suffix)
+
+    def version(self) -> str:
+        if self.version_fn is not None:
+            return self.version_fn()
+        return importlib.import_module(self.framework).__version__
+
+    def configure(self, device: str) -> dict:
+        """Check `device` and apply the backend's flags; raises RuntimeError without it."""
+        if self.configure_fn is not None:
+            return self.configure_fn(device)
+        return self._module(".device").configure(device)
+
+    def build(self, cfg, weights, device: str = "cpu", **state):
+        if self.build_fn is not None:
+            return self.build_fn(cfg, weights, device=device, **state)
+        return self._module().build(cfg, weights, device=device, **state)
+
+    def load(self, path, device: str = "cpu"):
+        if self.load_fn is not None:
+            return self.load_fn(path, device=device)
+        if self.package is None:
+            raise BackendError(f"backend {self.name!r} has no loader")
+        return self._module().load(path, device=device)
+
+
+BUILTIN: dict[str, Backend] = {
+    "tensorflow": Backend("tensorflow", "tensorflow", ("cpu", "cuda"), package="models_tf"),
+    "torch": Backend("torch", "torch", ("cpu", "cuda"), package="models_torch"),
+    "numpy": Backend("numpy", "numpy", ("cpu",), package="models_numpy"),
+}
+_DISCOVERED: dict[str, Backend] = {}
+
+
+def _entry_points():
+    from importlib.metadata import entry_points
+
+    return entry_points(group=ENTRY_POINT_GROUP)
+
+
+def discover() -> dict[str, Backend]:
+    """Built-ins and every installed third-party backend, by name."""
+    if not _DISCOVERED:
+        for ep in _entry_points():
+            if ep.name in BUILTIN:
+                continue
+            try:
+                obj = ep.load()
+                backend = obj() if callable(obj) and not isinstance(obj, Backend) else obj
+            except Exception as exc:  # a broken third-party package must not hide the others
+                raise BackendError(f"backend {ep.name!r} ({ep.value}) cannot be loaded: "
+                                   f"{exc.__class__.__name__}: {exc}") from None
+            if not isinstance(backend, Backend):
+                raise BackendError(f"backend {ep.name!r} ({ep.value}) is not a parity.backends.Backend")
+            _DISCOVERED[ep.name] = backend
+    return {**BUILTIN, **_DISCOVERED}
+
+
+def register(backend: Backend) -> None:
+    """Add a backend in this process (tests, notebooks); entry points do it for installed ones."""
+    discover()
+    _DISCOVERED[backend.name] = backend
+
+
+def get_backend(name: str) -> Backend:
+    known = discover()
+    if name not in known:
+        raise BackendError(f"unknown backend {name!r}; installed: {', '.join(sorted(known))}")
+    return known[name]
+
+
+def backend_names() -> list[str]:
+    return sorted(discover())
+
+
+def configure_all(names: Sequence[str], device: str) -> dict:
+    """Configure each backend for `device`; the union of their flags."""
+    flags: dict = {}
+    for name in dict.fromkeys(names):
+        backend = get_backend(name)
+        if device not in backend.devices:
+            raise BackendError(f"backend {name!r} supports {', '.join(backend.devices)}, not {device!r}")
+        flags.update(backend.configure(device))
+    return flags

@@ -1,0 +1,100 @@
+"""The backend registry and the engine's one-reference / many-candidates comparison."""
+
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from parity import backends
+from parity.backends import Backend, BackendError, discover, get_backend, register
+from parity.cli import main
+
+
+def test_builtins_are_registered():
+    assert {"tensorflow", "torch", "numpy"} <= set(discover())
+    assert get_backend("numpy").devices == ("cpu",)
+    with pytest.raises(BackendError, match="unknown backend 'jax'; installed: numpy, tensorflow, torch"):
+        get_backend("jax")
+
+
+def test_third_party_backends_come_from_the_entry_point_group(monkeypatch):
+    numpy_twin = Backend("numpy-twin", "numpy", ("cpu",), package="models_numpy")
+    eps = [SimpleNamespace(name="numpy-twin", value="pkg:make", load=lambda: (lambda: numpy_twin)),
+           SimpleNamespace(name="broken", value="pkg:oops", load=lambda: 42)]
+    monkeypatch.setattr(backends, "_entry_points", lambda: eps)
+    monkeypatch.setattr(backends, "_DISCOVERED", {})
+    with pytest.raises(BackendError, match="backend 'broken' \\(pkg:oops\\) is not a parity.backends.Backend"):
+        discover()
+    monkeypatch.setattr(backends, "_entry_points", lambda: eps[:1])
+    monkeypatch.setattr(backends, "_DISCOVERED", {})
+    assert get_backend("numpy-twin") is numpy_twin
+
+
+def test_check_with_two_candidates_prints_both_columns(tmp_path, capsys):
+    code = main(["check", "--case", "gs1", "--dtype", "float64", "--candidate", "torch", "--candidate", "numpy",
+                 "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    header = [line for line in out.splitlines() if line.startswith("case")][0]
+    for column in ("worst stage (torch)", "rel. error (torch)", "worst stage (numpy)", "rel. error (numpy)"):
+        assert column in header
+    summary = json.loads((tmp_path / "summary.json").read_text())["runs"][0]
+    assert set(summary["candidates"]) == {"torch", "numpy"} and summary["ref"] == "tensorflow"
+    stats = json.loads((tmp_path / "gs1" / "stats.json").read_text())["float64"]
+    directions = {c["direction"] for c in stats["checkpoints"]}
+    assert {"numpy → numpy", "tensorflow → numpy", "numpy → tensorflow"} <= directions
+
+
+def test_check_with_numpy_as_the_reference(tmp_path, capsys):
+    assert main(["check", "--case", "gs1", "--dtype", "float64", "--ref", "numpy", "--candidate", "tensorflow",
+                 "--out", str(tmp_path)]) == 0
+    assert "numpy vs tensorflow" in capsys.readouterr().out
+
+
+def test_unknown_backend_is_one_line(tmp_path, capsys):
+    assert main(["check", "--candidate", "jax", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown backend 'jax'" in err
+
+
+def test_network_stage_bug_in_torch_is_blamed_on_torch(tmp_path, capsys):
+    from parity.faults import get_fault
+
+    with get_fault("avg-pool-for-max-pool").inject():
+        code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert "first divergence at encoder.out: torch disagrees with tensorflow and with numpy at encoder.out" in out
+
+
+def test_a_backend_without_a_stage_is_reported_not_provided(tmp_path):
+    """A candidate whose model does not produce `diffraction.intensity` fails that stage with
+    'not provided by <backend>', never a silent pass."""
+    import models_numpy
+
+    class Partial:
+        def __init__(self, model):
+            self.model = model
+
+        def forward_train(self, batch):
+            trace = self.model.forward_train(batch)
+            trace.pop("diffraction.intensity")
+            return trace
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+    register(Backend("numpy-partial", "numpy", ("cpu",),
+                     build_fn=lambda cfg, w, device="cpu", **kw: Partial(models_numpy.build(cfg, w, device=device, **kw)),
+                     load_fn=lambda path, device="cpu": models_numpy.load(path, device=device),
+                     configure_fn=lambda device: {}))
+    from parity.cases import get_case
+    from parity.engine import run_case
+
+    result = run_case(get_case("gs1"), dtype="float64", candidates=["numpy-partial"], use_golden=False,
+                      checkpoints=False)
+    failing = [s for s in result.comparison.stages if not s.passed]
+    assert [s.stage for s in failing] == ["diffraction.intensity"]
+    assert "not provided by numpy-partial" in failing[0].message
+    assert np.isfinite(result.comparison.stages[0].rel_error)

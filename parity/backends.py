@@ -32,6 +32,14 @@ class Backend:
     load_fn: Optional[Callable] = field(default=None, repr=False)
     configure_fn: Optional[Callable] = field(default=None, repr=False)
     version_fn: Optional[Callable[[], str]] = field(default=None, repr=False)
+    # the stages this backend computes (None: all of them); the others read "not provided by <name>"
+    stages: Optional[tuple[str, ...]] = None
+    checkpoints: bool = True  # False: no save/load round trip to check
+
+    def not_provided(self) -> tuple[str, ...]:
+        from parity.stages import TRAIN_STAGES
+
+        return () if self.stages is None else tuple(s for s in TRAIN_STAGES if s not in self.stages)
 
     def _module(self, suffix: str = ""):
         return importlib.import_module(self.package + suffix)

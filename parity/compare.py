@@ -31,6 +31,7 @@ class StageComparison:
     n_elements: Optional[int] = None
     worst_at: Optional[dict] = None  # {"group", "channel", "row", "col"}
     budget_used: Optional[float] = None  # rel_error / tolerance; > 1 fails
+    provided: bool = True  # False: a stage the candidate declares it does not implement
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -131,12 +132,17 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
 def compare_traces(ref: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray],
                    tolerances: ToleranceProfile | Mapping[str, float] | float,
                    ref_name: str = "reference", other_name: str = "other",
-                   order: Sequence[str] = TRAIN_STAGES) -> TraceComparison:
-    """Compare every stage in `order` plus any stage found on one side only (appended)."""
+                   order: Sequence[str] = TRAIN_STAGES, not_provided: Sequence[str] = ()) -> TraceComparison:
+    """Compare every stage in `order` plus any stage found on one side only (appended). Stages in
+    `not_provided` (declared by the candidate as not implemented) are listed as such: they are
+    not compared, and they are not hidden."""
     names = [s for s in order if s in ref or s in other]
     names += sorted((set(ref) | set(other)) - set(names))
     out = TraceComparison(ref_name, other_name)
     for stage in names:
+        if stage in not_provided and stage not in other:
+            out.stages.append(StageComparison(stage, True, f"not provided by {other_name}", provided=False))
+            continue
         out.stages.append(compare_stage(stage, ref.get(stage), other.get(stage),
                                         _tolerance(tolerances, stage), ref_name, other_name))
     return out

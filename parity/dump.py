@@ -154,6 +154,12 @@ FIGURES = {
     "canvas": _canvas_figure,
     "diffraction": _diffraction_figure,
 }
+# the stages each figure draws from both the reference and the first candidate
+FIGURE_STAGES = {
+    "patches_amplitude": ("object.patches",), "patches_phase": ("object.patches",),
+    "canvas": ("object.canvas",),
+    "diffraction": ("input.diffraction", "diffraction.intensity"),
+}
 
 
 # -- per case -----------------------------------------------------------------------------------
@@ -171,11 +177,14 @@ def dump_case(result: CaseResult, out: Path) -> list[Path]:
         "provenance": full["provenance"],
     })
     _merge_json(folder / "canvas.json", result.dtype,
-                {name: s["train"]["canvas"] for name, s in result.summaries.items()})
+                {name: s["train"]["canvas"] for name, s in result.summaries.items() if "canvas" in s["train"]})
     _merge_json(folder / "offsets.json", result.dtype,
-                {name: s["train"]["offsets"] for name, s in result.summaries.items()})
+                {name: s["train"]["offsets"] for name, s in result.summaries.items() if "offsets" in s["train"]})
     figures = []
+    pair = (result.traces[result.ref], result.traces[result.candidates[0]])
     for kind, draw in FIGURES.items():
+        if not all(stage in trace for stage in FIGURE_STAGES[kind] for trace in pair):
+            continue  # a candidate that does not provide these stages gets no such figure
         path = folder / f"{kind}_{result.dtype}.png"
         draw(result, path)
         figures.append(path)
@@ -272,7 +281,7 @@ def _patch_stats_table(r: CaseResult) -> list[str]:
     lines = ["| backend · path | global_mean | global_std | var_zero_mean | amplitude range |",
              "|---|---|---|---|---|"]
     for name, summ in r.summaries.items():
-        for path in (p for p in ("train", "infer", "reloaded") if p in summ):
+        for path in (p for p in ("train", "infer", "reloaded") if "patch_stats" in summ.get(p, {})):
             p = summ[path]["patch_stats"]
             lo, hi = p["amplitude_range"]
             lines.append(f"| {name} · {path} | {p['global_mean']:.6g} | {p['global_std']:.6g} "

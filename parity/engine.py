@@ -90,7 +90,7 @@ def checkpoint_checks(models: dict, train: dict, batch: Batch, profile, device: 
     checks and the reloaded infer traces."""
     loaded, infer = {}, {}
     checks = []
-    train = {name: {stage: trace[stage] for stage in INFER_STAGES} for name, trace in train.items()}
+    train = {name: {stage: train[name][stage] for stage in INFER_STAGES} for name in models}
     for name, model in models.items():
         loaded[name] = get_backend(name).load(model.save(Path(workdir) / f"{name}.ckpt"), device=device)
         infer[name] = loaded[name].forward_infer(batch)
@@ -235,16 +235,19 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
     infer = {name: m.forward_infer(batch) for name, m in models.items()}
     comparisons, arbitrations = {}, {}
     for cand in candidates:
-        comparisons[cand] = comparison = compare_traces(train[ref], train[cand], profile, ref, cand)
+        comparisons[cand] = comparison = compare_traces(train[ref], train[cand], profile, ref, cand,
+                                                        not_provided=get_backend(cand).not_provided())
         first = comparison.first_divergence
         arbitrations[cand] = (arbitrate(first.stage, train[ref], train[cand], cfg, batch, first.tolerance, ref,
                                         cand, weights=weights) if first is not None else None)
-    path_checks = {name: {s: bool(np.array_equal(infer[name][s], train[name][s], equal_nan=True))
-                          for s in OBJECT_STAGES} for name in models}
+    path_checks = {name: {s: bool(np.array_equal(infer[name].get(s), train[name].get(s), equal_nan=True))
+                          for s in OBJECT_STAGES if s in train[name] or s in infer[name]} for name in models}
     checks, reloaded = [], {}
     if checkpoints:
         with tempfile.TemporaryDirectory(prefix="parity-ckpt-") as workdir:
-            checks, reloaded = checkpoint_checks(models, train, batch, profile, device, Path(workdir), ref=ref)
+            with_checkpoints = {n: m for n, m in models.items() if get_backend(n).checkpoints}
+            checks, reloaded = checkpoint_checks(with_checkpoints, train, batch, profile, device, Path(workdir),
+                                                 ref=ref)
     summaries = {name: {"train": summarise(train[name], cfg), "infer": summarise(infer[name], cfg),
                         **({"reloaded": summarise(reloaded[name], cfg)} if name in reloaded else {})}
                  for name in models}
@@ -260,7 +263,7 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
             golden_file = str(path)
             golden = {name: goldens.compare_golden(reference, summaries[name]["train"], run_digests, dtype,
                                                    profile, run=f"{name} {device} {dtype}")
-                      for name in models}
+                      for name in models if get_backend(name).stages is None}  # partial backends: stages only
     return CaseResult(
         case=case.name, dtype=dtype, device=device, config=cfg, comparison=comparisons[candidates[0]],
         path_checks=path_checks, arbitration=arbitrations[candidates[0]], summaries=summaries,

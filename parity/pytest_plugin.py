@@ -165,6 +165,22 @@ def parity_run(pytestconfig, parity_run_cache):
     return run
 
 
+@pytest.fixture(scope="session")
+def parity_check(pytestconfig):
+    """`parity_check(case, candidate, dtype="float64", ref="tensorflow")` → a CaseResult: the
+    candidate (any registered backend, your own adapter included) against the reference, stage by
+    stage, arbitrated by numpy; `.passed`, `.comparison`, `.arbitration`."""
+    from parity.cases import get_case
+    from parity.engine import run_case
+
+    def check(case: str, candidate: str, dtype: str = "float64", ref: str = "tensorflow"):
+        return run_case(get_case(case), device=parity_device(pytestconfig), dtype=dtype,
+                        data=pytestconfig.getoption("parity_data"), use_golden=False, checkpoints=False,
+                        ref=ref, candidates=[candidate])
+
+    return check
+
+
 @pytest.fixture
 def parity_golden(request, pytestconfig, tmp_path):
     """`parity_golden(run)`: compare a BackendRun with its case's golden (digests exactly,

@@ -9,7 +9,6 @@ import pytest
 
 from parity.goldens import golden_path
 
-pytest_plugins = ["pytester"]
 
 USER_TEST = '''
 import pytest

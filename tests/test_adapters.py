@@ -1,0 +1,144 @@
+"""Adapters from the outside: a user's own torch port of the encoder (tests/adapter_example/myport.py,
+an nn.Sequential with its own names, channels-first, a module-level input function) wrapped with
+parity.adapters, compared in process, then installed through an entry point in a pytester project
+that runs `pytest -k parity` and `parity check --candidate my-port` on it."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity.adapters import Derived, Tap, map_weights
+from parity.backends import register
+from parity.cases import get_case
+from parity.config import ForwardConfig
+from parity.engine import run_case
+from parity.weights import WeightError, init_weights
+
+EXAMPLE = Path(__file__).resolve().parent / "adapter_example"
+sys.path.insert(0, str(EXAMPLE))
+import myport  # noqa: E402
+
+
+@pytest.fixture
+def my_port(monkeypatch):
+    def make(bug=None):
+        if bug:
+            monkeypatch.setenv("MYPORT_BUG", bug)
+        else:
+            monkeypatch.delenv("MYPORT_BUG", raising=False)
+        register(myport.backend())
+        return run_case(get_case("gs2-big"), dtype="float64", candidates=["my-port"], use_golden=False,
+                        checkpoints=False)
+    return make
+
+
+def test_adapter_agrees_where_the_port_is_right_and_says_what_it_does_not_provide(my_port):
+    result = my_port()
+    assert result.passed
+    stages = {s.stage: s for s in result.comparison.stages}
+    assert stages["encoder.out"].provided and stages["encoder.out"].rel_error < 1e-12
+    assert stages["scaled_input"].rel_error < 1e-12 and stages["input.diffraction"].rel_error < 1e-12
+    assert stages["decoder.amp"].provided is False and stages["decoder.amp"].message == "not provided by my-port"
+
+
+def test_adapter_blames_a_deliberate_bug_on_the_port(my_port):
+    result = my_port(bug="avgpool")
+    assert not result.passed and result.comparison.first_divergence.stage == "encoder.out"
+    assert result.arbitration["blame"] == "my-port"
+    assert result.arbitration["verdict"] == "my-port disagrees with tensorflow and with numpy at encoder.out"
+
+
+def test_map_weights_lists_every_problem():
+    cfg = ForwardConfig()
+    weights = {k: v for k, v in init_weights(cfg, 0, "float64").items() if k.startswith("encoder.")}
+    mapping = myport.weight_mapping(cfg)
+    shapes = {k: tuple(v.shape) for k, v in myport.MyEncoder(cfg).state_dict().items()}
+    assert map_weights(weights, mapping, shapes).check().state.keys() == shapes.keys()
+    mapping.pop("encoder.block0.conv0.bias")
+    mapping["encoder.block1.conv1.kernel"] = ("features.7.weight", "same")  # no transposition
+    shapes["extra.weight"] = (3,)
+    with pytest.raises(WeightError) as info:
+        map_weights(weights, mapping, shapes).check()
+    text = str(info.value)
+    assert "unmapped 1: encoder.block0.conv0.bias" in text
+    assert "left over 2: extra.weight, features.0.bias" in text
+    assert "mis-shaped 1: encoder.block1.conv1.kernel -> features.7.weight: (3, 3, 128, 128) vs (128, 128, 3, 3)" in text
+
+
+def test_tap_conversions():
+    tap = Tap("x", "m", pick=1, squeeze=(2,), layout="BCHW")
+    value = (None, np.arange(2 * 3 * 1 * 4 * 5).reshape(2, 3, 1, 4, 5))
+    assert tap.convert(value).shape == (2, 4, 5, 3)
+    assert Derived("diffraction.intensity", lambda t, cfg: t["diffraction.scaled"] ** 2).fn(
+        {"diffraction.scaled": np.array([3.0])}, None)[0] == 9.0
+
+
+def test_keras_functional_model_through_the_adapter():
+    """A Keras port of the first encoder block as a functional model with its own layer names."""
+    import keras
+
+    from parity.adapters import keras_backend
+
+    def make_model(cfg, weights, device):
+        x = keras.Input((cfg.N, cfg.N, cfg.C), name="diff", dtype="float64")
+        h = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="first", dtype="float64")(x)
+        h = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="second", dtype="float64")(h)
+        model = keras.Model(x, keras.layers.MaxPooling2D(2, name="pool", dtype="float64")(h))
+        model.get_layer("first").set_weights([weights["encoder.block0.conv0.kernel"], weights["encoder.block0.conv0.bias"]])
+        model.get_layer("second").set_weights([weights["encoder.block0.conv1.kernel"], weights["encoder.block0.conv1.bias"]])
+        return model
+
+    register(keras_backend("my-keras", make_model, inputs=lambda batch, cfg: batch.diffraction,
+                           layers={"scaled_input": "diff"}))
+    result = run_case(get_case("gs2-big"), dtype="float64", candidates=["my-keras"], use_golden=False,
+                      checkpoints=False)
+    stages = {s.stage: s for s in result.comparison.stages}
+    assert result.passed and stages["scaled_input"].rel_error < 1e-12
+
+
+def _project(tmp_path: Path) -> dict:
+    """An installed-looking distribution on PYTHONPATH whose entry point registers my-port."""
+    site = tmp_path / "site"
+    dist = site / "myport-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myport\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[ptycho_parity.backends]\nmy-port = myport:backend\n")
+    (site / "myport.py").write_text((EXAMPLE / "myport.py").read_text())
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
+    env.pop("MYPORT_BUG", None)
+    return env
+
+
+USER_TEST = '''
+import pytest
+
+pytestmark = pytest.mark.parity
+
+
+def test_parity_my_port_matches_the_reference(parity_check):
+    result = parity_check("gs2-big", "my-port")
+    assert result.passed, result.arbitration
+'''
+
+
+def test_adapter_through_an_entry_point_with_pytest_and_parity_check(pytester, tmp_path):
+    env = _project(tmp_path)
+    pytester.makepyfile(test_user=USER_TEST)
+    for key, value in env.items():
+        pytester._monkeypatch.setenv(key, value)
+    pytester._monkeypatch.delenv("MYPORT_BUG", raising=False)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "parity").assert_outcomes(passed=1)
+    parity = Path(sys.executable).with_name("parity")
+    good = subprocess.run([str(parity), "check", "--candidate", "my-port", "--case", "gs2-big", "--dtype", "float64",
+                           "--out", str(tmp_path / "r1")], capture_output=True, text=True, env=env, timeout=600)
+    assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
+    assert "tensorflow vs my-port" in good.stdout
+    bad = subprocess.run([str(parity), "check", "--candidate", "my-port", "--case", "gs2-big", "--dtype", "float64",
+                          "--out", str(tmp_path / "r2")], capture_output=True, text=True,
+                         env=dict(env, MYPORT_BUG="avgpool"), timeout=600)
+    assert bad.returncode == 1
+    assert "my-port disagrees with tensorflow and with numpy at encoder.out" in bad.stdout

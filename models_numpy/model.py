@@ -7,13 +7,13 @@ float32 arithmetic). `log_scale` and the probe are model state and travel with t
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Mapping, Optional
 
 import numpy as np
 
+from parity.checkpoint import read_npz_checkpoint, write_npz_checkpoint
 from parity.config import ForwardConfig
 from parity.data import Batch, batch_problem, hard_probe_mask
 from parity.stages import INFER_STAGES, TRAIN_STAGES
@@ -116,17 +116,9 @@ class ForwardModel:
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """One .npz: config (JSON), weights by canonical name, log_scale and probe state."""
-        path = Path(path)
-        arrays = {f"weights/{k}": v for k, v in self.weights().items()}
-        arrays["state/log_scale"] = np.asarray(self.log_scale)
-        if self.probe is not None:
-            arrays["state/probe"] = self.probe
-        arrays["meta"] = np.asarray(json.dumps({"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(),
-                                                "dtype": self.dtype}))
-        with open(path, "wb") as fh:  # a file handle keeps np.savez from appending '.npz'
-            np.savez(fh, **arrays)
-        return path
+        """One .npz (parity.checkpoint): config, weights by canonical name, log_scale and probe state."""
+        return write_npz_checkpoint(path, CHECKPOINT_FORMAT, self.cfg, self.dtype, self.weights(),
+                                    self.log_scale, self.probe)
 
 
 def _as(array: np.ndarray, dtype: str) -> np.ndarray:
@@ -143,20 +135,9 @@ def build(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], probe: Optional
 
 def load(path: str | Path, device: str = "cpu") -> ForwardModel:
     """Restore a model written by `ForwardModel.save`: config, weights, log_scale and probe."""
+    ckpt = read_npz_checkpoint(path, CHECKPOINT_FORMAT, ModelError, "models_numpy")
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            meta = json.loads(str(npz["meta"]))
-            weights = {k[len("weights/"):]: npz[k] for k in npz.files if k.startswith("weights/")}
-            log_scale = float(npz["state/log_scale"])
-            probe = npz["state/probe"] if "state/probe" in npz.files else None
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelError(f"{path}: not a models_numpy checkpoint ({exc})") from None
-    if meta.get("format") != CHECKPOINT_FORMAT:
-        raise ModelError(f"{path}: checkpoint format {meta.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    if not math.isfinite(log_scale):
-        raise ModelError(f"{path}: key 'state/log_scale' is not finite")
-    cfg = ForwardConfig.from_dict(meta["config"])
-    try:
-        return ForwardModel(cfg, weights, probe=probe, dtype=meta["dtype"], device=device, log_scale=log_scale)
+        return ForwardModel(ckpt.config, ckpt.weights, probe=ckpt.probe, dtype=ckpt.dtype, device=device,
+                            log_scale=ckpt.log_scale)
     except WeightError as exc:  # a missing or mis-shaped tensor: name the file too
         raise ModelError(f"{path}: {exc}") from None

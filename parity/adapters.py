@@ -246,7 +246,8 @@ def keras_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
             backend = name
 
             def _trace(self, batch, wanted):
-                outs = probe(inputs(batch, cfg))
+                x = inputs(batch, cfg)
+                outs = probe(x if isinstance(x, (list, tuple, dict)) else [x])  # the model's input structure
                 outs = outs if isinstance(outs, (list, tuple)) else [outs]
                 seen = {tap.stage: tap.convert(out) for tap, out in zip(taps, outs)}
                 for item in derived:

@@ -24,3 +24,11 @@ def write_npz(tmp_path):
 def small_scan_arrays():
     """A valid fly001-format scan (16 points) from the fixture generator."""
     return simulate(FixtureSpec(rows=4, cols=4, seed=7))
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """Backends registered inside a test vanish after it (the registry is per process)."""
+    from parity import backends
+
+    monkeypatch.setattr(backends, "_DISCOVERED", dict(backends._DISCOVERED))

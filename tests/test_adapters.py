@@ -36,6 +36,11 @@ def my_port(monkeypatch):
     return make
 
 
+@pytest.fixture(autouse=True)
+def _registry(clean_registry):  # backends registered here end with their test
+    yield
+
+
 def test_adapter_agrees_where_the_port_is_right_and_says_what_it_does_not_provide(my_port):
     result = my_port()
     assert result.passed

@@ -11,7 +11,14 @@ from parity.backends import Backend, BackendError, discover, get_backend, regist
 from parity.cli import main
 
 
-def test_builtins_are_registered():
+@pytest.fixture(autouse=True)
+def _registry(clean_registry):  # backends registered here end with their test
+    yield
+
+
+def test_builtins_are_registered(monkeypatch):
+    monkeypatch.setattr(backends, "_entry_points", lambda: [])
+    monkeypatch.setattr(backends, "_DISCOVERED", {})
     assert {"tensorflow", "torch", "numpy"} <= set(discover())
     assert get_backend("numpy").devices == ("cpu",)
     with pytest.raises(BackendError, match="unknown backend 'jax'; installed: numpy, tensorflow, torch"):

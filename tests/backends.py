@@ -33,6 +33,9 @@ def backend(name: str) -> Backend:
 
         return Backend("tf", pkg, importlib.import_module("models_tf.physics"),
                        tf.constant, lambda t: t.numpy())
+    if name == "numpy":
+        return Backend("numpy", importlib.import_module("models_numpy"), importlib.import_module("models_numpy.physics"),
+                       np.asarray, np.asarray)
     import torch
 
     pkg = importlib.import_module("models_torch")

@@ -13,7 +13,7 @@ from tests.backends import backend, case_trace
 pytestmark = pytest.mark.parity
 
 
-@pytest.mark.parametrize("backend_name", ["tf", "torch"])
+@pytest.mark.parametrize("backend_name", ["tf", "torch", "numpy"])
 def test_parity_saved_and_loaded_model_infers_what_it_trained_on(parity_case, backend_name, tmp_path):
     be = backend(backend_name)
     cfg, weights, batch = get_case(parity_case).inputs("float32")
@@ -29,7 +29,7 @@ def test_parity_saved_and_loaded_model_infers_what_it_trained_on(parity_case, ba
     np.testing.assert_array_equal(train["object.patches"], case_trace(backend_name, parity_case, "float32")["object.patches"])
 
 
-@pytest.mark.parametrize("backend_name", ["tensorflow", "torch"])
+@pytest.mark.parametrize("backend_name", ["tensorflow", "torch", "numpy"])
 def test_parity_checkpoints_load_in_a_fresh_process(backend_name, parity_run, pytestconfig, tmp_path):
     """Every case's model saved here and loaded in a new Python process: nothing the loader
     needs may live only in this process (the seed bug lost log_scale exactly there)."""
@@ -44,7 +44,7 @@ def test_parity_checkpoints_load_in_a_fresh_process(backend_name, parity_run, py
         run = parity_run(name, backend_name, "float64", "cpu")
         run.model.save(tmp_path / f"{name}.ckpt")
         np.savez(tmp_path / f"{name}.npz", **{s: run.train[s] for s in INFER_STAGES})
-    package = {"tensorflow": "models_tf", "torch": "models_torch"}[backend_name]
+    package = {"tensorflow": "models_tf", "torch": "models_torch", "numpy": "models_numpy"}[backend_name]
     script = textwrap.dedent(f"""
         import numpy as np
         import {package} as backend

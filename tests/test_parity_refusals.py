@@ -12,7 +12,7 @@ from tests.backends import backend
 pytestmark = pytest.mark.parity
 
 
-@pytest.fixture(params=["tf", "torch"])
+@pytest.fixture(params=["tf", "torch", "numpy"])
 def be(request):
     return backend(request.param)
 
@@ -41,7 +41,7 @@ def test_parity_bad_checkpoints(be, tmp_path):
         be.package.load(bad)
     cfg, weights, _ = get_case("gs1").inputs("float32")
     good = be.build(cfg, weights).save(tmp_path / "good.ckpt")
-    if be.name == "tf":  # an NPZ: rewrite its metadata and its state in place
+    if be.name in ("tf", "numpy"):  # an NPZ: rewrite its metadata and its state in place
         with np.load(good) as npz:
             arrays = {k: npz[k] for k in npz.files}
         for key, value, needle in (("meta", json.dumps({"format": "other/9"}), "checkpoint format 'other/9'"),
@@ -67,6 +67,11 @@ def test_parity_bad_checkpoints(be, tmp_path):
 
 def test_parity_unknown_device_and_cuda_without_cuda(be):
     cfg, weights, _ = get_case("gs1").inputs("float32")
+    if be.name == "numpy":  # the CPU only, and it says so
+        for device in ("tpu", "cuda"):
+            with pytest.raises(RuntimeError, match=f"the numpy backend runs on the CPU only, got device '{device}'"):
+                be.build(cfg, weights, device=device)
+        return
     with pytest.raises(RuntimeError, match="device must be 'cpu' or 'cuda', got 'tpu'"):
         be.build(cfg, weights, device="tpu")
     if be.name == "tf":
@@ -90,7 +95,7 @@ def test_parity_checkpoint_with_a_bad_weight_tensor(be, tmp_path, problem):
     cfg, weights, _ = get_case("gs1").inputs("float32")
     good = be.build(cfg, weights).save(tmp_path / "good.ckpt")
     name = "encoder.block1.conv0.kernel"
-    if be.name == "tf":
+    if be.name in ("tf", "numpy"):
         with np.load(good) as npz:
             arrays = {k: npz[k] for k in npz.files}
         key = f"weights/{name}"
@@ -114,4 +119,4 @@ def test_parity_checkpoint_with_a_bad_weight_tensor(be, tmp_path, problem):
         be.package.load(tmp_path / "bad.ckpt")
     text = str(info.value)
     assert str(tmp_path / "bad.ckpt") in text and "\n" not in text
-    assert (name if be.name == "tf" else key) in text
+    assert (key if be.name == "torch" else name) in text

@@ -8,6 +8,7 @@ lazily, never at module top level.
 from __future__ import annotations
 
 import datetime
+import functools
 import platform
 import subprocess
 import tempfile
@@ -192,7 +193,8 @@ class CaseResult:
         }
 
 
-def _git_commit() -> Optional[str]:
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> Optional[str]:  # one `git` call per process, not one per run
     try:
         done = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10,
                               cwd=Path(__file__).resolve().parent)
@@ -259,10 +261,10 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
         path = goldens.golden_path(case.name, goldens_dir)
         if path.exists():
             reference = goldens.load_golden(path)  # corrupt: GoldenError, one line
-            profile = goldens.load_golden_profile(device, dtype, tolerance_path)
+            golden_profile = goldens.load_golden_profile(device, dtype, tolerance_path)
             golden_file = str(path)
             golden = {name: goldens.compare_golden(reference, summaries[name]["train"], run_digests, dtype,
-                                                   profile, run=f"{name} {device} {dtype}")
+                                                   golden_profile, run=f"{name} {device} {dtype}")
                       for name in models if get_backend(name).stages is None}  # partial backends: stages only
     return CaseResult(
         case=case.name, dtype=dtype, device=device, config=cfg, comparison=comparisons[candidates[0]],

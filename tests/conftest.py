@@ -8,6 +8,14 @@ import pytest
 from parity.fixture import FixtureSpec, simulate
 
 
+@pytest.fixture(autouse=True)
+def not_in_ci(monkeypatch):
+    """The suite itself runs in CI (where `CI` is set and goldens are never written). Tests that
+    write goldens into their own tmp folders must behave the same there as on a laptop, so `CI` is
+    cleared for every test (subprocesses inherit it); the tests of the CI refusal set it themselves."""
+    monkeypatch.delenv("CI", raising=False)
+
+
 @pytest.fixture
 def write_npz(tmp_path):
     """Write arrays to an NPZ in a tmp dir and return its path."""

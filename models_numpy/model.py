@@ -19,7 +19,7 @@ from parity.data import Batch, batch_problem, hard_probe_mask
 from parity.stages import INFER_STAGES, TRAIN_STAGES
 from parity.weights import WeightError, validate_weights, weights_dtype
 from models_numpy import device as np_device
-from models_numpy import network, physics
+from models_numpy import losses, network, physics
 
 CHECKPOINT_FORMAT = "ptycho-parity/models_numpy/1"
 _COMPLEX = {"float32": np.complex64, "float64": np.complex128}
@@ -113,6 +113,12 @@ class ForwardModel:
     def forward_infer(self, batch: Batch) -> dict[str, np.ndarray]:
         """The inference path, diffraction → object, up to `object.trimmed`."""
         return self._run(batch, INFER_STAGES)
+
+    # -- training -----------------------------------------------------------------------------
+    def losses(self, batch: Batch) -> dict[str, float]:
+        """The loss terms of `batch` (models_numpy.losses): the third opinion on the loss value.
+        No gradients here; the numpy backend has no autodiff."""
+        return losses.losses(self.forward_train(batch), self.cfg)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -18,7 +18,7 @@ from parity.data import Batch, batch_problem, hard_probe_mask
 from parity.stages import INFER_STAGES, TRAIN_STAGES
 from parity.weights import WeightError, validate_weights, weights_dtype
 from models_tf import device as tf_device
-from models_tf import network, physics
+from models_tf import losses, network, physics, training
 
 CHECKPOINT_FORMAT = "ptycho-parity/models_tf/1"
 
@@ -50,7 +50,7 @@ class ForwardModel:
             self.decoder_phase = network.Decoder(cfg, weights, "decoder_phase",
                                                  network.phase_activation, wdtype)
             self.log_scale = tf.Variable(cfg.log_scale if log_scale is None else log_scale,
-                                         dtype=wdtype, trainable=False, name="log_scale")
+                                         dtype=wdtype, trainable=True, name="log_scale")
             self.probe = None
             if probe is not None:
                 self._set_probe(probe)
@@ -100,7 +100,8 @@ class ForwardModel:
         t["object.trimmed"] = physics.object_trimmed(t["object.canvas"], cfg)
         return t
 
-    def _run(self, batch: Batch, stages) -> dict[str, np.ndarray]:
+    def trace(self, batch: Batch, stages=TRAIN_STAGES) -> dict[str, tf.Tensor]:
+        """The stages as tensors (differentiable: the training code runs it under a GradientTape)."""
         self._check_batch(batch)
         with tf.device(self.flags["tf_device"]):
             if self.probe is None:  # first batch initialises the probe state
@@ -113,6 +114,10 @@ class ForwardModel:
                 t["diffraction.amplitude"] = physics.diffraction_amplitude(t["probe.illuminated"])
                 t["diffraction.scaled"] = physics.scale_diffraction(t["diffraction.amplitude"], self.log_scale)
                 t["diffraction.intensity"] = physics.intensity(t["diffraction.scaled"])
+        return t
+
+    def _run(self, batch: Batch, stages) -> dict[str, np.ndarray]:
+        t = self.trace(batch, stages)
         return {name: t[name].numpy() for name in stages}
 
     def forward_train(self, batch: Batch) -> dict[str, np.ndarray]:
@@ -122,6 +127,19 @@ class ForwardModel:
     def forward_infer(self, batch: Batch) -> dict[str, np.ndarray]:
         """The inference path, diffraction → object, up to `object.trimmed`."""
         return self._run(batch, INFER_STAGES)
+
+    # -- training (models_tf.training) ------------------------------------------------------
+    def losses(self, batch: Batch) -> dict[str, float]:
+        """The loss terms of `batch` (models_tf.losses), as floats."""
+        return {k: float(v.numpy()) for k, v in losses.losses(self.trace(batch), self.cfg).items()}
+
+    def loss_and_gradients(self, batch: Batch):
+        """(loss terms, gradient of the loss w.r.t. log_scale and every weight, neutral layout)."""
+        return training.loss_and_gradients(self, batch)
+
+    def train_steps(self, batch: Batch, steps: int, adam):
+        """`steps` Adam steps on `batch`, in place; one record per step (models_tf.training)."""
+        return training.train_steps(self, batch, steps, adam)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

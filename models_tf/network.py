@@ -49,6 +49,10 @@ class Conv3x3:
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         return self.layer(x)
 
+    def variables(self) -> dict:
+        """{canonical name: the layer's variable}, for gradients and optimizer steps."""
+        return {f"{self.name}.kernel": self.layer.kernel, f"{self.name}.bias": self.layer.bias}
+
     def state(self) -> dict[str, np.ndarray]:
         kernel, bias = self.layer.get_weights()
         return {f"{self.name}.kernel": kernel, f"{self.name}.bias": bias}

@@ -19,7 +19,7 @@ from parity.data import Batch, batch_problem, hard_probe_mask
 from parity.stages import INFER_STAGES, TRAIN_STAGES
 from parity.weights import init_weights, validate_weights, weights_dtype
 from models_torch import device as torch_device
-from models_torch import network, physics
+from models_torch import losses, network, physics, training
 
 CHECKPOINT_FORMAT = "ptycho-parity/models_torch/1"
 _REAL = {"float32": torch.float32, "float64": torch.float64}
@@ -59,8 +59,9 @@ class ForwardModel(nn.Module):
                                            network.amp_activation(cfg.amp_activation), wdtype)
         self.decoder_phase = network.Decoder(cfg, weights, "decoder_phase",
                                              network.phase_activation, wdtype)
-        self.register_buffer("log_scale", torch.tensor(cfg.log_scale if log_scale is None else log_scale,
-                                                       dtype=_REAL[wdtype]))
+        # a parameter (trainable, as upstream); state_dict carries it under the same key
+        self.log_scale = nn.Parameter(torch.tensor(cfg.log_scale if log_scale is None else log_scale,
+                                                   dtype=_REAL[wdtype]))
         self.register_buffer("probe", None)
         if probe is not None:
             self._set_probe(probe)
@@ -82,7 +83,7 @@ class ForwardModel(nn.Module):
 
     def state(self) -> dict:
         """The model state beside the weights: {"log_scale": float, "probe": complex array | None}."""
-        return {"log_scale": float(self.log_scale),
+        return {"log_scale": float(self.log_scale.detach()),
                 "probe": None if self.probe is None else self.probe.detach().cpu().numpy()}
 
     def weights(self) -> dict[str, np.ndarray]:
@@ -117,8 +118,8 @@ class ForwardModel(nn.Module):
         t["object.trimmed"] = physics.object_trimmed(t["object.canvas"], cfg)
         return t
 
-    @torch.no_grad()
-    def _run(self, batch: Batch, stages) -> dict[str, np.ndarray]:
+    def trace(self, batch: Batch, stages=TRAIN_STAGES) -> dict[str, torch.Tensor]:
+        """The stages as tensors (differentiable: the training code runs it with autograd on)."""
         self._check_batch(batch)
         if self.probe is None:  # first batch initialises the probe state
             self._set_probe(batch.probe)
@@ -131,6 +132,11 @@ class ForwardModel(nn.Module):
             t["diffraction.amplitude"] = physics.diffraction_amplitude(t["probe.illuminated"])
             t["diffraction.scaled"] = physics.scale_diffraction(t["diffraction.amplitude"], self.log_scale)
             t["diffraction.intensity"] = physics.intensity(t["diffraction.scaled"])
+        return t
+
+    @torch.no_grad()
+    def _run(self, batch: Batch, stages) -> dict[str, np.ndarray]:
+        t = self.trace(batch, stages)
         return {name: t[name].detach().cpu().contiguous().numpy() for name in stages}
 
     def forward_train(self, batch: Batch) -> dict[str, np.ndarray]:
@@ -140,6 +146,20 @@ class ForwardModel(nn.Module):
     def forward_infer(self, batch: Batch) -> dict[str, np.ndarray]:
         """The inference path, diffraction → object, up to `object.trimmed`."""
         return self._run(batch, INFER_STAGES)
+
+    # -- training (models_torch.training) ---------------------------------------------------
+    @torch.no_grad()
+    def losses(self, batch: Batch) -> dict[str, float]:
+        """The loss terms of `batch` (models_torch.losses), as floats."""
+        return {k: float(v) for k, v in losses.losses(self.trace(batch), self.cfg).items()}
+
+    def loss_and_gradients(self, batch: Batch):
+        """(loss terms, gradient of the loss w.r.t. log_scale and every weight, neutral layout)."""
+        return training.loss_and_gradients(self, batch)
+
+    def train_steps(self, batch: Batch, steps: int, adam):
+        """`steps` Adam steps on `batch`, in place; one record per step (models_torch.training)."""
+        return training.train_steps(self, batch, steps, adam)
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -176,6 +196,6 @@ def load(path: str | Path, device: str = "cpu") -> ForwardModel:
     except RuntimeError as exc:
         detail = " ".join(str(exc).split())  # torch words it over several lines; one line here
         raise ModelError(f"{path}: state_dict does not match the saved config: {detail}") from None
-    if not math.isfinite(float(model.log_scale)):
+    if not math.isfinite(float(model.log_scale.detach())):
         raise ModelError(f"{path}: key 'log_scale' is not finite")
     return model

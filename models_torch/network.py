@@ -63,6 +63,10 @@ class Conv3x3(nn.Module):
         x = self.conv(x)
         return F.relu(x) if self.relu else x
 
+    def variables(self) -> dict[str, nn.Parameter]:
+        """{canonical name: parameter}; the kernel is (out, in, kh, kw), see `to_keras_layout`."""
+        return {f"{self.name}.kernel": self.conv.weight, f"{self.name}.bias": self.conv.bias}
+
     def state(self) -> dict[str, np.ndarray]:
         kernel = self.conv.weight.detach().cpu().numpy().transpose(2, 3, 1, 0)
         return {f"{self.name}.kernel": np.ascontiguousarray(kernel),

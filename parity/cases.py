@@ -107,6 +107,8 @@ EXTENDED_CASES: list[Case] = [
               "16 groups, B·C = 64: every group still merged onto its own canvas", 28, n_groups=16),
     _extended("gs3-big", _BASE.replace(gridsize=3, object_big=True),
               "gridsize 3: nine patches per group merged onto one canvas (M = 82)", 29),
+    _extended("gs2-big-mae", _BIG.replace(mae_weight=1.0),
+              "training loss Poisson NLL + MAE (mae_weight 1): the MAE term and its gradient", 30),
 ]
 CASES: list[Case] = DEFAULT_CASES + EXTENDED_CASES
 

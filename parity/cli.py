@@ -71,6 +71,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         get_backend(name)  # unknown names: one line, before any model is built
     if not candidates:
         raise UsageError(f"--candidate: give at least one backend other than the reference {args.ref!r}")
+    if args.train_steps < 0:
+        raise UsageError(f"--train-steps must be >= 0, got {args.train_steps}")
     dtypes = list(dump.iter_dtypes(args.dtype))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +87,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             n += 1
             print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
             result = run_case(case, device=args.device, dtype=dtype, data=args.data, goldens_dir=args.goldens,
-                              ref=args.ref, candidates=candidates)
+                              ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps)
             figures[(case.name, dtype)] = dump.dump_case(result, out)
             worst = "; ".join(f"{name} worst {c.worst.stage}: {_rel(c.worst.rel_error)}"
                               for name, c in result.comparisons.items())
@@ -96,6 +98,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             for check in result.checkpoints:
                 if not check.passed:
                     print("      " + check.describe(), flush=True)
+            for check in [*result.gradients.values(), *result.training.values()]:
+                print("      " + check.describe(), flush=True)
             if args.compare_paths:
                 print(dump.compare_paths_text(result), flush=True)
             for message in result.golden_messages():
@@ -195,6 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare-paths", action="store_true",
                    help="per backend, print the training path next to the saved -> loaded inference path "
                         "(patch statistics, ranges, canvas, offsets, first stage where they part)")
+    p.add_argument("--grad", action="store_true",
+                   help="also compare the loss and the gradient of every weight and of log_scale (backward order)")
+    p.add_argument("--train-steps", type=int, default=0, metavar="K",
+                   help="also run K Adam steps (Keras' Adam, lr 1e-3, epsilon 1e-7) from the same weights on "
+                        "both sides and compare the loss and every weight after each step")
     p.add_argument("--goldens", metavar="DIR", help="golden folder to compare with (default: the shipped goldens; "
                                                     "not used with --data)")
     p.set_defaults(func=_cmd_check)

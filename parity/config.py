@@ -37,6 +37,10 @@ class ForwardConfig:
     # holds the resolved value; `intensity_scale_given` remembers whether it was derived.
     intensity_scale: Optional[float] = None
     intensity_scale_given: bool = field(init=False, repr=False, compare=False)
+    # Training loss = nll_weight·PoissonNLL + mae_weight·MAE (docs/design.md §11); upstream's
+    # defaults train on the Poisson NLL alone.
+    nll_weight: float = 1.0
+    mae_weight: float = 0.0
 
     def __post_init__(self) -> None:
         given = self.intensity_scale is not None
@@ -67,6 +71,10 @@ class ForwardConfig:
              "max_position_jitter", "must be an integer >= 0")
         need(_positive_finite(self.nphotons), "nphotons", "must be a finite number > 0")
         need(_positive_finite(self.probe_scale), "probe_scale", "must be a finite number > 0")
+        for knob in ("nll_weight", "mae_weight"):
+            value = getattr(self, knob)
+            need(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                 and value >= 0, knob, "must be a finite number >= 0")
         if self.intensity_scale is not None:
             need(_positive_finite(self.intensity_scale), "intensity_scale",
                  "must be None (derived) or a finite number > 0")

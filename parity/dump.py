@@ -148,6 +148,31 @@ def _diffraction_figure(result: CaseResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _training_figure(result: CaseResult, path: Path) -> None:
+    """The loss curves of the reference and every candidate over the Adam steps, and their
+    relative difference on a log scale."""
+    plt = _plt()
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
+    first = next(iter(result.training.values()))
+    steps = np.arange(len(first.ref_losses))
+    top.plot(steps, first.ref_losses, "o-", color="black", label=f"{result.ref} (reference)")
+    for name, check in result.training.items():
+        cand = np.asarray(check.cand_losses, dtype=np.float64)
+        ref = np.asarray(check.ref_losses, dtype=np.float64)
+        top.plot(np.arange(cand.size), cand, "x--", label=name)
+        rel = np.abs(cand - ref[:cand.size]) / np.maximum(np.abs(ref[:cand.size]), np.finfo(float).tiny)
+        bottom.semilogy(np.arange(cand.size), np.maximum(rel, 1e-17), "x-", label=f"|{name} − {result.ref}| / |{result.ref}|")
+    top.set_ylabel("loss before the step")
+    top.legend(fontsize=8)
+    bottom.set_ylabel("relative difference (0 drawn at 1e-17)")
+    bottom.set_xlabel("Adam step")
+    bottom.legend(fontsize=8)
+    fig.suptitle(f"{result.case} · {result.dtype} · training loss, {len(steps)} Adam steps", fontsize=12)
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIG_DPI)
+    plt.close(fig)
+
+
 FIGURES = {
     "patches_amplitude": lambda r, p: _patch_figure(r, "amplitude", p),
     "patches_phase": lambda r, p: _patch_figure(r, "phase", p),
@@ -173,7 +198,7 @@ def dump_case(result: CaseResult, out: Path) -> list[Path]:
         "verdict": full["verdict"], "summaries": full["summaries"], "stages": full["comparison"]["stages"],
         "first_divergence": full["first_divergence"], "arbitration": full["arbitration"],
         "path_checks": full["path_checks"], "checkpoints": full["checkpoints"], "golden": full["golden"],
-        "digests": full["digests"],
+        "gradients": full["gradients"], "training": full["training"], "digests": full["digests"],
         "provenance": full["provenance"],
     })
     _merge_json(folder / "canvas.json", result.dtype,
@@ -181,6 +206,10 @@ def dump_case(result: CaseResult, out: Path) -> list[Path]:
     _merge_json(folder / "offsets.json", result.dtype,
                 {name: s["train"]["offsets"] for name, s in result.summaries.items() if "offsets" in s["train"]})
     figures = []
+    if result.training and any(c.cand_losses for c in result.training.values()):
+        path = folder / f"training_{result.dtype}.png"
+        _training_figure(result, path)
+        figures.append(path)
     pair = (result.traces[result.ref], result.traces[result.candidates[0]])
     for kind, draw in FIGURES.items():
         if not all(stage in trace for stage in FIGURE_STAGES[kind] for trace in pair):
@@ -213,8 +242,16 @@ def summary_rows(results: Sequence[CaseResult]) -> list[dict]:
         per = {name: {**_worst(comp), "blame": (r.arbitrations.get(name) or {}).get("verdict")}
                for name, comp in r.comparisons.items()}
         first = per[r.candidates[0]]
-        rows.append({"case": r.case, "dtype": r.dtype, "device": r.device, "ref": r.ref, **first,
-                     "verdict": r.verdict(), "candidates": per, "seconds": round(r.seconds, 2)})
+        row = {"case": r.case, "dtype": r.dtype, "device": r.device, "ref": r.ref, **first,
+               "verdict": r.verdict(), "candidates": per, "seconds": round(r.seconds, 2)}
+        for name, g in r.gradients.items():
+            worst = g.comparison.worst
+            per[name]["gradients"] = {"passed": g.passed, "first_divergence": g.to_dict()["first_divergence"],
+                                      "worst_tensor": worst.stage if worst else None,
+                                      "rel_error": worst.rel_error if worst else None}
+        for name, t in r.training.items():
+            per[name]["training"] = {k: v for k, v in t.to_dict().items() if k not in ("loss", "per_step")}
+        rows.append(row)
     return rows
 
 
@@ -300,6 +337,31 @@ def _checkpoint_table(r: CaseResult) -> list[str]:
     return lines
 
 
+def _gradient_table(check) -> list[str]:
+    """Every loss term and gradient, the worst first (share of the tolerance used)."""
+    lines = ["| tensor | max abs Δ | rel. error | tolerance | budget | |", "|---|---|---|---|---|---|"]
+    for s in sorted(check.comparison.stages, key=lambda s: -(s.budget_used if s.budget_used is not None else np.inf)):
+        budget = "—" if s.budget_used is None else f"{100 * s.budget_used:.1f}%"
+        mark = "ok" if s.passed and s.provided else s.message if s.passed else f"**FAIL** {s.message}"
+        lines.append(f"| `{s.stage}` | {_fmt(s.max_abs)} | {_fmt(s.rel_error)} | {_fmt(s.tolerance)} | {budget} | {mark} |")
+    return lines
+
+
+def _training_table(check) -> list[str]:
+    """One row per Adam step: both losses, the worst tensor after the step, pass or fail."""
+    lines = [f"| step | {check.ref_name} loss | {check.candidate} loss | worst tensor after the step | rel. error | |",
+             "|---|---|---|---|---|---|"]
+    for k, step in enumerate(check.steps, start=1):
+        worst = max(step.stages, key=lambda s: s.rel_error or 0.0) if step.stages else None
+        first = step.first_divergence
+        ref = check.ref_losses[k - 1] if k <= len(check.ref_losses) else None
+        cand = check.cand_losses[k - 1] if k <= len(check.cand_losses) else None
+        lines.append(f"| {k} | {_fmt(ref)} | {_fmt(cand)} | `{worst.stage if worst else '—'}` | "
+                     f"{_fmt(worst.rel_error if worst else None)} | "
+                     f"{'ok' if first is None else f'**FAIL** at `{first.stage}`'} |")
+    return lines
+
+
 def compare_paths_text(r: CaseResult) -> str:
     """Per backend, as in the report that started the project: the training path in memory next
     to the saved → loaded inference path, and the first stage where they part."""
@@ -360,6 +422,12 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
                 lines += [f"{r.ref} vs {name}:", ""] + _stage_table(comparison) + [""]
             lines += ["", "Checkpoints (saved, loaded into a fresh model, inference path vs "
                                         "the in-memory training path):", ""] + _checkpoint_table(r)
+            for name, g in r.gradients.items():
+                lines += ["", f"Gradients (loss terms and d loss / d tensor, worst first; the first divergence "
+                              f"is reported in backward order, from the loss towards the input) — {g.describe()}", ""]
+                lines += _gradient_table(g)
+            for name, t in r.training.items():
+                lines += ["", f"Training — {t.describe()}", ""] + _training_table(t)
             lines += ["", "Patch statistics (|object.patches|):", ""] + _patch_stats_table(r) + [""]
             for fig in figures.get((r.case, r.dtype), []):
                 rel = fig.relative_to(out).as_posix()

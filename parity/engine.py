@@ -29,6 +29,7 @@ from parity.oracle import arbitrate
 from parity.stages import INFER_STAGES, OBJECT_STAGES
 from parity.summaries import summarise
 from parity.tolerances import TOLERANCE_PATH, load_profile
+from parity.training import AdamConfig, GradientCheck, TrainingCheck, compare_gradients, compare_training, gradient_summary
 from parity.weights import digest as weights_digest
 
 REF, OTHER = "tensorflow", "torch"  # the default reference and candidate
@@ -109,6 +110,58 @@ def checkpoint_checks(models: dict, train: dict, batch: Batch, profile, device: 
     return checks, infer
 
 
+def _trainable(model) -> bool:
+    return callable(getattr(model, "loss_and_gradients", None)) and callable(getattr(model, "train_steps", None))
+
+
+def gradient_results(models: dict, batch: Batch) -> dict:
+    """backend -> (loss terms, gradients) for every model that can compute them."""
+    return {name: model.loss_and_gradients(batch) for name, model in models.items() if _trainable(model)}
+
+
+def _not_trainable(ref: str, cand: str, what: str) -> TraceComparison:
+    from parity.compare import StageComparison
+
+    return TraceComparison(ref, cand, [StageComparison(what, True, f"not provided by {cand}", provided=False)])
+
+
+def gradient_checks(models: dict, results: dict, batch: Batch, profile, ref: str, candidates: Sequence[str],
+                    weights) -> dict:
+    """Loss terms and gradients (`results`, from `gradient_results`) of each candidate against the
+    reference, in backward order; the numpy backend's loss is the third opinion when a loss term
+    differs."""
+    if ref not in results:
+        raise ValueError(f"the reference {ref!r} computes no gradients (no loss_and_gradients / train_steps)")
+    cfg = models[ref].cfg
+    numpy_model = models.get("numpy") or get_backend("numpy").build(cfg, weights)
+    numpy_losses = numpy_model.losses(batch)
+    checks = {}
+    for cand in candidates:
+        if cand not in results:
+            checks[cand] = GradientCheck(cand, _not_trainable(ref, cand, "grad"))
+            continue
+        checks[cand] = compare_gradients(cfg, results[ref], results[cand], profile, ref, cand, numpy_losses,
+                                         arbiter={"weights": weights, "batch": batch,
+                                                  "log_scale": models[ref].state()["log_scale"]})
+    return checks
+
+
+def training_checks(cfg: ForwardConfig, weights, batch: Batch, profile, device: str, ref: str,
+                    candidates: Sequence[str], steps: int, adam: AdamConfig) -> dict:
+    """`steps` Adam steps per backend, each on a freshly built model (the run's models stay as
+    they are), compared after every step."""
+    records = {}
+    for name in [ref, *candidates]:
+        model = get_backend(name).build(cfg, weights, device=device)
+        if _trainable(model):
+            records[name] = model.train_steps(batch, steps, adam)
+    if ref not in records:
+        raise ValueError(f"the reference {ref!r} cannot train (no train_steps)")
+    return {cand: (compare_training(cfg, records[ref], records[cand], profile, ref, cand) if cand in records
+                   else TrainingCheck(cand, ref, steps=[_not_trainable(ref, cand, "train")]))
+            for cand in candidates}
+
+
 @dataclass
 class CaseResult:
     case: str
@@ -132,6 +185,8 @@ class CaseResult:
     candidates: list = field(default_factory=lambda: [OTHER])
     comparisons: dict = field(default_factory=dict)  # candidate -> TraceComparison against ref
     arbitrations: dict = field(default_factory=dict)  # candidate -> arbitration of its divergence
+    gradients: dict = field(default_factory=dict)  # candidate -> GradientCheck (with --grad)
+    training: dict = field(default_factory=dict)  # candidate -> TrainingCheck (with --train-steps)
 
     def __post_init__(self) -> None:
         if not self.comparisons:
@@ -155,8 +210,17 @@ class CaseResult:
         return all(c.passed for c in self.comparisons.values())
 
     @property
+    def gradients_passed(self) -> bool:
+        return all(g.passed for g in self.gradients.values())
+
+    @property
+    def training_passed(self) -> bool:
+        return all(t.passed for t in self.training.values())
+
+    @property
     def passed(self) -> bool:
-        return self.comparisons_passed and self.paths_consistent and self.golden_passed and self.checkpoints_passed
+        return (self.comparisons_passed and self.paths_consistent and self.golden_passed and self.checkpoints_passed
+                and self.gradients_passed and self.training_passed)
 
     def verdict(self) -> str:
         if self.passed:
@@ -165,7 +229,11 @@ class CaseResult:
             return "DIVERGED"
         if not self.paths_consistent:
             return "PATHS DIFFER"
-        return "CHECKPOINT DIFFERS" if not self.checkpoints_passed else "GOLDEN DIFFERS"
+        if not self.checkpoints_passed:
+            return "CHECKPOINT DIFFERS"
+        if not self.gradients_passed:
+            return "GRADIENTS DIFFER"
+        return "TRAINING DIFFERS" if not self.training_passed else "GOLDEN DIFFERS"
 
     def golden_messages(self) -> list[str]:
         return [g.message(self.golden_file) for g in self.golden.values() if not g.passed]
@@ -189,6 +257,8 @@ class CaseResult:
             "golden": {"file": self.golden_file,
                        "passed": self.golden_passed if self.golden_file else None,
                        "messages": self.golden_messages()},
+            "gradients": {name: g.to_dict() for name, g in self.gradients.items()},
+            "training": {name: t.to_dict() for name, t in self.training.items()},
             "provenance": self.provenance, "seconds": self.seconds,
         }
 
@@ -219,11 +289,13 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
              data: Optional[str | Path] = None,
              tolerance_path: str | Path = TOLERANCE_PATH,
              goldens_dir: Optional[str | Path] = None, use_golden: bool = True,
-             checkpoints: bool = True, ref: str = REF, candidates: Sequence[str] = (OTHER,)) -> CaseResult:
+             checkpoints: bool = True, ref: str = REF, candidates: Sequence[str] = (OTHER,),
+             grad: bool = False, train_steps: int = 0, adam: AdamConfig = AdamConfig()) -> CaseResult:
     """Run `case` on the reference and every candidate backend, compare each candidate with the
     reference stage by stage (the numpy backend arbitrates a divergence), save and reload every
     model and, when the case has a golden (and the run is on the shipped data), compare each
-    backend's summaries with it."""
+    backend's summaries with it. `grad`: also the loss and every gradient (numpy's loss arbitrates);
+    `train_steps` K > 0: also K Adam steps from the same weights, compared after each step."""
     candidates = [c for c in dict.fromkeys(candidates) if c != ref]
     if not candidates:
         raise ValueError("give at least one candidate backend other than the reference")
@@ -253,6 +325,14 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
     summaries = {name: {"train": summarise(train[name], cfg), "infer": summarise(infer[name], cfg),
                         **({"reloaded": summarise(reloaded[name], cfg)} if name in reloaded else {})}
                  for name in models}
+    gradients, training = {}, {}
+    if grad:
+        results = gradient_results(models, batch)
+        gradients = gradient_checks(models, results, batch, profile, ref, candidates, weights)
+        for name, (losses, grads) in results.items():
+            summaries[name]["train"]["gradients"] = gradient_summary(losses, grads)
+    if train_steps:
+        training = training_checks(cfg, weights, batch, profile, device, ref, candidates, train_steps, adam)
     run_digests = {"inputs": digests(batch), "weights": weights_digest(weights)}
     golden, golden_file = {}, None
     if use_golden and data is None:
@@ -272,7 +352,8 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
         digests=run_digests, provenance=_provenance(device, dtype, flags, names),
         seconds=time.perf_counter() - start, traces=train, batch=batch,
         golden=golden, golden_file=golden_file, checkpoints=checks, reloaded=reloaded,
-        ref=ref, candidates=candidates, comparisons=comparisons, arbitrations=arbitrations)
+        ref=ref, candidates=candidates, comparisons=comparisons, arbitrations=arbitrations,
+        gradients=gradients, training=training)
 
 
 @dataclass
@@ -317,10 +398,21 @@ def run_backend(case: Case, backend: str, device: str = "cpu", dtype: str = "flo
 
 def reference_golden(case: Case, data: Optional[str | Path] = None) -> dict:
     """The golden of `case`: the float64 CPU TensorFlow run's summaries, digests of both dtypes."""
-    from parity.goldens import REFERENCE, build_golden
+    from parity.goldens import REFERENCE
 
     backend, device, dtype = REFERENCE
-    run = run_backend(case, backend, device, dtype, data=data)
+    return golden_of(run_backend(case, backend, device, dtype, data=data), case, data)
+
+
+def golden_of(run: BackendRun, case: Case, data: Optional[str | Path] = None) -> dict:
+    """The golden a run would write: its summaries plus the loss terms and gradient norms of its
+    model, the digests of both dtypes and its provenance."""
+    from parity.goldens import build_golden
+
+    _, _, batch = case.inputs(run.dtype, data=data)
+    summaries = dict(run.summaries)
+    if _trainable(run.model):
+        summaries["gradients"] = gradient_summary(*run.model.loss_and_gradients(batch))
     all_digests = {d: case_digests(case, d, data) for d in ("float32", "float64")}
-    provenance = dict(run.provenance, backend=backend)
-    return build_golden(case.name, case.config.to_dict(), all_digests, run.summaries, provenance)
+    return build_golden(case.name, case.config.to_dict(), all_digests, summaries,
+                        dict(run.provenance, backend=run.backend))

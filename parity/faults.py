@@ -19,6 +19,7 @@ from typing import Callable, ContextManager, Iterator, Optional
 import numpy as np
 
 DTYPE = "float64"  # faults are judged where the tolerance is tightest
+TRAIN_STEPS = 3  # training faults: enough steps for one to show, few enough to stay quick
 
 
 @contextlib.contextmanager
@@ -40,7 +41,7 @@ class Fault:
     expected_stage: str
     expected_blame: Optional[str]  # None: a data fault (both backends read the same inputs)
     inject: Callable[[], ContextManager]
-    where: str = "forward"  # forward | checkpoint | golden (which check must catch it)
+    where: str = "forward"  # forward | checkpoint | golden | gradients | training (the check that must catch it)
 
 
 @dataclass
@@ -125,8 +126,11 @@ def log_scale_not_restored():
 
     def make(load):
         def forgetful(path, device="cpu"):
+            import torch
+
             loaded = load(path, device=device)
-            loaded.log_scale.fill_(0.0)
+            with torch.no_grad():  # log_scale is a trainable parameter
+                loaded.log_scale.fill_(0.0)
             return loaded
         return forgetful
 
@@ -235,6 +239,73 @@ def uint16_squared_before_cast():
         cases._load.cache_clear()
 
 
+# -- training faults (issue: the port must also learn like the reference) ------------------------
+
+def _torch_training():
+    import models_torch.losses as losses
+    import models_torch.training as training
+
+    return losses, training
+
+
+def loss_stirling_term():
+    """The full Poisson log-likelihood: + obs·log obs − obs + ½·log(2π·obs) where obs > 1 (what
+    torch.nn.PoissonNLLLoss(full=True) adds)."""
+    import math
+
+    import torch
+
+    losses, _ = _torch_training()
+
+    def with_stirling(pred, obs):
+        stirling = obs * torch.log(obs) - obs + 0.5 * torch.log(2 * math.pi * obs)
+        return torch.mean(pred - obs * torch.log(pred) + torch.where(obs > 1, stirling, torch.zeros_like(obs)))
+
+    return patched(losses, "poisson_nll", with_stirling)
+
+
+def loss_sum_reduction():
+    import torch
+
+    losses, _ = _torch_training()
+    return patched(losses, "poisson_nll", lambda pred, obs: torch.sum(pred - obs * torch.log(pred)))
+
+
+def adam_epsilon_torch_default():
+    _, training = _torch_training()
+
+    def make(init):
+        def init_eps(self, tracked, cfg):
+            init(self, tracked, dataclasses.replace(cfg, epsilon=1e-8))
+        return init_eps
+
+    return _wrap(training.Adam, "__init__", make)
+
+
+def log_scale_frozen():
+    package, _, _, _ = _torch()
+
+    def make(build):
+        def frozen(cfg, weights, **kw):
+            model = build(cfg, weights, **kw)
+            model.log_scale.requires_grad_(False)
+            return model
+        return frozen
+
+    return _wrap(package, "build", make)
+
+
+def mae_weight_ignored():
+    losses, _ = _torch_training()
+
+    def make(total):
+        def nll_only(trace, cfg):
+            return total(trace, cfg.replace(mae_weight=0.0))
+        return nll_only
+
+    return _wrap(losses, "losses", make)
+
+
 CATALOGUE: list[Fault] = [
     Fault("merge-translation-sign", "merge translates patches by +offset instead of −offset", "gs2-big",
           "object.canvas", "torch", merge_translation_sign),
@@ -272,6 +343,16 @@ CATALOGUE: list[Fault] = [
           "decoder.amp", "torch", heads_swapped),
     Fault("avg-pool-for-max-pool", "average pooling where the reference max-pools", "gs2-big",
           "encoder.out", "torch", avg_pool_for_max_pool),
+    Fault("loss-stirling-term", "Poisson NLL with the Stirling term (the full log-likelihood)", "gs2-big",
+          "loss", "torch", loss_stirling_term, where="gradients"),
+    Fault("loss-sum-reduction", "Poisson NLL summed instead of averaged over the elements", "gs2-big",
+          "loss", "torch", loss_sum_reduction, where="gradients"),
+    Fault("mae-weight-ignored", "MAE term's weight ignored (NLL alone) where mae_weight = 1", "gs2-big-mae",
+          "loss", "torch", mae_weight_ignored, where="gradients"),
+    Fault("log-scale-frozen", "log_scale not trainable (no gradient, never updated)", "gs2-big",
+          "grad.log_scale", "torch", log_scale_frozen, where="gradients"),
+    Fault("adam-epsilon-1e-8", "Adam epsilon 1e-8 (torch's default) instead of Keras' 1e-7", "gs2-big",
+          "step 1", None, adam_epsilon_torch_default, where="training"),
 ]
 
 
@@ -327,7 +408,8 @@ def evaluate(fault: Fault) -> Observation:
         return _evaluate_data_fault(fault)
     with fault.inject():
         result = run_case(get_case(fault.case), device="cpu", dtype=DTYPE, use_golden=False,
-                          checkpoints=fault.where == "checkpoint")
+                          checkpoints=fault.where == "checkpoint", grad=fault.where == "gradients",
+                          train_steps=TRAIN_STEPS if fault.where == "training" else 0)
     first = result.comparison.first_divergence
     if first is not None:
         blame = (result.arbitration or {}).get("blame")
@@ -340,6 +422,17 @@ def evaluate(fault: Fault) -> Observation:
             failed = check.comparison.first_divergence
             return Observation(fault.name, True, "checkpoint", check.first_stage, check.saved,
                                failed.rel_error, check.describe())
+    for check in result.gradients.values():
+        if not check.passed:
+            failed = check.first_divergence
+            return Observation(fault.name, True, "gradients", failed.stage, (check.blame or {}).get("blame"),
+                               failed.rel_error, check.describe())
+    for check in result.training.values():
+        if not check.passed:
+            step, failed = check.first_divergence
+            # the step is what a catalogue entry predicts; the tensor is named in the detail
+            return Observation(fault.name, True, "training", f"step {step}", None, failed.rel_error,
+                               f"{check.describe()} (tensor {failed.stage})")
     return Observation(fault.name, False, "", None, None, None, "not caught")
 
 

@@ -7,7 +7,8 @@ regression check; `parity refresh` uses them directly.
 
 A golden holds: `schema`, `case`, the case's `config`, `digests` (per dtype: sha256 of every input
 array and of the weights, compared exactly), `summaries` (patch_stats, canvas, offsets,
-diffraction; compared under tolerances) and `provenance` (recorded, never compared).
+diffraction; compared under tolerances; `gradients` — loss terms and gradient norms — compared when
+the run computed them) and `provenance` (recorded, never compared).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ from parity.tolerances import TOLERANCE_PATH, ToleranceError, longest_match, rea
 SCHEMA = 1
 GOLDEN_DIR = FIXTURES_ROOT / "goldens"
 SECTIONS = ("patch_stats", "canvas", "offsets", "diffraction")
+# Compared when the run computed it (`parity check --grad`, the gradient tests): the loss terms and
+# each gradient's L2 norm of the reference, so a change that alters both backends alike is caught.
+OPTIONAL_SECTIONS = ("gradients",)
 REFERENCE = ("tensorflow", "cpu", "float64")  # the run a golden records: backend, device, dtype
 
 
@@ -52,7 +56,8 @@ def build_golden(case_name: str, config: Mapping, digests: Mapping[str, Mapping]
     """The golden of one case. `digests`: dtype → {"inputs": {array: sha256}, "weights": sha256}."""
     return {"schema": SCHEMA, "case": case_name, "config": dict(config),
             "digests": {k: dict(v) for k, v in digests.items()},
-            "summaries": {k: summaries[k] for k in SECTIONS}, "provenance": dict(provenance)}
+            "summaries": {k: summaries[k] for k in (*SECTIONS, *OPTIONAL_SECTIONS) if k in summaries},
+            "provenance": dict(provenance)}
 
 
 def dumps(golden: Mapping) -> str:
@@ -200,8 +205,9 @@ def compare_golden(golden: Mapping, summaries: Mapping, digests: Mapping, dtype:
                 result.inputs_changed.append(name)
         if want["weights"] != digests["weights"]:
             result.inputs_changed.append("weights")
-    expected = flatten({k: golden["summaries"][k] for k in SECTIONS})
-    obtained = flatten({k: summaries[k] for k in SECTIONS if k in summaries})  # missing: every key reported
+    sections = [*SECTIONS, *(k for k in OPTIONAL_SECTIONS if k in summaries)]
+    expected = flatten({k: golden["summaries"][k] for k in sections if k in golden["summaries"]})
+    obtained = flatten({k: summaries[k] for k in sections if k in summaries})  # missing: every key reported
     for key in sorted(set(expected) | set(obtained)):
         g, o = expected.get(key), obtained.get(key)
         result.compared += 1

@@ -162,7 +162,27 @@ def parity_run(pytestconfig, parity_run_cache):
     def run(case: str, backend: str, dtype: str = "float64", device: str | None = None):
         return parity_run_cache.get(case, backend, dtype, device or parity_device(pytestconfig))
 
+    run.data = parity_run_cache.data  # the --parity-data scan, or None for the shipped fixture
     return run
+
+
+@pytest.fixture(scope="session")
+def parity_gradients(parity_run):
+    """`parity_gradients(case, backend, dtype, device=None)` → (loss terms, gradients by tensor
+    name, neutral layout) of the cached run's model; computed once per process."""
+    cache: dict[tuple, tuple] = {}
+
+    def gradients(case: str, backend: str, dtype: str = "float64", device: str | None = None):
+        run = parity_run(case, backend, dtype, device)
+        key = (case, backend, run.device, dtype)
+        if key not in cache:
+            from parity.cases import get_case
+
+            _, _, batch = get_case(case).inputs(dtype, data=parity_run.data)
+            cache[key] = run.model.loss_and_gradients(batch)
+        return cache[key]
+
+    return gradients
 
 
 @pytest.fixture(scope="session")
@@ -202,7 +222,7 @@ def _check_golden(request, config, tmp_path, run) -> None:
 
     from parity import goldens
     from parity.cases import get_case
-    from parity.engine import case_digests
+    from parity.engine import golden_of
 
     directory = config.getoption("parity_goldens")
     path = goldens.golden_path(run.case, directory)
@@ -212,10 +232,7 @@ def _check_golden(request, config, tmp_path, run) -> None:
     data = config.getoption("parity_data")
 
     def obtained_golden() -> dict:
-        case = get_case(run.case)
-        all_digests = {d: case_digests(case, d, data) for d in ("float32", "float64")}
-        return goldens.build_golden(run.case, run.config.to_dict(), all_digests, run.summaries,
-                                    dict(run.provenance, backend=run.backend))
+        return golden_of(run, get_case(run.case), data)
 
     if not path.exists():
         if is_reference and regen and not ci:

@@ -26,7 +26,8 @@ def test_parity_fault_catalogue_covers_the_listed_bug_classes():
                    "merge-no-centre-mask", "missing-fftshift", "fft-norm-backward", "intensity-scale-inverted",
                    "log-scale-not-restored", "amp-activation-silu", "kernel-axes-swapped", "channels-axes-confused",
                    "probe-conjugated", "probe-mask-on", "object-big-flipped", "uint16-squared-before-cast",
-                   "heads-swapped", "avg-pool-for-max-pool"):
+                   "heads-swapped", "avg-pool-for-max-pool", "loss-stirling-term", "loss-sum-reduction",
+                   "adam-epsilon-1e-8", "log-scale-frozen", "mae-weight-ignored"):
         assert needed in names
 
 

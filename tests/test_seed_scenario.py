@@ -35,7 +35,8 @@ def test_seed_loader_that_loses_log_scale(tmp_path, capsys, monkeypatch):
 
     def forgetful_load(path, device="cpu"):  # the upstream bug: log_scale not restored on load
         model = honest(path, device=device)
-        model.log_scale.fill_(0.0)
+        with torch.no_grad():  # log_scale is a trainable parameter
+            model.log_scale.fill_(0.0)
         return model
 
     monkeypatch.setattr(models_torch, "load", forgetful_load)

@@ -1,0 +1,157 @@
+"""Training parity (docs/design.md §11): the loss, the gradient of every trainable tensor and K Adam
+steps agree between the TensorFlow reference and the torch port, per case; the loss formulas are
+what the README states; the port's Adam is Keras' Adam."""
+
+import numpy as np
+import pytest
+
+from parity.cases import get_case
+from parity.goldens import compare_golden, golden_path, load_golden, load_golden_profile
+from parity.tolerances import load_profile
+from parity.training import (LOSS_TERMS, AdamConfig, compare_gradients, compare_training, gradient_summary,
+                             trainable_names)
+from parity.weights import weight_specs
+
+pytestmark = pytest.mark.parity
+
+STEPS = 10  # float64 must track over 10 Adam steps (train.* in fixtures/tolerances.toml)
+
+
+def test_parity_gradients_agree(parity_case, parity_dtype, parity_gradients, parity_device_name):
+    cfg = get_case(parity_case).config
+    ref = parity_gradients(parity_case, "tensorflow", parity_dtype)
+    cand = parity_gradients(parity_case, "torch", parity_dtype)
+    assert set(ref[1]) == set(cand[1]) == set(trainable_names(cfg))  # log_scale and every weight
+    assert all(g is not None and np.any(g != 0) for g in ref[1].values())  # the loss reaches every tensor
+    check = compare_gradients(cfg, ref, cand, load_profile(parity_device_name, parity_dtype), "tensorflow", "torch")
+    assert check.passed, check.describe()
+    assert [s.stage for s in check.comparison.stages][:4] == [*LOSS_TERMS, "grad.log_scale"]  # backward order
+
+
+def test_parity_gradients_match_golden(parity_case, parity_dtype, parity_gradients, parity_run, parity_device_name):
+    """Loss terms and gradient norms of both backends against the float64 reference's golden, so a
+    change that alters both sides alike is caught too."""
+    if parity_run.data is not None:
+        pytest.skip("goldens hold the shipped fixture's results")
+    golden = load_golden(golden_path(parity_case))
+    assert "gradients" in golden["summaries"], "golden without gradients: run `parity refresh --all`"
+    profile = load_golden_profile(parity_device_name, parity_dtype)
+    for backend in ("tensorflow", "torch"):
+        run = parity_run(parity_case, backend, parity_dtype)
+        summaries = dict(run.summaries, gradients=gradient_summary(*parity_gradients(parity_case, backend, parity_dtype)))
+        result = compare_golden(golden, summaries, run.digests, parity_dtype, profile, run=run.label)
+        assert result.passed, result.message(golden_path(parity_case))
+
+
+def test_parity_training_tracks(parity_case, parity_run, parity_device_name):
+    """10 Adam steps from identical weights on the case's batch, float64: the loss before each
+    step and every trainable tensor after it agree."""
+    from parity.backends import get_backend
+
+    case = get_case(parity_case)
+    cfg, weights, batch = case.inputs("float64", data=parity_run.data)
+    records = {name: get_backend(name).build(cfg, weights, device=parity_device_name).train_steps(batch, STEPS, AdamConfig())
+               for name in ("tensorflow", "torch")}
+    check = compare_training(cfg, records["tensorflow"], records["torch"],
+                             load_profile(parity_device_name, "float64"), "tensorflow", "torch")
+    assert len(check.steps) == STEPS
+    assert check.passed, check.describe()
+    # the steps really train: the loss moves and every tensor changed
+    assert check.ref_losses[-1] != check.ref_losses[0]
+    assert all(not np.array_equal(records["tensorflow"][-1]["tensors"][k], weights[k]) for k in weight_specs(cfg))
+
+
+def test_loss_formulas_are_the_documented_ones(parity_run):
+    """loss.nll = mean(pred − obs·log pred) with pred = diffraction.intensity, obs = input.diffraction²;
+    loss.mae = mean|diffraction.scaled − input.diffraction|; written out here from the trace."""
+    from models_numpy.losses import losses as numpy_losses
+
+    run = parity_run("gs2-big", "numpy", "float64")
+    t = run.train
+    pred, obs = t["diffraction.intensity"], t["input.diffraction"] ** 2
+    nll = np.sum(pred - obs * np.log(pred)) / pred.size
+    mae = np.sum(np.abs(t["diffraction.scaled"] - t["input.diffraction"])) / pred.size
+    cfg = run.config.replace(nll_weight=0.5, mae_weight=2.0)
+    got = numpy_losses(t, cfg)
+    assert got["loss.nll"] == pytest.approx(nll, rel=1e-13)
+    assert got["loss.mae"] == pytest.approx(mae, rel=1e-13)
+    assert got["loss"] == pytest.approx(0.5 * nll + 2.0 * mae, rel=1e-13)
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
+def test_backend_losses_agree_with_numpy(backend, parity_run):
+    """Each framework's loss, on the mae case (both terms weighted), against numpy's from its own trace."""
+    from models_numpy.losses import losses as numpy_losses
+
+    run = parity_run("gs2-big-mae", backend, "float64")
+    _, _, batch = get_case("gs2-big-mae").inputs("float64")
+    got, want = run.model.losses(batch), numpy_losses(run.train, run.config)
+    assert set(got) == set(LOSS_TERMS)
+    for term in LOSS_TERMS:
+        assert got[term] == pytest.approx(want[term], rel=1e-12), term
+    assert got["loss.mae"] > 0 and got["loss"] == pytest.approx(got["loss.nll"] + got["loss.mae"], rel=1e-14)
+
+
+def test_port_adam_is_keras_adam():
+    """The port's written-out Adam against keras.optimizers.Adam (what the reference trains with):
+    the same gradient sequence, 5 steps, float64, a kernel-shaped and a scalar variable, gradients
+    spanning 1e-9..1e3 so that epsilon matters for some elements."""
+    import keras
+    import tensorflow as tf
+    import torch
+
+    from models_torch import training as torch_training
+
+    rng = np.random.default_rng(0)
+    start = {"kernel": rng.normal(size=(3, 3, 4, 8)), "scalar": np.array(6.9)}
+    grads = [{k: rng.normal(size=v.shape) * 10.0 ** rng.uniform(-9, 3, size=v.shape) for k, v in start.items()}
+             for _ in range(5)]
+    adam = AdamConfig()
+    ours = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in start.items()}
+    optimizer = torch_training.Adam(ours, adam)
+    theirs = {k: keras.Variable(v, dtype="float64") for k, v in start.items()}
+    keras_adam = keras.optimizers.Adam(learning_rate=adam.learning_rate, beta_1=adam.beta_1, beta_2=adam.beta_2,
+                                       epsilon=adam.epsilon)
+    for g in grads:
+        optimizer.apply({k: torch.tensor(v) for k, v in g.items()})
+        keras_adam.apply_gradients([(tf.constant(g[k]), theirs[k]) for k in start])
+    for k in start:
+        assert not np.allclose(ours[k].detach().numpy(), start[k])  # it moved
+        np.testing.assert_allclose(ours[k].detach().numpy(), np.asarray(theirs[k].numpy()), rtol=1e-14, atol=1e-15,
+                                   err_msg=k)
+
+
+def test_torch_optim_adam_is_not_keras_adam():
+    """Why the port writes Adam out: torch.optim.Adam with the same hyper-parameters puts epsilon
+    after the bias correction and parts from the reference at the first step."""
+    import torch
+
+    case = get_case("gs1")
+    cfg, weights, batch = case.inputs("float64")
+    from models_torch import model as torch_model
+    from models_torch import training as torch_training
+
+    ref = torch_model.build(cfg, weights).train_steps(batch, 1, AdamConfig())
+    model = torch_model.build(cfg, weights)
+    tracked = torch_training.variables(model)
+    optimizer = torch.optim.Adam(list(tracked.values()), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
+    _, grads = torch_training._loss_and_autograd(model, batch, tracked)
+    for name, p in tracked.items():
+        p.grad = grads[name]
+    optimizer.step()
+    after = {k: torch_training.to_keras_layout(k, p) for k, p in tracked.items()}
+    check = compare_training(cfg, ref, [{"loss": ref[0]["loss"], "tensors": after}],
+                             load_profile("cpu", "float64"), "keras-adam", "torch.optim.Adam")
+    assert not check.passed
+
+
+def test_training_leaves_the_runs_models_alone(parity_run):
+    """`run_case(train_steps=K)` trains fresh models: the cached forward models keep their weights."""
+    from parity.engine import run_case
+
+    result = run_case(get_case("gs2-small"), dtype="float64", use_golden=False, checkpoints=False,
+                      grad=True, train_steps=2)
+    assert result.passed, result.verdict()
+    assert set(result.gradients) == set(result.training) == {"torch"}
+    assert len(result.training["torch"].steps) == 2
+    assert "gradients" in result.summaries["tensorflow"]["train"]

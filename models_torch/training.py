@@ -60,41 +60,46 @@ class Adam:
     correction (cast through float32 by `ops.cast`) are rounded to float32 even for float64 weights;
     1 − beta and eps stay exact. 0.999 becomes 0.99900001287, so the first step is 6.7e-6 shorter
     than with exact constants — far above the 1e-9 float64 training budget (measured against
-    keras.optimizers.Adam: this form agrees to rounding, the exact-constant form does not)."""
+    keras.optimizers.Adam: this form agrees to rounding, the exact-constant form does not).
+    The interface is Keras': `apply_gradients([(gradient, parameter), ...])`, one call per step."""
 
-    def __init__(self, tracked: dict[str, torch.nn.Parameter], cfg: AdamConfig):
-        self.cfg, self.tracked, self.iterations = cfg, tracked, 0
-        self.m = {k: torch.zeros_like(p) for k, p in tracked.items()}
-        self.v = {k: torch.zeros_like(p) for k, p in tracked.items()}
+    def __init__(self, cfg: AdamConfig):
+        self.cfg, self.iterations = cfg, 0
+        self.m: dict[int, torch.Tensor] = {}  # by id(parameter), created on its first step
+        self.v: dict[int, torch.Tensor] = {}
 
     @torch.no_grad()
-    def apply(self, grads: dict) -> None:
+    def apply_gradients(self, pairs) -> None:
         self.iterations += 1
         c = self.cfg
         lr, beta_1, beta_2 = (_as_keras_scalar(x) for x in (c.learning_rate, c.beta_1, c.beta_2))
         keep_1, keep_2, eps = 1 - c.beta_1, 1 - c.beta_2, c.epsilon  # Python floats: exact in float64
-        for name, param in self.tracked.items():
-            g = grads[name]
-            if g is None:  # frozen or untouched by the loss: no update
-                continue
+        for g, param in pairs:
             scalar = lambda x: torch.tensor(x, dtype=param.dtype, device=param.device)  # noqa: E731
             step = scalar(self.iterations)
             alpha = scalar(lr) * torch.sqrt(1 - scalar(beta_2) ** step) / (1 - scalar(beta_1) ** step)
-            m, v = self.m[name], self.v[name]
+            m = self.m.setdefault(id(param), torch.zeros_like(param))
+            v = self.v.setdefault(id(param), torch.zeros_like(param))
             m.add_((g - m) * keep_1)
             v.add_((torch.square(g) - v) * keep_2)
             param.sub_((m * alpha) / (torch.sqrt(v) + eps))
+
+
+def optimizer(cfg: AdamConfig) -> Adam:
+    """The port's optimizer: Keras' Adam with the reference's hyper-parameters."""
+    return Adam(cfg)
 
 
 def train_steps(model, batch: Batch, steps: int, adam: AdamConfig) -> list[dict]:
     """`steps` Adam steps on `batch`, updating `model` in place. Record k: {"loss": the loss
     before step k, "tensors": every trainable tensor after it (numpy, neutral layout)}."""
     tracked = variables(model)
-    optimizer = Adam(tracked, adam)
+    adam_optimizer = optimizer(adam)
     records = []
     for _ in range(steps):
         terms, grads = _loss_and_autograd(model, batch, tracked)
-        optimizer.apply(grads)
-        records.append({"loss": float(terms["loss"]),
+        # a frozen tensor, or one the loss does not reach, keeps its value
+        adam_optimizer.apply_gradients([(grads[k], v) for k, v in tracked.items() if grads[k] is not None])
+        records.append({"loss": float(terms["loss"].detach()),
                         "tensors": {k: to_keras_layout(k, p) for k, p in tracked.items()}})
     return records

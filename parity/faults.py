@@ -275,8 +275,8 @@ def adam_epsilon_torch_default():
     _, training = _torch_training()
 
     def make(init):
-        def init_eps(self, tracked, cfg):
-            init(self, tracked, dataclasses.replace(cfg, epsilon=1e-8))
+        def init_eps(self, cfg):
+            init(self, dataclasses.replace(cfg, epsilon=1e-8))
         return init_eps
 
     return _wrap(training.Adam, "__init__", make)

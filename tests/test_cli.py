@@ -77,3 +77,28 @@ def test_bad_data_is_one_line_exit_2(tmp_path, capsys):
     assert main(["check", "--data", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(bad) in err and "Traceback" not in err
+
+
+def test_negative_train_steps_is_one_line_exit_2(capsys):
+    assert main(["check", "--case", "gs1", "--train-steps", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--train-steps must be >= 0" in err
+
+
+def test_check_with_gradients_and_training_writes_both_sections(tmp_path, capsys):
+    import json
+
+    out = tmp_path / "report"
+    assert main(["check", "--case", "gs1", "--dtype", "float64", "--grad", "--train-steps", "2",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "gradients tensorflow vs torch: loss and every gradient agree" in printed
+    assert "training tensorflow vs torch, 2 Adam steps: track" in printed
+    row = json.loads((out / "summary.json").read_text())["runs"][0]["candidates"]["torch"]
+    assert row["gradients"]["passed"] and row["training"]["passed"] and row["training"]["steps"] == 2
+    stats = json.loads((out / "gs1" / "stats.json").read_text())["float64"]
+    assert [t["stage"] for t in stats["gradients"]["torch"]["tensors"]][:4] == ["loss", "loss.nll", "loss.mae",
+                                                                               "grad.log_scale"]
+    report = (out / "report.md").read_text()
+    assert "Gradients (" in report and "Training — " in report and "training_float64.png" in report
+    assert (out / "gs1" / "training_float64.png").stat().st_size > 10_000

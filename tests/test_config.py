@@ -10,6 +10,7 @@ def test_defaults_are_ptychopinn_values():
     assert (cfg.N, cfg.gridsize, cfg.n_filters_scale, cfg.offset, cfg.max_position_jitter) == (64, 2, 2, 4, 10)
     assert cfg.object_big and cfg.pad_object and not cfg.probe_big and not cfg.probe_mask
     assert cfg.amp_activation == "sigmoid" and cfg.nphotons == 1e9 and cfg.probe_scale == 4.0
+    assert (cfg.nll_weight, cfg.mae_weight) == (1.0, 0.0)  # upstream trains on the Poisson NLL alone
 
 
 def test_derived_properties():
@@ -48,6 +49,9 @@ def test_round_trip_dict():
     ({"probe_scale": -4.0}, "probe_scale"),
     ({"intensity_scale": float("inf")}, "intensity_scale"),
     ({"object_big": 1}, "object_big"),
+    ({"nll_weight": -1.0}, "nll_weight"),
+    ({"mae_weight": float("nan")}, "mae_weight"),
+    ({"mae_weight": True}, "mae_weight"),
 ])
 def test_bad_values_name_the_knob(changes, knob):
     with pytest.raises(ConfigError, match=f"ForwardConfig.{knob}="):

@@ -23,10 +23,13 @@ def test_backends_mirror_each_other():
     def py_files(pkg):
         return sorted(p.name for p in (ROOT / pkg).glob("*.py"))
 
-    assert py_files("models_tf") == py_files("models_torch") == py_files("models_numpy")
-    import models_tf.network, models_tf.physics, models_tf.model  # noqa: E401
+    assert py_files("models_tf") == py_files("models_torch")
+    # numpy has no autodiff: no training module (its losses are the loss's third opinion)
+    assert py_files("models_numpy") == [f for f in py_files("models_tf") if f != "training.py"]
+    import models_tf.network, models_tf.physics, models_tf.model, models_tf.losses, models_tf.training  # noqa: E401
     import models_torch.network, models_torch.physics, models_torch.model  # noqa: E401
-    import models_numpy.network, models_numpy.physics, models_numpy.model  # noqa: E401
+    import models_torch.losses, models_torch.training  # noqa: E401
+    import models_numpy.network, models_numpy.physics, models_numpy.model, models_numpy.losses  # noqa: E401
 
     def public(module):
         return [name for name, obj in vars(module).items()
@@ -41,6 +44,16 @@ def test_backends_mirror_each_other():
         # numpy: the same names in the same order, bar the translation matrix it does not use
         numpy_names = [n for n in public(sys.modules[f"models_numpy.{name}"]) if n in tf_names]
         assert numpy_names == [n for n in tf_names if n != "interpolation_matrix"], name
+    for name in ("losses", "training"):
+        tf_names = public(sys.modules[f"models_tf.{name}"])
+        torch_names = [n for n in public(sys.modules[f"models_torch.{name}"]) if n in tf_names]
+        assert tf_names == torch_names, f"{name}: same names in the same order"
+    assert public(sys.modules["models_numpy.losses"]) == public(sys.modules["models_tf.losses"])
+    for package in (models_tf, models_torch, models_numpy):
+        assert hasattr(package.model.ForwardModel, "losses"), package.__name__
+    for package in (models_tf, models_torch):
+        for method in ("loss_and_gradients", "train_steps"):
+            assert hasattr(package.model.ForwardModel, method), (package.__name__, method)
     for cls in ("ForwardModel",):
         for method in ("forward_train", "forward_infer", "save", "weights", "state"):
             for package in (models_tf, models_torch, models_numpy):

@@ -108,12 +108,12 @@ def test_port_adam_is_keras_adam():
              for _ in range(5)]
     adam = AdamConfig()
     ours = {k: torch.nn.Parameter(torch.tensor(v)) for k, v in start.items()}
-    optimizer = torch_training.Adam(ours, adam)
+    optimizer = torch_training.optimizer(adam)
     theirs = {k: keras.Variable(v, dtype="float64") for k, v in start.items()}
     keras_adam = keras.optimizers.Adam(learning_rate=adam.learning_rate, beta_1=adam.beta_1, beta_2=adam.beta_2,
                                        epsilon=adam.epsilon)
     for g in grads:
-        optimizer.apply({k: torch.tensor(v) for k, v in g.items()})
+        optimizer.apply_gradients([(torch.tensor(g[k]), ours[k]) for k in start])
         keras_adam.apply_gradients([(tf.constant(g[k]), theirs[k]) for k in start])
     for k in start:
         assert not np.allclose(ours[k].detach().numpy(), start[k])  # it moved
@@ -155,3 +155,19 @@ def test_training_leaves_the_runs_models_alone(parity_run):
     assert set(result.gradients) == set(result.training) == {"torch"}
     assert len(result.training["torch"].steps) == 2
     assert "gradients" in result.summaries["tensorflow"]["train"]
+
+
+def test_parity_gradient_divergence_is_blamed_by_central_differences(parity_gradients):
+    """A gradient wrong on the reference side is blamed on the reference: numpy's central
+    difference of the loss along the two gradients' difference sides with the port."""
+    case = get_case("gs1")
+    cfg, weights, batch = case.inputs("float64")
+    losses, grads = parity_gradients("gs1", "tensorflow", "float64")
+    tensor = "encoder.block2.conv1.bias"
+    wrong = (losses, dict(grads, **{tensor: grads[tensor] * 1.5}))
+    right = parity_gradients("gs1", "torch", "float64")
+    check = compare_gradients(cfg, wrong, right, load_profile("cpu", "float64"), "tensorflow", "torch",
+                              arbiter={"weights": weights, "batch": batch, "log_scale": cfg.log_scale})
+    assert check.first_divergence.stage == f"grad.{tensor}"
+    assert check.blame["blame"] == "tensorflow", check.blame["verdict"]
+    assert "tensorflow is wrong" in check.describe()

@@ -9,6 +9,7 @@ import pytest
 
 import models_torch
 import models_torch.model as torch_model
+import torch
 from parity.cli import main
 
 pytestmark = pytest.mark.parity

@@ -27,7 +27,7 @@ def test_workflow_jobs():
     runs = "\n".join(s.get("run", "") for s in jobs["gpu"]["steps"])
     for needle in ("nvidia-smi", "make venv EXTRA=cuda", "torch==2.13.0",
                    "pytest -k parity --parity-device cuda --require-cuda",
-                   'parity check --device cuda', '--summary-md "$GITHUB_STEP_SUMMARY"'):
+                   'parity check --device cuda --grad --train-steps 10', '--summary-md "$GITHUB_STEP_SUMMARY"'):
         assert needle in runs, needle
     upload = [s for s in jobs["gpu"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
     assert upload and upload[0]["if"] == "failure()"

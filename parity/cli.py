@@ -158,6 +158,46 @@ def _cmd_faults(args: argparse.Namespace) -> int:
     return 1 if missed else 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import shlex
+
+    from parity import bench
+    from parity.cases import cases_in, get_case
+
+    try:
+        cases = [get_case(n).name for n in args.case] if args.case else [c.name for c in cases_in(args.cases)]
+    except KeyError as exc:
+        raise UsageError(exc.args[0]) from None
+    if args.repeat < 1:
+        raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
+    old = None
+    if args.compare:
+        try:
+            old = bench.load(Path(args.compare))
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+    runs = [] if args.no_pytest else [shlex.split(a) for a in (args.pytest or ["-k parity"])]
+    progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    result = bench.run(cases, args.repeat, progress=progress)
+    result["pytest_runs"] = []
+    for extra in runs:
+        progress(f"pytest {' '.join(extra)} (cold, in a subprocess)")
+        timing = bench.pytest_wall(extra, Path.cwd())
+        timing["ratio_to_bare"] = timing["wall_s"] / result["bare_with_training_s"]
+        result["pytest_runs"].append(timing)
+    if result["pytest_runs"]:
+        result["pytest"] = result["pytest_runs"][0]
+    print(bench.format_table(result))
+    for extra in result["pytest_runs"][1:]:
+        print(f"{extra['command']} (cold): {extra['wall_s']:.1f} s (exit {extra['returncode']}: {extra['summary']})")
+    path = bench.write(result, Path(args.out))
+    print(f"wrote {path}")
+    if old is not None:
+        print()
+        print(bench.compare(result, old))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="parity", description=__doc__)
     parser.add_argument("--version", action="version", version=f"ptycho-parity {__version__}")
@@ -222,6 +262,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--goldens", metavar="DIR", help="golden folder (default: the project's fixtures/goldens)")
     p.add_argument("--allow-ci", action="store_true", help="write even though CI is set")
     p.set_defaults(func=_cmd_refresh)
+
+    p = sub.add_parser("bench", help="measure imports, builds, forwards, gradients, the harness and `pytest -k parity`")
+    p.add_argument("--cases", choices=("default", "extended", "all"), default="default",
+                   help="which cases to time (default: %(default)s)")
+    p.add_argument("--case", action="append", metavar="NAME", help="one case (repeatable; overrides --cases)")
+    p.add_argument("--repeat", type=int, default=5, help="timed repetitions after a warm-up (median; default 5)")
+    p.add_argument("--pytest", action="append", metavar="ARGS",
+                   help="pytest arguments to time cold in a subprocess (repeatable; default: '-k parity')")
+    p.add_argument("--no-pytest", action="store_true", help="skip the pytest timing")
+    p.add_argument("--out", default="bench.json", help="where to write the result (default: %(default)s)")
+    p.add_argument("--compare", metavar="OLD.json", help="print new/old ratios against an earlier bench.json")
+    p.set_defaults(func=_cmd_bench)
 
     p = sub.add_parser("faults", help="inject the catalogue of porting bugs one by one and show what the harness blames")
     p.add_argument("--fault", action="append", metavar="NAME", help="one fault (repeatable; default: all)")

@@ -22,6 +22,7 @@ checks a run against its case's golden.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -70,7 +71,20 @@ def parity_device(config) -> str:
     return device
 
 
+def share_cores_between_workers(config) -> None:
+    """Under pytest-xdist, each worker gets its share of the cores for both frameworks' thread
+    pools (set before either is imported), so N workers do not run N × cores threads."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not hasattr(config, "workerinput") or workers < 2:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
+        os.environ.setdefault(var, share)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+
+
 def pytest_configure(config):
+    share_cores_between_workers(config)
     config.addinivalue_line("markers", "parity: backend-agreement and golden tests (`pytest -k parity`)")
     config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped where there is none "
                                        "(failed instead with --require-cuda)")

@@ -72,14 +72,15 @@ def parity_device(config) -> str:
 
 
 def share_cores_between_workers(config) -> None:
-    """Under pytest-xdist, each worker gets its share of the cores for both frameworks' thread
-    pools (set before either is imported), so N workers do not run N × cores threads."""
+    """Under pytest-xdist, each worker gives TensorFlow its share of the cores (read when TF's
+    runtime starts, after this), so N workers do not run N × cores TF threads. OMP_NUM_THREADS is
+    left alone: numpy's BLAS is already loaded here, and a subprocess started by a test would
+    otherwise sum in another order than its parent (the fresh-process checkpoint test compares
+    bit for bit)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if not hasattr(config, "workerinput") or workers < 2:
         return
-    share = str(max(1, (os.cpu_count() or 1) // workers))
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "TF_NUM_INTRAOP_THREADS"):
-        os.environ.setdefault(var, share)
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
 
 

@@ -22,19 +22,18 @@ def variables(model) -> dict[str, tf.Variable]:
     return out
 
 
-def _loss_and_tape_gradients(model, batch: Batch, names: list[str], tracked: list):
+def _loss_and_tape_gradients(model, batch: Batch, tracked: dict) -> tuple[dict, dict]:
     with tf.device(model.flags["tf_device"]):
         with tf.GradientTape() as tape:
             terms = losses.losses(model.trace(batch), model.cfg)
-        grads = tape.gradient(terms["loss"], tracked)
-    return terms, dict(zip(names, grads))
+        grads = tape.gradient(terms["loss"], list(tracked.values()))
+    return terms, dict(zip(tracked, grads))
 
 
 def loss_and_gradients(model, batch: Batch) -> tuple[dict[str, float], dict[str, np.ndarray]]:
     """(loss terms as floats, d loss / d tensor for log_scale and every weight as numpy arrays);
     a tensor the loss does not reach has gradient None."""
-    tracked = variables(model)
-    terms, grads = _loss_and_tape_gradients(model, batch, list(tracked), list(tracked.values()))
+    terms, grads = _loss_and_tape_gradients(model, batch, variables(model))
     return ({k: float(v.numpy()) for k, v in terms.items()},
             {k: None if g is None else np.asarray(g.numpy()) for k, g in grads.items()})
 
@@ -58,7 +57,7 @@ def train_steps(model, batch: Batch, steps: int, adam: AdamConfig) -> list[dict]
     records = []
     with tf.device(model.flags["tf_device"]):
         for _ in range(steps):
-            terms, grads = _loss_and_tape_gradients(model, batch, list(tracked), list(tracked.values()))
+            terms, grads = _loss_and_tape_gradients(model, batch, tracked)
             # a tensor the loss does not reach keeps its value, as in Keras' fit
             adam_optimizer.apply_gradients([(grads[k], v) for k, v in tracked.items() if grads[k] is not None])
             records.append({"loss": float(terms["loss"].numpy()),

@@ -22,7 +22,7 @@ import numpy as np
 from parity import __version__
 from parity.backends import configure_all, get_backend
 from parity.cases import Case
-from parity.compare import TraceComparison, compare_traces
+from parity.compare import StageComparison, TraceComparison, compare_traces
 from parity.config import ForwardConfig
 from parity.data import Batch, digests
 from parity.oracle import arbitrate
@@ -120,8 +120,6 @@ def gradient_results(models: dict, batch: Batch) -> dict:
 
 
 def _not_trainable(ref: str, cand: str, what: str) -> TraceComparison:
-    from parity.compare import StageComparison
-
     return TraceComparison(ref, cand, [StageComparison(what, True, f"not provided by {cand}", provided=False)])
 
 

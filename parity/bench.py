@@ -121,14 +121,51 @@ def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) ->
     return rows
 
 
+# Runs pytest and then reports its own peak RSS (VmHWM: the high-water mark of this process's own
+# memory since exec) and its children's. Measuring from the bench process instead would be wrong:
+# a child forked from it starts with the bench's resident size in its ru_maxrss.
+_PYTEST_WRAPPER = """
+import resource, sys
+import pytest
+code = pytest.main(sys.argv[1:])
+try:
+    with open("/proc/self/status") as status:
+        own = next((line.split()[1] for line in status if line.startswith("VmHWM:")), "")
+except OSError:
+    own = ""
+children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(f"\\n{MARKER} {own or -1} {children}")
+sys.exit(int(code))
+"""
+MARKER = "parity-bench-peak-rss-kb"
+
+
 def pytest_wall(args: Sequence[str], cwd: Path) -> dict:
-    """`python -m pytest -k parity …` cold in a fresh subprocess: wall time, exit code, peak RSS."""
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args]
+    """`python -m pytest …` cold in a fresh subprocess: wall time, exit code, the last line pytest
+    printed, and the peak RSS of the pytest process itself and of its largest child (MB; −1 where
+    /proc is missing)."""
+    cmd = [sys.executable, "-c", _PYTEST_WRAPPER.replace("{MARKER}", MARKER), "-q", "-p", "no:cacheprovider", *args]
     env = {k: v for k, v in os.environ.items() if k != "CI"}
     seconds, done = _timed(lambda: subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env))
-    tail = (done.stdout.strip().splitlines() or [""])[-1]
+    lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
+    report = [line.split() for line in lines if line.startswith(MARKER)]
+    own_kb, children_kb = (int(report[-1][1]), int(report[-1][2])) if report else (-1, -1)
+    summary = next((line for line in reversed(lines) if not line.startswith(MARKER)), "")
     return {"command": " ".join(["pytest", *args]), "wall_s": seconds, "returncode": done.returncode,
-            "summary": tail, "peak_rss_mb_children": peak_rss_mb(children=True)}
+            "summary": summary, "peak_rss_mb": own_kb / 1e3 if own_kb >= 0 else -1.0,
+            "peak_rss_mb_children": children_kb / 1e3 if children_kb >= 0 else -1.0}
+
+
+def time_pytest_runs(result: dict, runs: Sequence[Sequence[str]], cwd: Path,
+                     progress: Callable[[str], None] = lambda line: None) -> None:
+    """Time each pytest run cold (after `run`, so its imports are its own) into
+    result["pytest_runs"], each with its ratio to the bare cost with training."""
+    result["pytest_runs"] = []
+    for args in runs:
+        progress(f"pytest {' '.join(args)} (cold, in a subprocess)")
+        timing = pytest_wall(args, cwd)
+        timing["ratio_to_bare"] = timing["wall_s"] / result["bare_with_training_s"]
+        result["pytest_runs"].append(timing)
 
 
 def bare_cost(imports: dict, rows: list[dict], case_names: Sequence[str], training: bool) -> float:
@@ -145,7 +182,7 @@ def bare_cost(imports: dict, rows: list[dict], case_names: Sequence[str], traini
 
 
 def run(case_names: Sequence[str], repeat: int, progress: Callable[[str], None] = lambda line: None) -> dict:
-    """Everything but the pytest timings (`pytest_wall`, run after this so its imports are cold)."""
+    """Everything but the pytest timings (`time_pytest_runs`, after this)."""
     progress("imports")
     imports = import_times()
     progress("backends (build, forward, gradient, Adam step)")
@@ -175,8 +212,8 @@ def _flat(result: dict) -> dict[str, float]:
                 out[f"harness {h['case']} {key[:-2]}"] = value
     out["bare forward"] = result["bare_forward_s"]
     out["bare with training"] = result["bare_with_training_s"]
-    if "pytest" in result:
-        out["pytest wall"] = result["pytest"]["wall_s"]
+    for p in result.get("pytest_runs", []):
+        out[f"{p['command']} wall"] = p["wall_s"]
     out["peak RSS MB"] = result["peak_rss_mb"]
     return out
 
@@ -195,10 +232,10 @@ def format_table(result: dict) -> str:
         lines.append(f"  {h['case']:24s} " + " ".join(f"{h[k]:12.3f}" for k in keys))
     lines += ["", f"bare cost (imports + one build and forward per backend × case × dtype): {result['bare_forward_s']:.1f} s",
               f"bare cost with the gradient and training tests' compute:               {result['bare_with_training_s']:.1f} s"]
-    if "pytest" in result:
-        p = result["pytest"]
+    for p in result.get("pytest_runs", []):
         lines.append(f"{p['command']} (cold): {p['wall_s']:.1f} s = {p['ratio_to_bare']:.2f}× bare "
-                     f"(exit {p['returncode']}: {p['summary']}); peak RSS of its processes {p['peak_rss_mb_children']:.0f} MB")
+                     f"(exit {p['returncode']}: {p['summary']}); peak RSS: pytest process {p['peak_rss_mb']:.0f} MB, "
+                     f"largest child {p['peak_rss_mb_children']:.0f} MB")
     lines.append(f"peak RSS of this process: {result['peak_rss_mb']:.0f} MB")
     return "\n".join(lines)
 

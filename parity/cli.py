@@ -179,17 +179,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     runs = [] if args.no_pytest else [shlex.split(a) for a in (args.pytest or ["-k parity"])]
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     result = bench.run(cases, args.repeat, progress=progress)
-    result["pytest_runs"] = []
-    for extra in runs:
-        progress(f"pytest {' '.join(extra)} (cold, in a subprocess)")
-        timing = bench.pytest_wall(extra, Path.cwd())
-        timing["ratio_to_bare"] = timing["wall_s"] / result["bare_with_training_s"]
-        result["pytest_runs"].append(timing)
-    if result["pytest_runs"]:
-        result["pytest"] = result["pytest_runs"][0]
+    bench.time_pytest_runs(result, runs, Path.cwd(), progress=progress)
     print(bench.format_table(result))
-    for extra in result["pytest_runs"][1:]:
-        print(f"{extra['command']} (cold): {extra['wall_s']:.1f} s (exit {extra['returncode']}: {extra['summary']})")
     path = bench.write(result, Path(args.out))
     print(f"wrote {path}")
     if old is not None:

@@ -33,8 +33,9 @@ def test_bench_writes_every_figure_and_compares(tmp_path, capsys):
 def test_bench_times_pytest_cold_in_a_subprocess():
     timing = bench.pytest_wall(["tests/test_config.py", "-k", "defaults"], ROOT)
     assert timing["returncode"] == 0 and "1 passed" in timing["summary"], timing
-    # the pytest process's own high-water mark, not the bench's size inherited through fork
-    assert timing["wall_s"] > 0 and 10 < timing["peak_rss_mb"] < bench.peak_rss_mb() + 500
+    # the pytest process's own high-water mark (measured 48 MB: this run imports no framework),
+    # not the size of the process that started it, which fork would carry into ru_maxrss
+    assert timing["wall_s"] > 0 and 10 < timing["peak_rss_mb"] < 300
     assert timing["peak_rss_mb_children"] >= 0
 
 

@@ -15,14 +15,18 @@ Parametrisation: an argument named `parity_case` runs once per case of the chose
 case name), `parity_dtype` once per chosen dtype, and `parity_target` once per case × backend ×
 dtype on the chosen device (id: `gs2-big-torch-cpu-float32`).
 
+Ordering: the tests of one case run together (after the others); under `-n N` (the default
+`--dist load`) all tests of a case go to one worker, so a case is computed by one worker.
+
 Fixtures: `parity_run(case, backend, dtype)` → a cached `parity.engine.BackendRun` (each
-(case, backend, device, dtype) computed once per test process), and `parity_golden(run)`, which
+(case, backend, device, dtype) computed once per test process while its case's tests run), and `parity_golden(run)`, which
 checks a run against its case's golden.
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -141,21 +145,98 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("parity_target", targets, ids=["-".join(t) for t in targets])
 
 
-class RunCache:
-    """Each (case, backend, device, dtype, data) is run once per test process."""
+def case_of(item) -> str | None:
+    """The parity case a collected test is parametrised with (None: not a per-case test)."""
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if "parity_case" in params:
+        return params["parity_case"]
+    if "parity_target" in params:
+        return params["parity_target"][0]
+    return None
 
-    def __init__(self, data: str | None):
+
+def case_in_nodeid(nodeid: str) -> str | None:
+    """The case a test id is parametrised with: its parameter id starts with a case name
+    (`test_x[gs2-big-float32]`, `test_golden[gs1-torch-cpu-float64]`); None for other tests."""
+    from parity.cases import case_names
+
+    if not nodeid.endswith("]") or "[" not in nodeid:
+        return None
+    param = nodeid[nodeid.index("[") + 1:-1]
+    found = [c for c in case_names("all") if param == c or param.startswith(c + "-")]
+    return max(found, key=len) if found else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tests of one case run one after the other, after every other test, so the case's
+    models and traces are computed once and dropped when the next case starts (RunCache keeps
+    only the latest few)."""
+    from parity.cases import case_names
+
+    rank = {name: i for i, name in enumerate(case_names("all"))}
+    cases = {item.nodeid: case_of(item) for item in items}
+    items[:] = sorted(items, key=lambda item: -1 if cases[item.nodeid] is None
+                      else rank.get(cases[item.nodeid], len(rank)))
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: only called where xdist runs
+def pytest_xdist_make_scheduler(config, log):
+    """Under `-n N` with the default `--dist load`: the same load balancing, except that all
+    tests of one parity case go to one worker as one unit, so each case's models, traces and
+    gradients are computed by one worker, not by every worker (other `--dist` modes are left
+    as asked)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class CaseScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            case = case_in_nodeid(nodeid)
+            return f"parity case {case}" if case else nodeid  # any other test: a unit of its own
+
+    return CaseScheduling(config, log)
+
+
+class LruCache:
+    """At most `size` values, the least recently used dropped first (bounds a test process's
+    memory: a case's runs are not needed once its tests are done)."""
+
+    def __init__(self, size: int):
+        self.size = size
+        self._values: OrderedDict[tuple, object] = OrderedDict()
+
+    def get(self, key: tuple, compute):
+        if key in self._values:
+            self._values.move_to_end(key)
+            return self._values[key]
+        value = compute()
+        self._values[key] = value
+        while len(self._values) > self.size:
+            self._values.popitem(last=False)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+RUNS_KEPT = 6  # one case's three backends × two dtypes
+
+
+class RunCache:
+    """Each (case, backend, device, dtype, data) is run once per test process while its case's
+    tests run (the tests are ordered by case); the least recently used runs beyond RUNS_KEPT
+    are dropped."""
+
+    def __init__(self, data: str | None, size: int = RUNS_KEPT):
         self.data = data
-        self._runs: dict[tuple, object] = {}
+        self._runs = LruCache(size)
 
     def get(self, case: str, backend: str, dtype: str, device: str):
         from parity.cases import get_case
         from parity.engine import run_backend
 
-        key = (case, backend, device, dtype)
-        if key not in self._runs:
-            self._runs[key] = run_backend(get_case(case), backend, device, dtype, data=self.data)
-        return self._runs[key]
+        return self._runs.get((case, backend, device, dtype),
+                              lambda: run_backend(get_case(case), backend, device, dtype, data=self.data))
 
 
 @pytest.fixture(scope="session")
@@ -185,17 +266,18 @@ def parity_run(pytestconfig, parity_run_cache):
 def parity_gradients(parity_run):
     """`parity_gradients(case, backend, dtype, device=None)` → (loss terms, gradients by tensor
     name, neutral layout) of the cached run's model; computed once per process."""
-    cache: dict[tuple, tuple] = {}
+    cache = LruCache(4)  # one case's two trainable backends × two dtypes
 
     def gradients(case: str, backend: str, dtype: str = "float64", device: str | None = None):
         run = parity_run(case, backend, dtype, device)
-        key = (case, backend, run.device, dtype)
-        if key not in cache:
+
+        def compute():
             from parity.cases import get_case
 
             _, _, batch = get_case(case).inputs(dtype, data=parity_run.data)
-            cache[key] = run.model.loss_and_gradients(batch)
-        return cache[key]
+            return run.model.loss_and_gradients(batch)
+
+        return cache.get((case, backend, run.device, dtype), compute)
 
     return gradients
 

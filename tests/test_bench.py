@@ -4,6 +4,8 @@ one line. The figures themselves are measurements, never asserted."""
 import json
 from pathlib import Path
 
+import pytest
+
 from parity import bench
 from parity.cli import main
 
@@ -11,8 +13,15 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_bench_writes_every_figure_and_compares(tmp_path, capsys):
-    out = tmp_path / "bench.json"
-    assert main(["bench", "--case", "gs1", "--repeat", "1", "--no-pytest", "--out", str(out)]) == 0
+    out, old = tmp_path / "bench.json", tmp_path / "old.json"
+    # an earlier result holding a few of the figures, each 1.0: --compare prints new/old for those
+    old.write_text(json.dumps({"schema": bench.SCHEMA, "imports_s": {"torch": 1.0}, "harness": [],
+                               "backends": [{"backend": "tensorflow", "case": "gs1", "dtype": "float64",
+                                             "build_s": 1.0, "forward_s": 1.0, "gradient_s": 1.0,
+                                             "adam_step_s": 1.0}],
+                               "bare_forward_s": 1.0, "bare_with_training_s": 1.0, "peak_rss_mb": 1.0}))
+    assert main(["bench", "--case", "gs1", "--repeat", "1", "--no-pytest", "--out", str(out),
+                 "--compare", str(old)]) == 0
     printed = capsys.readouterr().out
     result = json.loads(out.read_text())
     assert set(result["imports_s"]) == {"tensorflow", "torch"}
@@ -24,10 +33,11 @@ def test_bench_writes_every_figure_and_compares(tmp_path, capsys):
                                          "dump_s", "golden_s"}
     assert result["bare_with_training_s"] > result["bare_forward_s"] > sum(result["imports_s"].values())
     assert result["peak_rss_mb"] > 100 and "bare cost" in printed and "gs1" in printed
-    assert main(["bench", "--case", "gs1", "--repeat", "1", "--no-pytest", "--out", str(tmp_path / "b2.json"),
-                 "--compare", str(out)]) == 0
-    ratios = capsys.readouterr().out
-    assert "new/old" in ratios and "tensorflow gs1 float64 forward" in ratios
+    ratios = printed[printed.index("new/old"):].splitlines()
+    forward = next(line for line in ratios if line.startswith("tensorflow gs1 float64 forward"))
+    row = next(r for r in result["backends"] if (r["backend"], r["dtype"]) == ("tensorflow", "float64"))
+    assert float(forward.split()[-1]) == pytest.approx(row["forward_s"], abs=0.006)  # new / 1.0, printed %.2f
+    assert not any(line.startswith("tensorflow gs1 float32") for line in ratios)  # only what both hold
 
 
 def test_bench_times_pytest_cold_in_a_subprocess():

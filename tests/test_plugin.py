@@ -108,3 +108,73 @@ def test_plugin_bad_data_and_corrupt_golden_are_one_line(pytester, tmp_path):
     corrupt.stdout.fnmatch_lines([f"*{goldens / 'gs1.json'}: not valid JSON (line 1*"])
     assert "Traceback" not in corrupt.stdout.str()
     assert (goldens / "gs1.json").read_text() == '{"schema": 1'  # never rewritten
+
+
+ORDER_TEST = '''
+import pytest
+
+
+def test_plain():
+    pass
+
+
+def test_by_case(parity_case, parity_dtype):
+    pass
+
+
+def test_by_target(parity_target):
+    pass
+
+
+def test_later_plain():
+    pass
+'''
+
+
+def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester):
+    from parity.cases import case_names
+    from parity.pytest_plugin import case_in_nodeid as _case_in
+
+    pytester.makepyfile(test_order=ORDER_TEST)
+    collected = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q", "--parity-dtype", "float64")
+    ids = [line for line in collected.stdout.lines if "::" in line]
+    assert len(ids) == 2 + 4 * 3
+    assert ids[:2] == ["test_order.py::test_plain", "test_order.py::test_later_plain"]
+    cases = [_case_in(i) for i in ids[2:]]
+    # each case's tests form one block, in the case table's order
+    assert [c for i, c in enumerate(cases) if i == 0 or c != cases[i - 1]] == case_names("default")
+    # and under xdist each case runs on one worker, whichever it is
+    run = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "-v", "--parity-dtype", "float64")
+    run.assert_outcomes(passed=14)
+    workers: dict[str, set] = {}
+    for line in run.stdout.lines:
+        if " PASSED " in line and _case_in(line.split()[-1]):
+            worker, test_id = line.split()[0], line.split()[-1]
+            workers.setdefault(_case_in(test_id), set()).add(worker)
+    assert set(workers) == set(case_names("default")) and all(len(w) == 1 for w in workers.values()), workers
+
+
+def test_case_of_a_test_id():
+    from parity.pytest_plugin import case_in_nodeid
+
+    assert case_in_nodeid("t.py::test_x[gs2-big-float32]") == "gs2-big"
+    assert case_in_nodeid("t.py::test_x[gs2-big-probebig-torch-cpu-float64]") == "gs2-big-probebig"
+    assert case_in_nodeid("t.py::test_x[gs1]") == "gs1"
+    assert case_in_nodeid("t.py::test_x[tensorflow]") is None and case_in_nodeid("t.py::test_x") is None
+
+
+def test_run_cache_keeps_the_latest_runs_only():
+    from parity.pytest_plugin import LruCache
+
+    cache, computed = LruCache(2), []
+
+    def value(key):
+        return lambda: computed.append(key) or key
+
+    assert [cache.get((k,), value(k)) for k in "abab"] == list("abab")
+    assert computed == ["a", "b"]  # hits are not recomputed
+    cache.get(("c",), value("c"))  # evicts "a", the least recently used
+    assert len(cache) == 2
+    cache.get(("b",), value("b"))
+    cache.get(("a",), value("a"))
+    assert computed == ["a", "b", "c", "a"]

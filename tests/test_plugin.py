@@ -22,16 +22,28 @@ def test_parity_golden(parity_target, parity_run, parity_golden):
 '''
 
 
+@pytest.fixture(scope="session")
+def frameworks_imported(parity_gradients):
+    """A pytester run in this process forgets, afterwards, every module imported since the
+    `pytester` fixture was made; TensorFlow aborts when imported twice in one process. So all
+    the runs use is imported first, by a session fixture (set up before `pytester`)."""
+    for backend in ("tensorflow", "torch"):
+        parity_gradients("gs1", backend, "float64")
+
+
 @pytest.fixture
-def project(pytester, monkeypatch):
+def project(frameworks_imported, pytester, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     pytester.makepyfile(test_user=USER_TEST)
     goldens = pytester.path / "goldens"
     goldens.mkdir()
 
     def run(*args, xdist="0"):
-        return pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", xdist, "--parity-dtype", "float64",
-                                             "--parity-goldens", str(goldens), "-k", "gs1-", *args)
+        # serial runs in this process (the frameworks are imported once, not once per run; the
+        # plugin still comes from the installed entry point); the xdist run starts its workers
+        runner = pytester.runpytest if xdist == "0" else pytester.runpytest_subprocess
+        return runner("-p", "no:cacheprovider", "-n", xdist, "--parity-dtype", "float64",
+                      "--parity-goldens", str(goldens), "-k", "gs1-", *args)
 
     return goldens, run
 
@@ -77,33 +89,33 @@ def test_plugin_missing_golden_then_force_regen(project, monkeypatch):
     run().assert_outcomes(passed=2)
 
 
-def test_plugin_require_cuda_on_a_cpu_machine_is_one_line(pytester):
+def test_plugin_require_cuda_on_a_cpu_machine_is_one_line(frameworks_imported, pytester):
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("a GPU is present")
     pytester.makepyfile(test_user=USER_TEST)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--require-cuda")
+    result = pytester.runpytest("-p", "no:cacheprovider", "--require-cuda")
     assert result.ret != 0
     errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
     assert len(errors) == 1 and "--require-cuda: CUDA was requested but" in errors[0]
     assert "Traceback" not in result.stderr.str()
-    device = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--parity-device", "cuda")
+    device = pytester.runpytest("-p", "no:cacheprovider", "--parity-device", "cuda")
     assert device.ret != 0 and "ERROR: --parity-device cuda: CUDA was requested but" in device.stderr.str()
 
 
-def test_plugin_bad_data_and_corrupt_golden_are_one_line(pytester, tmp_path):
+def test_plugin_bad_data_and_corrupt_golden_are_one_line(frameworks_imported, pytester, tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
     pytester.makepyfile(test_user=USER_TEST)
-    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--parity-data", str(bad))
+    result = pytester.runpytest("-p", "no:cacheprovider", "--parity-data", str(bad))
     assert result.ret != 0
     errors = [line for line in result.stderr.lines if line.startswith("ERROR:")]
     assert errors == [f"ERROR: --parity-data: {bad}: not an NPZ file (no zip archive inside)"]
     goldens = tmp_path / "goldens"
     goldens.mkdir()
     (goldens / "gs1.json").write_text('{"schema": 1')
-    corrupt = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--parity-goldens", str(goldens),
-                                            "--parity-dtype", "float64", "-k", "gs1-torch")
+    corrupt = pytester.runpytest("-p", "no:cacheprovider", "--parity-goldens", str(goldens),
+                                 "--parity-dtype", "float64", "-k", "gs1-torch")
     corrupt.assert_outcomes(failed=1)
     corrupt.stdout.fnmatch_lines([f"*{goldens / 'gs1.json'}: not valid JSON (line 1*"])
     assert "Traceback" not in corrupt.stdout.str()

@@ -6,6 +6,8 @@ by canonical name; gradients come back in the neutral (Keras) layout.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import tensorflow as tf
 
@@ -49,17 +51,17 @@ def optimizer(cfg: AdamConfig):
                                  epsilon=cfg.epsilon, amsgrad=False)
 
 
-def train_steps(model, batch: Batch, steps: int, adam: AdamConfig) -> list[dict]:
-    """`steps` Adam steps on `batch`, updating `model` in place. Record k: {"loss": the loss
-    before step k, "tensors": every trainable tensor after it (numpy, neutral layout)}."""
+def train_steps(model, batch: Batch, steps: int, adam: AdamConfig) -> Iterator[dict]:
+    """`steps` Adam steps on `batch`, updating `model` in place, one at a time as the records are
+    read. Record k: {"loss": the loss before step k, "tensors": every trainable tensor after it
+    (numpy, neutral layout)}; lazily, so a step-by-step comparison holds one step per backend."""
     tracked = variables(model)
     adam_optimizer = optimizer(adam)
-    records = []
-    with tf.device(model.flags["tf_device"]):
-        for _ in range(steps):
+    for _ in range(steps):
+        with tf.device(model.flags["tf_device"]):  # entered per step: never held across a yield
             terms, grads = _loss_and_tape_gradients(model, batch, tracked)
             # a tensor the loss does not reach keeps its value, as in Keras' fit
             adam_optimizer.apply_gradients([(grads[k], v) for k, v in tracked.items() if grads[k] is not None])
-            records.append({"loss": float(terms["loss"].numpy()),
-                            "tensors": {k: np.asarray(v.numpy()) for k, v in tracked.items()}})
-    return records
+            record = {"loss": float(terms["loss"].numpy()),
+                      "tensors": {k: np.asarray(v.numpy()) for k, v in tracked.items()}}
+        yield record

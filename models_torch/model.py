@@ -158,7 +158,8 @@ class ForwardModel(nn.Module):
         return training.loss_and_gradients(self, batch)
 
     def train_steps(self, batch: Batch, steps: int, adam):
-        """`steps` Adam steps on `batch`, in place; one record per step (models_torch.training)."""
+        """`steps` Adam steps on `batch`, in place, as the records are read: an iterator of one
+        record per step (models_torch.training)."""
         return training.train_steps(self, batch, steps, adam)
 
     # -- persistence ------------------------------------------------------------------------

@@ -6,6 +6,8 @@ and bias, by canonical name; gradients come back in the neutral (Keras) layout.
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import numpy as np
 import torch
 
@@ -90,16 +92,15 @@ def optimizer(cfg: AdamConfig) -> Adam:
     return Adam(cfg)
 
 
-def train_steps(model, batch: Batch, steps: int, adam: AdamConfig) -> list[dict]:
-    """`steps` Adam steps on `batch`, updating `model` in place. Record k: {"loss": the loss
-    before step k, "tensors": every trainable tensor after it (numpy, neutral layout)}."""
+def train_steps(model, batch: Batch, steps: int, adam: AdamConfig) -> Iterator[dict]:
+    """`steps` Adam steps on `batch`, updating `model` in place, one at a time as the records are
+    read. Record k: {"loss": the loss before step k, "tensors": every trainable tensor after it
+    (numpy, neutral layout)}; lazily, so a step-by-step comparison holds one step per backend."""
     tracked = variables(model)
     adam_optimizer = optimizer(adam)
-    records = []
     for _ in range(steps):
         terms, grads = _loss_and_autograd(model, batch, tracked)
         # a frozen tensor, or one the loss does not reach, keeps its value
         adam_optimizer.apply_gradients([(grads[k], v) for k, v in tracked.items() if grads[k] is not None])
-        records.append({"loss": float(terms["loss"].detach()),
-                        "tensors": {k: to_keras_layout(k, p) for k, p in tracked.items()}})
-    return records
+        yield {"loss": float(terms["loss"].detach()),
+               "tensors": {k: to_keras_layout(k, p) for k, p in tracked.items()}}

@@ -75,7 +75,7 @@ def backend_times(case_names: Sequence[str], repeat: int, progress: Callable[[st
                 forward = _median(lambda: model.forward_train(batch), repeat)
                 gradient = _median(lambda: model.loss_and_gradients(batch), max(1, repeat // 2))
                 fresh = get_backend(backend).build(cfg, weights)
-                step = _median(lambda: fresh.train_steps(batch, 1, AdamConfig()), max(1, repeat // 2))
+                step = _median(lambda: list(fresh.train_steps(batch, 1, AdamConfig())), max(1, repeat // 2))
                 rows.append({"case": name, "dtype": dtype, "backend": backend, "build_s": build,
                              "forward_s": forward, "gradient_s": gradient, "adam_step_s": step})
     return rows

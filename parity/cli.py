@@ -88,7 +88,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
             result = run_case(case, device=args.device, dtype=dtype, data=args.data, goldens_dir=args.goldens,
                               ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps)
-            figures[(case.name, dtype)] = dump.dump_case(result, out)
+            figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures)
             worst = "; ".join(f"{name} worst {c.worst.stage}: {_rel(c.worst.rel_error)}"
                               for name, c in result.comparisons.items())
             print(f"{result.verdict()} ({worst}, {result.seconds:.1f} s)", flush=True)
@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "both sides and compare the loss and every weight after each step")
     p.add_argument("--goldens", metavar="DIR", help="golden folder to compare with (default: the shipped goldens; "
                                                     "not used with --data)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="write the JSON files and the report without the PNG figures (drawing them is most of "
+                        "the harness's own time: about 2.5 s per case and dtype)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("refresh", help="regenerate golden JSON from the float64 CPU reference run")

@@ -189,8 +189,9 @@ FIGURE_STAGES = {
 
 # -- per case -----------------------------------------------------------------------------------
 
-def dump_case(result: CaseResult, out: Path) -> list[Path]:
-    """Write the case's JSON files and figures into `<out>/<case>/`; return the figure paths."""
+def dump_case(result: CaseResult, out: Path, figures: bool = True) -> list[Path]:
+    """Write the case's JSON files and (unless `figures` is False) its figures into `<out>/<case>/`;
+    return the figure paths."""
     folder = Path(out) / result.case
     folder.mkdir(parents=True, exist_ok=True)
     full = result.to_dict()
@@ -205,19 +206,21 @@ def dump_case(result: CaseResult, out: Path) -> list[Path]:
                 {name: s["train"]["canvas"] for name, s in result.summaries.items() if "canvas" in s["train"]})
     _merge_json(folder / "offsets.json", result.dtype,
                 {name: s["train"]["offsets"] for name, s in result.summaries.items() if "offsets" in s["train"]})
-    figures = []
+    drawn: list[Path] = []
+    if not figures:
+        return drawn
     if result.training and any(c.cand_losses for c in result.training.values()):
         path = folder / f"training_{result.dtype}.png"
         _training_figure(result, path)
-        figures.append(path)
+        drawn.append(path)
     pair = (result.traces[result.ref], result.traces[result.candidates[0]])
     for kind, draw in FIGURES.items():
         if not all(stage in trace for stage in FIGURE_STAGES[kind] for trace in pair):
             continue  # a candidate that does not provide these stages gets no such figure
         path = folder / f"{kind}_{result.dtype}.png"
         draw(result, path)
-        figures.append(path)
-    return figures
+        drawn.append(path)
+    return drawn
 
 
 # -- run-level report ---------------------------------------------------------------------------

@@ -21,6 +21,7 @@ import numpy as np
 
 from parity import __version__
 from parity.backends import configure_all, get_backend
+from parity.cache import cached_run
 from parity.cases import Case
 from parity.compare import StageComparison, TraceComparison, compare_traces
 from parity.config import ForwardConfig
@@ -147,17 +148,20 @@ def gradient_checks(models: dict, results: dict, batch: Batch, profile, ref: str
 def training_checks(cfg: ForwardConfig, weights, batch: Batch, profile, device: str, ref: str,
                     candidates: Sequence[str], steps: int, adam: AdamConfig) -> dict:
     """`steps` Adam steps per backend, each on a freshly built model (the run's models stay as
-    they are), compared after every step."""
-    records = {}
-    for name in [ref, *candidates]:
+    they are), compared after every step. The reference steps in lockstep with each candidate,
+    so only one step of each is held; with several candidates it trains once per candidate."""
+    def train(name: str):  # a fresh model per comparison; None where the backend cannot train
         model = get_backend(name).build(cfg, weights, device=device)
-        if _trainable(model):
-            records[name] = model.train_steps(batch, steps, adam)
-    if ref not in records:
+        return model.train_steps(batch, steps, adam) if _trainable(model) else None
+
+    if train(ref) is None:
         raise ValueError(f"the reference {ref!r} cannot train (no train_steps)")
-    return {cand: (compare_training(cfg, records[ref], records[cand], profile, ref, cand) if cand in records
-                   else TrainingCheck(cand, ref, steps=[_not_trainable(ref, cand, "train")]))
-            for cand in candidates}
+    checks = {}
+    for cand in candidates:
+        records = train(cand)  # the two backends step in lockstep: one step of each is held
+        checks[cand] = (compare_training(cfg, train(ref), records, profile, ref, cand) if records is not None
+                        else TrainingCheck(cand, ref, steps=[_not_trainable(ref, cand, "train")]))
+    return checks
 
 
 @dataclass
@@ -288,12 +292,16 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
              tolerance_path: str | Path = TOLERANCE_PATH,
              goldens_dir: Optional[str | Path] = None, use_golden: bool = True,
              checkpoints: bool = True, ref: str = REF, candidates: Sequence[str] = (OTHER,),
-             grad: bool = False, train_steps: int = 0, adam: AdamConfig = AdamConfig()) -> CaseResult:
+             grad: bool = False, train_steps: int = 0, adam: AdamConfig = AdamConfig(),
+             reuse: Sequence[str] = ()) -> CaseResult:
     """Run `case` on the reference and every candidate backend, compare each candidate with the
     reference stage by stage (the numpy backend arbitrates a divergence), save and reload every
     model and, when the case has a golden (and the run is on the shipped data), compare each
     backend's summaries with it. `grad`: also the loss and every gradient (numpy's loss arbitrates);
-    `train_steps` K > 0: also K Adam steps from the same weights, compared after each step."""
+    `train_steps` K > 0: also K Adam steps from the same weights, compared after each step.
+    `reuse`: backends whose model and traces may come from this process's cache (`parity.cache`)
+    instead of a fresh build — only for backends nothing patches (the fault catalogue patches the
+    port and reuses the reference)."""
     candidates = [c for c in dict.fromkeys(candidates) if c != ref]
     if not candidates:
         raise ValueError("give at least one candidate backend other than the reference")
@@ -302,9 +310,14 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
     flags = require_device(device, names)
     profile = load_profile(device, dtype, path=tolerance_path)
     cfg, weights, batch = case.inputs(dtype, data=data)
-    models = {name: get_backend(name).build(cfg, weights, device=device) for name in names}
-    train = {name: m.forward_train(batch) for name, m in models.items()}
-    infer = {name: m.forward_infer(batch) for name, m in models.items()}
+    models, train, infer = {}, {}, {}
+    for name in names:
+        if name in reuse:
+            run = cached_run(case, name, device, dtype, data)
+            models[name], train[name], infer[name] = run.model, run.train, run.infer
+        else:
+            models[name] = model = get_backend(name).build(cfg, weights, device=device)
+            train[name], infer[name] = model.forward_train(batch), model.forward_infer(batch)
     comparisons, arbitrations = {}, {}
     for cand in candidates:
         comparisons[cand] = comparison = compare_traces(train[ref], train[cand], profile, ref, cand,

@@ -407,9 +407,10 @@ def evaluate(fault: Fault) -> Observation:
     if fault.where == "golden":
         return _evaluate_data_fault(fault)
     with fault.inject():
+        # the reference is never patched: its model and traces come from the process's cache
         result = run_case(get_case(fault.case), device="cpu", dtype=DTYPE, use_golden=False,
                           checkpoints=fault.where == "checkpoint", grad=fault.where == "gradients",
-                          train_steps=TRAIN_STEPS if fault.where == "training" else 0)
+                          train_steps=TRAIN_STEPS if fault.where == "training" else 0, reuse=("tensorflow",))
     first = result.comparison.first_divergence
     if first is not None:
         blame = (result.arbitration or {}).get("blame")

@@ -26,7 +26,6 @@ checks a run against its case's golden.
 from __future__ import annotations
 
 import os
-from collections import OrderedDict
 from pathlib import Path
 
 import pytest
@@ -197,46 +196,19 @@ def pytest_xdist_make_scheduler(config, log):
     return CaseScheduling(config, log)
 
 
-class LruCache:
-    """At most `size` values, the least recently used dropped first (bounds a test process's
-    memory: a case's runs are not needed once its tests are done)."""
-
-    def __init__(self, size: int):
-        self.size = size
-        self._values: OrderedDict[tuple, object] = OrderedDict()
-
-    def get(self, key: tuple, compute):
-        if key in self._values:
-            self._values.move_to_end(key)
-            return self._values[key]
-        value = compute()
-        self._values[key] = value
-        while len(self._values) > self.size:
-            self._values.popitem(last=False)
-        return value
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-
-RUNS_KEPT = 6  # one case's three backends × two dtypes
-
-
 class RunCache:
     """Each (case, backend, device, dtype, data) is run once per test process while its case's
-    tests run (the tests are ordered by case); the least recently used runs beyond RUNS_KEPT
-    are dropped."""
+    tests run (the tests are ordered by case); the runs live in `parity.cache`, shared with
+    `run_case(reuse=...)`, which keeps the latest few."""
 
-    def __init__(self, data: str | None, size: int = RUNS_KEPT):
+    def __init__(self, data: str | None):
         self.data = data
-        self._runs = LruCache(size)
 
     def get(self, case: str, backend: str, dtype: str, device: str):
+        from parity.cache import cached_run
         from parity.cases import get_case
-        from parity.engine import run_backend
 
-        return self._runs.get((case, backend, device, dtype),
-                              lambda: run_backend(get_case(case), backend, device, dtype, data=self.data))
+        return cached_run(get_case(case), backend, device, dtype, data=self.data)
 
 
 @pytest.fixture(scope="session")
@@ -266,6 +238,8 @@ def parity_run(pytestconfig, parity_run_cache):
 def parity_gradients(parity_run):
     """`parity_gradients(case, backend, dtype, device=None)` → (loss terms, gradients by tensor
     name, neutral layout) of the cached run's model; computed once per process."""
+    from parity.cache import LruCache
+
     cache = LruCache(4)  # one case's two trainable backends × two dtypes
 
     def gradients(case: str, backend: str, dtype: str = "float64", device: str | None = None):

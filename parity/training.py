@@ -4,16 +4,17 @@ backward order of the trainable tensors, and the comparison of losses, gradients
 The backends compute; this module only names, orders and judges (numpy only):
   - `loss_and_gradients(batch)` on a model → ({"loss", "loss.nll", "loss.mae"}: float,
     {"log_scale" | canonical weight name: gradient in the neutral (Keras) layout});
-  - `train_steps(batch, steps, adam)` → K records of the loss before the step and every trainable
-    tensor after it.
+  - `train_steps(batch, steps, adam)` → an iterator of K records (the loss before the step and
+    every trainable tensor after it), each step taken as its record is read.
 Tolerance keys: `loss`, `loss.nll`, `loss.mae`, `grad.<tensor>`, `train.loss`, `train.<tensor>`.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -270,15 +271,22 @@ def step_trace(record: Mapping) -> dict[str, np.ndarray]:
     return {"train.loss": np.asarray(record["loss"]), **_as_arrays(record["tensors"], "train.")}
 
 
-def compare_training(cfg: ForwardConfig, ref: Sequence[Mapping], cand: Sequence[Mapping], profile: ToleranceProfile,
+def compare_training(cfg: ForwardConfig, ref: Iterable[Mapping], cand: Iterable[Mapping], profile: ToleranceProfile,
                      ref_name: str, cand_name: str) -> TrainingCheck:
-    """`ref`/`cand`: the records `train_steps` returns, one per step."""
+    """`ref`/`cand`: the records `train_steps` yields, one per step, read in lockstep so that only
+    the current step of each backend is held (K steps of every tensor would not fit a big model)."""
     order = ["train.loss", *(f"train.{n}" for n in trainable_names(cfg))]
-    check = TrainingCheck(cand_name, ref_name, ref_losses=[float(r["loss"]) for r in ref],
-                          cand_losses=[float(r["loss"]) for r in cand])
-    for r, c in zip(ref, cand):
+    check = TrainingCheck(cand_name, ref_name)
+    missing = object()
+    ref, cand = iter(ref), iter(cand)
+    for r, c in itertools.zip_longest(ref, cand, fillvalue=missing):
+        if r is missing or c is missing:  # a backend that stopped early is a failure, not a shorter test
+            n_ref = len(check.ref_losses) + (r is not missing) + sum(1 for _ in ref)
+            n_cand = len(check.cand_losses) + (c is not missing) + sum(1 for _ in cand)
+            stop = StageComparison("train.steps", False, f"{ref_name} ran {n_ref} steps, {cand_name} {n_cand}")
+            check.steps.append(TraceComparison(ref_name, cand_name, [stop]))
+            break
+        check.ref_losses.append(float(r["loss"]))
+        check.cand_losses.append(float(c["loss"]))
         check.steps.append(compare_traces(step_trace(r), step_trace(c), profile, ref_name, cand_name, order=order))
-    if len(ref) != len(cand):  # a backend that stopped early is a failure, not a shorter test
-        missing = StageComparison("train.steps", False, f"{ref_name} ran {len(ref)} steps, {cand_name} {len(cand)}")
-        check.steps.append(TraceComparison(ref_name, cand_name, [missing]))
     return check

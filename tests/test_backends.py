@@ -40,7 +40,7 @@ def test_third_party_backends_come_from_the_entry_point_group(monkeypatch):
 
 def test_check_with_two_candidates_prints_both_columns(tmp_path, capsys):
     code = main(["check", "--case", "gs1", "--dtype", "float64", "--candidate", "torch", "--candidate", "numpy",
-                 "--out", str(tmp_path)])
+                 "--no-figures", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
     header = [line for line in out.splitlines() if line.startswith("case")][0]
@@ -55,7 +55,7 @@ def test_check_with_two_candidates_prints_both_columns(tmp_path, capsys):
 
 def test_check_with_numpy_as_the_reference(tmp_path, capsys):
     assert main(["check", "--case", "gs1", "--dtype", "float64", "--ref", "numpy", "--candidate", "tensorflow",
-                 "--out", str(tmp_path)]) == 0
+                 "--no-figures", "--out", str(tmp_path)]) == 0
     assert "numpy vs tensorflow" in capsys.readouterr().out
 
 
@@ -69,7 +69,7 @@ def test_network_stage_bug_in_torch_is_blamed_on_torch(tmp_path, capsys):
     from parity.faults import get_fault
 
     with get_fault("avg-pool-for-max-pool").inject():
-        code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--out", str(tmp_path)])
+        code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--no-figures", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 1
     assert "first divergence at encoder.out: torch disagrees with tensorflow and with numpy at encoder.out" in out

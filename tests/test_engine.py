@@ -103,7 +103,7 @@ def test_check_exit_1_on_divergence_names_stage_and_side(tmp_path, capsys, monke
         return honest(patches, offsets + 1e-3, cfg)
 
     monkeypatch.setattr(torch_physics, "object_canvas", shifted_canvas)
-    code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--out", str(tmp_path)])
+    code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--no-figures", "--out", str(tmp_path)])
     text = capsys.readouterr().out
     assert code == 1
     assert "DIVERGED" in text
@@ -142,17 +142,21 @@ def test_check_exit_2_on_bad_data_file(tmp_path, capsys, small_scan_arrays):
 def test_check_on_other_data(tmp_path, capsys, small_scan_arrays):
     path = tmp_path / "other.npz"
     np.savez(path, **small_scan_arrays)
-    assert main(["check", "--case", "gs2-small", "--dtype", "float64", "--data", str(path),
+    assert main(["check", "--case", "gs2-small", "--dtype", "float64", "--data", str(path), "--no-figures",
                  "--out", str(tmp_path / "r")]) == 0
     stats = json.loads((tmp_path / "r" / "gs2-small" / "stats.json").read_text())
     assert stats["float64"]["verdict"] == "PASS (no golden)"  # goldens hold the shipped data only
+    # --no-figures: every JSON file and the report, no PNG
+    assert sorted(p.name for p in (tmp_path / "r" / "gs2-small").iterdir()) == ["canvas.json", "offsets.json",
+                                                                                "stats.json"]
+    assert "![" not in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_check_with_data_skips_cases_of_another_detector_size(tmp_path, capsys):
     from parity.fixture import FIXTURE_N128_PATH
 
     assert main(["check", "--cases", "all", "--dtype", "float64", "--data", str(FIXTURE_N128_PATH),
-                 "--out", str(tmp_path / "r")]) == 0
+                 "--no-figures", "--out", str(tmp_path / "r")]) == 0
     out = capsys.readouterr().out
     assert f"skipping gs1: it needs N=64, {FIXTURE_N128_PATH} has 128x128 patterns" in out
     assert "[1/1] gs2-big-n128 float64 ... PASS" in out
@@ -173,7 +177,7 @@ def test_check_compares_each_backend_with_the_golden(tmp_path, capsys):
     golden["summaries"]["patch_stats"]["global_std"] *= 1.5
     golden["digests"]["float64"]["inputs"]["probe"] = "0" * 64
     (tmp_path / "gs1.json").write_text(json.dumps(golden))
-    code = main(["check", "--case", "gs1", "--dtype", "float64", "--goldens", str(tmp_path),
+    code = main(["check", "--case", "gs1", "--dtype", "float64", "--goldens", str(tmp_path), "--no-figures",
                  "--out", str(tmp_path / "r")])
     out = capsys.readouterr().out
     assert code == 1 and "GOLDEN DIFFERS" in out
@@ -189,3 +193,20 @@ def test_check_with_a_corrupt_golden_is_one_line(tmp_path, capsys):
                  "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "gs1.json: not valid JSON" in err and "Traceback" not in err
+
+
+def test_run_case_reuses_only_the_backends_it_is_told_to():
+    """`reuse=("tensorflow",)`: the reference's model and traces come from the process cache (the
+    same objects on a second call), the candidate is built afresh each time."""
+    from parity.cache import cached_run
+
+    case = get_case("gs1")
+    first = run_case(case, dtype="float64", use_golden=False, checkpoints=False, reuse=("tensorflow",))
+    second = run_case(case, dtype="float64", use_golden=False, checkpoints=False, reuse=("tensorflow",))
+    assert first.passed and second.passed
+    assert first.traces["tensorflow"] is second.traces["tensorflow"] is cached_run(case, "tensorflow", "cpu",
+                                                                                     "float64").train
+    assert first.traces["torch"] is not second.traces["torch"]
+    fresh = run_case(case, dtype="float64", use_golden=False, checkpoints=False)
+    assert fresh.traces["tensorflow"] is not first.traces["tensorflow"]
+    assert fresh.summaries["tensorflow"] == first.summaries["tensorflow"]

@@ -50,15 +50,21 @@ def test_parity_training_tracks(parity_case, parity_run, parity_device_name):
 
     case = get_case(parity_case)
     cfg, weights, batch = case.inputs("float64", data=parity_run.data)
-    records = {name: get_backend(name).build(cfg, weights, device=parity_device_name).train_steps(batch, STEPS, AdamConfig())
-               for name in ("tensorflow", "torch")}
-    check = compare_training(cfg, records["tensorflow"], records["torch"],
+    last = {}
+
+    def steps(name):  # read in lockstep by compare_training; the last record is kept here
+        for record in get_backend(name).build(cfg, weights, device=parity_device_name).train_steps(batch, STEPS,
+                                                                                                   AdamConfig()):
+            last[name] = record
+            yield record
+
+    check = compare_training(cfg, steps("tensorflow"), steps("torch"),
                              load_profile(parity_device_name, "float64"), "tensorflow", "torch")
     assert len(check.steps) == STEPS
     assert check.passed, check.describe()
     # the steps really train: the loss moves and every tensor changed
     assert check.ref_losses[-1] != check.ref_losses[0]
-    assert all(not np.array_equal(records["tensorflow"][-1]["tensors"][k], weights[k]) for k in weight_specs(cfg))
+    assert all(not np.array_equal(last["tensorflow"]["tensors"][k], weights[k]) for k in weight_specs(cfg))
 
 
 def test_loss_formulas_are_the_documented_ones(parity_run):
@@ -131,7 +137,7 @@ def test_torch_optim_adam_is_not_keras_adam():
     from models_torch import model as torch_model
     from models_torch import training as torch_training
 
-    ref = torch_model.build(cfg, weights).train_steps(batch, 1, AdamConfig())
+    ref = list(torch_model.build(cfg, weights).train_steps(batch, 1, AdamConfig()))
     model = torch_model.build(cfg, weights)
     tracked = torch_training.variables(model)
     optimizer = torch.optim.Adam(list(tracked.values()), lr=1e-3, betas=(0.9, 0.999), eps=1e-7)
@@ -171,3 +177,27 @@ def test_parity_gradient_divergence_is_blamed_by_central_differences(parity_grad
     assert check.first_divergence.stage == f"grad.{tensor}"
     assert check.blame["blame"] == "tensorflow", check.blame["verdict"]
     assert "tensorflow is wrong" in check.describe()
+
+
+def test_training_records_are_read_in_lockstep_and_a_short_run_fails():
+    """compare_training reads both backends' records one step at a time (a step is taken as its
+    record is read), and a backend that stops early fails with both step counts."""
+    cfg = get_case("gs1").config
+    weights = get_case("gs1").weights("float64")
+    read = []
+
+    def records(name, n, scale=1.0):
+        for k in range(n):
+            read.append((name, k))
+            yield {"loss": 1.0 - 0.1 * k, "tensors": {"log_scale": np.asarray(0.5 * scale),
+                                                      **{w: v * scale for w, v in weights.items()}}}
+
+    profile = load_profile("cpu", "float64")
+    check = compare_training(cfg, records("a", 3), records("b", 3), profile, "a", "b")
+    assert check.passed and len(check.steps) == 3 and check.ref_losses == check.cand_losses
+    assert read == [("a", 0), ("b", 0), ("a", 1), ("b", 1), ("a", 2), ("b", 2)]
+    short = compare_training(cfg, records("a", 3), records("b", 2), profile, "a", "b")
+    assert not short.passed and short.first_divergence[0] == 3
+    assert short.first_divergence[1].message == "a ran 3 steps, b 2"
+    parted = compare_training(cfg, records("a", 2), records("b", 2, scale=1.001), profile, "a", "b")
+    assert not parted.passed and parted.first_divergence[0] == 1

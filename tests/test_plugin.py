@@ -176,7 +176,7 @@ def test_case_of_a_test_id():
 
 
 def test_run_cache_keeps_the_latest_runs_only():
-    from parity.pytest_plugin import LruCache
+    from parity.cache import LruCache
 
     cache, computed = LruCache(2), []
 

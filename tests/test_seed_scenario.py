@@ -16,7 +16,8 @@ pytestmark = pytest.mark.parity
 
 
 def _check(tmp_path, capsys, case="gs2-big"):
-    code = main(["check", "--case", case, "--dtype", "float64", "--compare-paths", "--out", str(tmp_path)])
+    code = main(["check", "--case", case, "--dtype", "float64", "--compare-paths", "--no-figures",
+                 "--out", str(tmp_path)])
     out = capsys.readouterr().out
     stats = json.loads((tmp_path / case / "stats.json").read_text())["float64"]
     return code, out, stats

@@ -242,3 +242,21 @@ def test_loaded_state_wins_over_config(be, tmp_path):
     np.testing.assert_allclose(trace["scaled_input"] * 2, trace["input.diffraction"] / cfg.intensity_scale, rtol=1e-12)
     back = be.package.load(model.save(tmp_path / "drifted.ckpt"))
     np.testing.assert_array_equal(back.forward_train(batch)["scaled_input"], trace["scaled_input"])
+
+
+def test_torch_takes_its_thread_share_from_the_environment(monkeypatch):
+    """PARITY_NUM_THREADS (set by the plugin for each xdist worker, inherited by the processes a
+    test starts) sizes torch's CPU thread pool when a model is configured; a bad value is one line."""
+    import torch
+
+    from models_torch.device import DeviceError, configure
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("PARITY_NUM_THREADS", "1")
+        assert configure("cpu")["torch_threads"] == torch.get_num_threads() == 1
+        monkeypatch.setenv("PARITY_NUM_THREADS", "two")
+        with pytest.raises(DeviceError, match="PARITY_NUM_THREADS must be a positive integer, got 'two'"):
+            configure("cpu")
+    finally:
+        torch.set_num_threads(before)

@@ -147,7 +147,7 @@ def test_later_plain():
 '''
 
 
-def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester):
+def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester, monkeypatch):
     from parity.cases import case_names
     from parity.pytest_plugin import case_in_nodeid as _case_in
 
@@ -159,7 +159,10 @@ def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester):
     cases = [_case_in(i) for i in ids[2:]]
     # each case's tests form one block, in the case table's order
     assert [c for i, c in enumerate(cases) if i == 0 or c != cases[i - 1]] == case_names("default")
-    # and under xdist each case runs on one worker, whichever it is
+    # and under xdist each case runs on one worker, whichever it is (the thread shares of the
+    # workers of this run, not of the run around it)
+    for variable in ("PARITY_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+        monkeypatch.delenv(variable, raising=False)
     run = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "-v", "--parity-dtype", "float64")
     run.assert_outcomes(passed=14)
     workers: dict[str, set] = {}

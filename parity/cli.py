@@ -133,7 +133,8 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
         raise UsageError("CI is set: goldens are never written in CI (use --dry-run, or --allow-ci)")
     print(f"parity refresh --{args.mode}: {len(cases)} case(s), goldens in {directory}/"
           f"{' (dry run)' if args.dry_run else ''}", flush=True)
-    planned = plan(cases, args.mode, directory, progress=lambda line: print(line, flush=True))
+    planned = plan(cases, args.mode, directory, progress=lambda line: print(line, flush=True),
+                   recompute=args.recompute)
     if not args.dry_run:
         apply(planned, allow_ci=args.allow_ci)
     print(format_plan(planned, args.dry_run))
@@ -255,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     p.add_argument("--goldens", metavar="DIR", help="golden folder (default: the project's fixtures/goldens)")
     p.add_argument("--allow-ci", action="store_true", help="write even though CI is set")
+    p.add_argument("--recompute", action="store_true",
+                   help="run the reference even where a golden's fingerprint shows nothing that decides it "
+                        "has changed (--failing and --new trust a matching fingerprint; --all always runs)")
     p.set_defaults(func=_cmd_refresh)
 
     p = sub.add_parser("bench", help="measure imports, builds, forwards, gradients, the harness and `pytest -k parity`")

@@ -417,13 +417,19 @@ def reference_golden(case: Case, data: Optional[str | Path] = None) -> dict:
 
 def golden_of(run: BackendRun, case: Case, data: Optional[str | Path] = None) -> dict:
     """The golden a run would write: its summaries plus the loss terms and gradient norms of its
-    model, the digests of both dtypes and its provenance."""
-    from parity.goldens import build_golden
+    model, the digests of both dtypes and its provenance (with, for the reference run, the
+    fingerprint `parity.fingerprint` checks)."""
+    from parity.goldens import REFERENCE, build_golden
 
     _, _, batch = case.inputs(run.dtype, data=data)
     summaries = dict(run.summaries)
     if _trainable(run.model):
         summaries["gradients"] = gradient_summary(*run.model.loss_and_gradients(batch))
     all_digests = {d: case_digests(case, d, data) for d in ("float32", "float64")}
-    return build_golden(case.name, case.config.to_dict(), all_digests, summaries,
-                        dict(run.provenance, backend=run.backend))
+    golden = build_golden(case.name, case.config.to_dict(), all_digests, summaries,
+                          dict(run.provenance, backend=run.backend))
+    if (run.backend, run.device, run.dtype) == REFERENCE:  # what `parity refresh` may trust without a re-run
+        from parity.fingerprint import fingerprint, inputs_key
+
+        golden["provenance"]["fingerprint"] = fingerprint(golden, inputs_key(case, data))
+    return golden

@@ -47,9 +47,12 @@ def _changed_keys(old: dict, new: dict) -> list[tuple[str, object, object]]:
 
 def plan(cases: Sequence[Case], mode: str, goldens_dir: Optional[Path] = None,
          data: Optional[str | Path] = None,
-         progress: Callable[[str], None] = lambda line: None) -> list[Planned]:
-    """Run the reference for every case and decide, per golden, what `mode` writes."""
-    from parity.engine import reference_golden
+         progress: Callable[[str], None] = lambda line: None, recompute: bool = False) -> list[Planned]:
+    """Decide, per golden, what `mode` writes. The reference is run for every case, except — in
+    the `failing` and `new` modes, unless `recompute` — where the golden's fingerprint shows that
+    nothing that decides it has changed (parity.fingerprint): that golden is unchanged as it is."""
+    from parity import engine
+    from parity.fingerprint import inputs_key, matches
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -57,8 +60,17 @@ def plan(cases: Sequence[Case], mode: str, goldens_dir: Optional[Path] = None,
     out = []
     for i, case in enumerate(cases, 1):
         path = golden_path(case.name, goldens_dir)
+        try:
+            old = load_golden(path)
+        except GoldenError:
+            old = None
+        if old is not None and mode != "all" and not recompute and matches(old, inputs_key(case, data)):
+            progress(f"[{i}/{len(cases)}] {case.name}: fingerprint matches, not re-run")
+            out.append(Planned(case.name, path, "unchanged", False, old,
+                               note="fingerprint matches: same sources, versions, inputs and golden; not re-run"))
+            continue
         progress(f"[{i}/{len(cases)}] {case.name}: reference run ({' '.join(REFERENCE)}) ...")
-        new = reference_golden(case, data=data)
+        new = engine.reference_golden(case, data=data)
         try:
             old = load_golden(path)
         except GoldenError as exc:

@@ -222,3 +222,75 @@ def test_refresh_cli_dry_run_and_ci(tmp_path, capsys, monkeypatch):
     assert "CI is set" in capsys.readouterr().err
     assert main(["refresh", "--case", "nope"]) == 2
     assert "unknown case 'nope'" in capsys.readouterr().err
+
+
+@pytest.fixture
+def reference_must_not_run(monkeypatch):
+    """Fail if `parity refresh` runs the reference; count the runs it is allowed."""
+    import parity.engine as engine
+
+    runs = []
+
+    def forbidden(case, data=None):
+        runs.append(case.name)
+        raise AssertionError(f"reference run of {case.name}")
+
+    monkeypatch.setattr(engine, "reference_golden", forbidden)
+    return runs
+
+
+def _fingerprinted_copy(folder, names):
+    """The committed goldens of `names`, with the fingerprint this checkout would write (the
+    committed ones match the commit that wrote them; any later edit of a source they cover
+    only makes the refresh run the reference again)."""
+    from parity.fingerprint import fingerprint, inputs_key
+
+    for name in names:
+        golden = load_golden(golden_path(name))
+        golden["provenance"]["fingerprint"] = fingerprint(golden, inputs_key(get_case(name)))
+        (folder / f"{name}.json").write_text(dumps(golden))
+    return folder
+
+
+def test_refresh_trusts_a_matching_fingerprint_without_running(reference_must_not_run, tmp_path, capsys):
+    """Where nothing that decides a golden changed, --dry-run and --failing decide from the
+    fingerprint alone and run no model."""
+    from parity.cases import case_names
+
+    folder = _fingerprinted_copy(tmp_path, case_names("all"))
+    planned = plan([get_case(n) for n in case_names("all")], "failing", folder)
+    assert [(p.status, p.write) for p in planned] == [("unchanged", False)] * len(planned)
+    assert all("fingerprint matches" in p.note for p in planned) and reference_must_not_run == []
+    assert main(["refresh", "--dry-run", "--cases", "default", "--goldens", str(folder)]) == 0
+    assert "4 unchanged; dry run: 0 golden(s) would be written" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("change", ["edited summary", "no fingerprint", "other tensorflow", "other source"])
+def test_refresh_reruns_where_the_fingerprint_does_not_match(change, reference_must_not_run, tmp_path, monkeypatch):
+    import parity.fingerprint as fp
+
+    golden = load_golden(_fingerprinted_copy(tmp_path, ["gs1"]) / "gs1.json")
+    if change == "edited summary":
+        golden["summaries"]["patch_stats"]["global_std"] *= 1 + 1e-12  # within tolerance, still a change
+    elif change == "no fingerprint":
+        del golden["provenance"]["fingerprint"]  # a golden written before fingerprints
+    elif change == "other tensorflow":
+        versions = fp._versions()
+        monkeypatch.setattr(fp, "_versions", lambda: dict(versions, tensorflow="0.0.1"))
+    else:
+        sources = fp._package_sources("models_tf")
+        edited = tmp_path / sources[0].name
+        edited.write_bytes(sources[0].read_bytes() + b"\n# edited\n")
+        monkeypatch.setattr(fp, "_package_sources", lambda package: [edited, *sources[1:]])
+    (tmp_path / "gs1.json").write_text(dumps(golden))
+    with pytest.raises(AssertionError, match="reference run of gs1"):
+        plan([get_case("gs1")], "failing", tmp_path)
+    assert reference_must_not_run == ["gs1"]
+
+
+def test_refresh_recompute_and_all_always_run(reference_must_not_run, tmp_path):
+    folder = _fingerprinted_copy(tmp_path, ["gs1"])
+    for mode, recompute in (("failing", True), ("new", True), ("all", False)):
+        with pytest.raises(AssertionError, match="reference run of gs1"):
+            plan([get_case("gs1")], mode, folder, recompute=recompute)
+    assert reference_must_not_run == ["gs1"] * 3

@@ -9,7 +9,7 @@ mismatch, or NaN/Inf on one side only is a failure with its own message; NaNs ar
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -84,9 +84,17 @@ def location(shape: Sequence[int], flat_index: int) -> dict:
     return {"index": [int(i) for i in idx]}
 
 
+METRICS = ("max", "norm")
+
+
 def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndarray],
-                  tolerance: float, ref_name: str = "reference", other_name: str = "other") -> StageComparison:
-    """Compare one stage; never raises for bad data, it reports it."""
+                  tolerance: float, ref_name: str = "reference", other_name: str = "other",
+                  metric: str = "max") -> StageComparison:
+    """Compare one stage; never raises for bad data, it reports it. `metric`: "max" judges
+    max|Δ|/max|ref| (every stage and gradient); "norm" judges ‖Δ‖₂/‖ref‖₂ (weights after Adam
+    steps, where a few elements may part while the tensor as a whole tracks)."""
+    if metric not in METRICS:
+        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
     if ref is None or other is None:
         missing = ref_name if ref is None else other_name
         present = other_name if ref is None else ref_name
@@ -112,13 +120,21 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
     delta = np.where(finite, np.abs(other.astype(wide) - ref.astype(wide)), 0.0)
     max_ref = float(np.max(np.where(finite, np.abs(ref.astype(wide)), 0.0), initial=0.0))
     max_abs = float(np.max(delta, initial=0.0))
-    rel = max_abs / max_ref if max_ref > 0 else max_abs
-    scale = max_ref if max_ref > 0 else 1.0
+    if metric == "norm":
+        norm_ref = float(np.linalg.norm(np.where(finite, np.abs(ref.astype(wide)), 0.0)))
+        norm_delta = float(np.linalg.norm(delta))
+        rel = norm_delta / norm_ref if norm_ref > 0 else norm_delta
+        scale = norm_ref / np.sqrt(max(ref.size, 1)) if norm_ref > 0 else 1.0  # the RMS of ref
+        what = "relative error ‖Δ‖₂/‖ref‖₂"
+    else:
+        rel = max_abs / max_ref if max_ref > 0 else max_abs
+        scale = max_ref if max_ref > 0 else 1.0
+        what = "relative error"
     n_over = int(np.sum(delta > tolerance * scale))
     budget = rel / tolerance if tolerance > 0 else (0.0 if rel == 0 else float("inf"))
     passed = rel <= tolerance
     message = "" if passed else (
-        f"relative error {rel:.3e} exceeds tolerance {tolerance:.1e} "
+        f"{what} {rel:.3e} exceeds tolerance {tolerance:.1e} "
         f"({n_over} of {ref.size} elements over)")
     if bad_ref.any():
         message = (message + "; " if message else "") + f"{int(bad_ref.sum())} NaN/Inf at identical places on both sides"
@@ -132,10 +148,11 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
 def compare_traces(ref: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray],
                    tolerances: ToleranceProfile | Mapping[str, float] | float,
                    ref_name: str = "reference", other_name: str = "other",
-                   order: Sequence[str] = TRAIN_STAGES, not_provided: Sequence[str] = ()) -> TraceComparison:
+                   order: Sequence[str] = TRAIN_STAGES, not_provided: Sequence[str] = (),
+                   metric: Callable[[str], str] = lambda stage: "max") -> TraceComparison:
     """Compare every stage in `order` plus any stage found on one side only (appended). Stages in
     `not_provided` (declared by the candidate as not implemented) are listed as such: they are
-    not compared, and they are not hidden."""
+    not compared, and they are not hidden. `metric(stage)` picks each stage's metric."""
     names = [s for s in order if s in ref or s in other]
     names += sorted((set(ref) | set(other)) - set(names))
     out = TraceComparison(ref_name, other_name)
@@ -144,7 +161,7 @@ def compare_traces(ref: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray
             out.stages.append(StageComparison(stage, True, f"not provided by {other_name}", provided=False))
             continue
         out.stages.append(compare_stage(stage, ref.get(stage), other.get(stage),
-                                        _tolerance(tolerances, stage), ref_name, other_name))
+                                        _tolerance(tolerances, stage), ref_name, other_name, metric(stage)))
     return out
 
 

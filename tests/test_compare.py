@@ -67,3 +67,20 @@ def test_tolerance_profiles_and_longest_glob(tmp_path):
     path.write_text("[[[ not toml")
     with pytest.raises(ToleranceError, match="cannot read the tolerance file"):
         load_profile("cpu", "float32", path=path)
+
+
+def test_norm_metric_sees_the_tensor_not_its_worst_element():
+    """metric="norm" (weights after Adam steps) judges ‖Δ‖₂/‖ref‖₂: one element of 10,000 off by
+    1e-3 of max|ref| is 1e-3 element-wise but ≈ 1e-5 in norm; every element off by 1e-3 is 1e-3
+    either way."""
+    ref = np.ones(10_000)
+    one = ref.copy()
+    one[17] += 1e-3
+    assert compare_stage("w", ref, one, 1e-4).rel_error == pytest.approx(1e-3)
+    lone = compare_stage("w", ref, one, 1e-4, metric="norm")
+    assert lone.passed and lone.rel_error == pytest.approx(1e-5)
+    every = compare_stage("w", ref, ref * (1 + 1e-3), 1e-4, metric="norm")
+    assert not every.passed and every.rel_error == pytest.approx(1e-3)
+    assert "‖Δ‖₂/‖ref‖₂" in every.message and "10000 of 10000 elements over" in every.message
+    with pytest.raises(ValueError, match="metric must be one of"):
+        compare_stage("w", ref, ref, 1e-4, metric="mean")

@@ -154,12 +154,12 @@ def training_checks(cfg: ForwardConfig, weights, batch: Batch, profile, device: 
         model = get_backend(name).build(cfg, weights, device=device)
         return model.train_steps(batch, steps, adam) if _trainable(model) else None
 
-    if train(ref) is None:
-        raise ValueError(f"the reference {ref!r} cannot train (no train_steps)")
     checks = {}
     for cand in candidates:
-        records = train(cand)  # the two backends step in lockstep: one step of each is held
-        checks[cand] = (compare_training(cfg, train(ref), records, profile, ref, cand) if records is not None
+        ref_records, records = train(ref), train(cand)  # stepped in lockstep: one step of each is held
+        if ref_records is None:
+            raise ValueError(f"the reference {ref!r} cannot train (no train_steps)")
+        checks[cand] = (compare_training(cfg, ref_records, records, profile, ref, cand) if records is not None
                         else TrainingCheck(cand, ref, steps=[_not_trainable(ref, cand, "train")]))
     return checks
 

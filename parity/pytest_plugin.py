@@ -19,8 +19,8 @@ Ordering: the tests of one case run together (after the others); under `-n N` (t
 `--dist load`) all tests of a case go to one worker, so a case is computed by one worker.
 
 Fixtures: `parity_run(case, backend, dtype)` → a cached `parity.engine.BackendRun` (each
-(case, backend, device, dtype) computed once per test process while its case's tests run), and `parity_golden(run)`, which
-checks a run against its case's golden.
+(case, backend, device, dtype) computed once per test process while its case's tests run), and
+`parity_golden(run)`, which checks a run against its case's golden.
 """
 
 from __future__ import annotations
@@ -148,16 +148,6 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("parity_target", targets, ids=["-".join(t) for t in targets])
 
 
-def case_of(item) -> str | None:
-    """The parity case a collected test is parametrised with (None: not a per-case test)."""
-    params = getattr(getattr(item, "callspec", None), "params", {})
-    if "parity_case" in params:
-        return params["parity_case"]
-    if "parity_target" in params:
-        return params["parity_target"][0]
-    return None
-
-
 def case_in_nodeid(nodeid: str) -> str | None:
     """The case a test id is parametrised with: its parameter id starts with a case name
     (`test_x[gs2-big-float32]`, `test_golden[gs1-torch-cpu-float64]`); None for other tests."""
@@ -177,9 +167,8 @@ def pytest_collection_modifyitems(config, items):
     from parity.cases import case_names
 
     rank = {name: i for i, name in enumerate(case_names("all"))}
-    cases = {item.nodeid: case_of(item) for item in items}
-    items[:] = sorted(items, key=lambda item: -1 if cases[item.nodeid] is None
-                      else rank.get(cases[item.nodeid], len(rank)))
+    cases = {item.nodeid: case_in_nodeid(item.nodeid) for item in items}  # what the xdist scheduler sees
+    items[:] = sorted(items, key=lambda item: -1 if cases[item.nodeid] is None else rank[cases[item.nodeid]])
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: only called where xdist runs
@@ -241,7 +230,8 @@ def parity_run(pytestconfig, parity_run_cache):
 @pytest.fixture(scope="session")
 def parity_gradients(parity_run):
     """`parity_gradients(case, backend, dtype, device=None)` → (loss terms, gradients by tensor
-    name, neutral layout) of the cached run's model; computed once per process."""
+    name, neutral layout) of the cached run's model; computed once per process while its case's
+    tests run."""
     from parity.cache import LruCache
 
     cache = LruCache(4)  # one case's two trainable backends × two dtypes

@@ -118,10 +118,11 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
     finite = ~bad_ref
     wide = np.complex128 if np.iscomplexobj(ref) else np.float64
     delta = np.where(finite, np.abs(other.astype(wide) - ref.astype(wide)), 0.0)
-    max_ref = float(np.max(np.where(finite, np.abs(ref.astype(wide)), 0.0), initial=0.0))
+    abs_ref = np.where(finite, np.abs(ref.astype(wide)), 0.0)
+    max_ref = float(np.max(abs_ref, initial=0.0))
     max_abs = float(np.max(delta, initial=0.0))
     if metric == "norm":
-        norm_ref = float(np.linalg.norm(np.where(finite, np.abs(ref.astype(wide)), 0.0)))
+        norm_ref = float(np.linalg.norm(abs_ref))
         norm_delta = float(np.linalg.norm(delta))
         rel = norm_delta / norm_ref if norm_ref > 0 else norm_delta
         scale = norm_ref / np.sqrt(max(ref.size, 1)) if norm_ref > 0 else 1.0  # the RMS of ref

@@ -431,5 +431,5 @@ def golden_of(run: BackendRun, case: Case, data: Optional[str | Path] = None) ->
     if (run.backend, run.device, run.dtype) == REFERENCE:  # what `parity refresh` may trust without a re-run
         from parity.fingerprint import fingerprint, inputs_key
 
-        golden["provenance"]["fingerprint"] = fingerprint(golden, inputs_key(case, data))
+        golden["provenance"]["fingerprint"] = fingerprint(golden, inputs_key(case, data, all_digests))
     return golden

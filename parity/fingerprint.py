@@ -45,8 +45,9 @@ def _versions() -> dict[str, Optional[str]]:
     return out
 
 
-def inputs_key(case, data: Optional[str | Path] = None) -> str:
-    """sha256 of what decides the golden of `case`: sources, versions, config, input digests."""
+def inputs_key(case, data: Optional[str | Path] = None, digests: Optional[Mapping] = None) -> str:
+    """sha256 of what decides the golden of `case`: sources, versions, config, input digests
+    (`digests`: dtype → the case's digests, where the caller has them already)."""
     from parity import __file__ as parity_init
     from parity.engine import case_digests
     from parity.tolerances import TOLERANCE_PATH
@@ -57,7 +58,7 @@ def inputs_key(case, data: Optional[str | Path] = None) -> str:
                  Path(TOLERANCE_PATH)]:
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     payload = {"versions": _versions(), "config": case.config.to_dict(),
-               "digests": {d: case_digests(case, d, data) for d in ("float32", "float64")}}
+               "digests": digests or {d: case_digests(case, d, data) for d in ("float32", "float64")}}
     h.update(json.dumps(payload, sort_keys=True).encode())
     return h.hexdigest()
 

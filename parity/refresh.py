@@ -61,9 +61,9 @@ def plan(cases: Sequence[Case], mode: str, goldens_dir: Optional[Path] = None,
     for i, case in enumerate(cases, 1):
         path = golden_path(case.name, goldens_dir)
         try:
-            old = load_golden(path)
-        except GoldenError:
-            old = None
+            old, unreadable = load_golden(path), None
+        except GoldenError as exc:
+            old, unreadable = None, exc
         if old is not None and mode != "all" and not recompute and matches(old, inputs_key(case, data)):
             progress(f"[{i}/{len(cases)}] {case.name}: fingerprint matches, not re-run")
             out.append(Planned(case.name, path, "unchanged", False, old,
@@ -71,13 +71,11 @@ def plan(cases: Sequence[Case], mode: str, goldens_dir: Optional[Path] = None,
             continue
         progress(f"[{i}/{len(cases)}] {case.name}: reference run ({' '.join(REFERENCE)}) ...")
         new = engine.reference_golden(case, data=data)
-        try:
-            old = load_golden(path)
-        except GoldenError as exc:
+        if old is None:
             missing = not path.exists()
             status = "new" if missing else "corrupt"
             write = mode in ("all", "failing") or (mode == "new" and missing)
-            out.append(Planned(case.name, path, status, write, new, note="" if missing else str(exc)))
+            out.append(Planned(case.name, path, status, write, new, note="" if missing else str(unreadable)))
             continue
         result = compare_golden(old, new["summaries"], new["digests"][REFERENCE[2]], REFERENCE[2], profile,
                                 run=" ".join(REFERENCE))

@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRA)
 PYTEST_ARGS ?=
 
-.PHONY: venv parity test coverage clean
+.PHONY: venv parity test coverage clean gpu-check wheels
 
 venv: $(STAMP)
 
@@ -29,6 +29,18 @@ coverage: venv
 	$(BIN)/python -m coverage erase
 	$(BIN)/python -m coverage run -m pytest -p no:xdist -q -k parity --parity-cases all $(PYTEST_ARGS)
 	$(BIN)/python -m coverage report
+
+# The device check for a GPU machine with torch + CUDA and no TensorFlow and no network: the working
+# tree on PYTHONPATH (no virtualenv), missing packages from the wheels in .whl/ (`make wheels`).
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py $(GPU_CHECK_ARGS)
+
+# Wheels of the few packages such a machine lacks, for Python 3.12 on x86-64 (run where there is a network).
+WHEEL_PYTHON ?= 3.12
+wheels:
+	$(PYTHON) -m pip download --disable-pip-version-check --only-binary=:all: --no-deps -d .whl \
+	  --python-version $(WHEEL_PYTHON) --implementation cp --platform manylinux2014_x86_64 \
+	  pytest-regressions pytest-datadir pyyaml
 
 clean:
 	rm -rf $(VENV) parity-report .pytest_cache .coverage

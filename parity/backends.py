@@ -12,14 +12,20 @@ one.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional
 
 ENTRY_POINT_GROUP = "ptycho_parity.backends"
 
 
 class BackendError(ValueError):
     """An unknown backend, or one that cannot be loaded; one line naming it."""
+
+
+class BackendUnavailable(BackendError):
+    """A known backend whose framework is not installed here (say TensorFlow on a torch-only GPU
+    runner); one line naming the missing package."""
 
 
 @dataclass(frozen=True)
@@ -35,11 +41,32 @@ class Backend:
     # the stages this backend computes (None: all of them); the others read "not provided by <name>"
     stages: Optional[tuple[str, ...]] = None
     checkpoints: bool = True  # False: no save/load round trip to check
+    install_hint: str = ""  # how to get the framework where it is missing (built-ins)
 
     def not_provided(self) -> tuple[str, ...]:
         from parity.stages import TRAIN_STAGES
 
         return () if self.stages is None else tuple(s for s in TRAIN_STAGES if s not in self.stages)
+
+    def missing(self) -> Optional[str]:
+        """Why this backend cannot run here (its framework is not installed), or None. Looks the
+        framework up without importing it."""
+        if importlib.util.find_spec(self.framework) is not None:
+            return None
+        return (f"backend {self.name!r} needs the {self.framework!r} package, which is not installed"
+                + (f" ({self.install_hint})" if self.install_hint else ""))
+
+    def require(self) -> "Backend":
+        """This backend, or BackendUnavailable naming the missing package."""
+        reason = self.missing()
+        if reason:
+            raise BackendUnavailable(reason)
+        return self
+
+    def device_for(self, asked: str) -> str:
+        """The device this backend runs on when `asked` is the run's device: a CPU-only backend
+        (numpy) stays on the CPU."""
+        return "cpu" if self.devices == ("cpu",) else asked
 
     def _module(self, suffix: str = ""):
         return importlib.import_module(self.package + suffix)
@@ -69,7 +96,8 @@ class Backend:
 
 
 BUILTIN: dict[str, Backend] = {
-    "tensorflow": Backend("tensorflow", "tensorflow", ("cpu", "cuda"), package="models_tf"),
+    "tensorflow": Backend("tensorflow", "tensorflow", ("cpu", "cuda"), package="models_tf",
+                          install_hint="install the package with its 'cpu' or 'cuda' extra, or use --ref numpy"),
     "torch": Backend("torch", "torch", ("cpu", "cuda"), package="models_torch"),
     "numpy": Backend("numpy", "numpy", ("cpu",), package="models_numpy"),
 }
@@ -117,12 +145,13 @@ def backend_names() -> list[str]:
     return sorted(discover())
 
 
-def configure_all(names: Sequence[str], device: str) -> dict:
-    """Configure each backend for `device`; the union of their flags."""
+def configure_all(devices: Mapping[str, str]) -> dict:
+    """Configure each backend (name -> device) for its device; the union of their flags. A
+    backend whose framework is missing is BackendUnavailable, before any is configured."""
+    backends = {name: get_backend(name).require() for name in devices}
     flags: dict = {}
-    for name in dict.fromkeys(names):
-        backend = get_backend(name)
-        if device not in backend.devices:
-            raise BackendError(f"backend {name!r} supports {', '.join(backend.devices)}, not {device!r}")
-        flags.update(backend.configure(device))
+    for name, device in devices.items():
+        if device not in backends[name].devices:
+            raise BackendError(f"backend {name!r} supports {', '.join(backends[name].devices)}, not {device!r}")
+        flags.update(backends[name].configure(device))
     return flags

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 SCHEMA = 1
-BACKENDS = ("tensorflow", "torch")
+BACKENDS = ("tensorflow", "torch")  # reference first; numpy stands in for TensorFlow where it is missing
 DTYPES = ("float32", "float64")
 TRAIN_STEPS = 10  # what test_parity_training_tracks runs per default case, float64
 
@@ -48,10 +48,21 @@ def peak_rss_mb(children: bool = False) -> float:
     return usage.ru_maxrss * scale / 1e6
 
 
+def bench_backends() -> tuple[str, ...]:
+    """The backends timed here: the reference first. Without TensorFlow (a torch-only machine)
+    the numpy backend is the reference, as `--ref numpy` makes it for the checks."""
+    from parity.backends import get_backend
+
+    return BACKENDS if get_backend(BACKENDS[0]).missing() is None else ("numpy", *BACKENDS[1:])
+
+
 def import_times() -> dict[str, float]:
-    """Seconds for the first import of each framework in this process (0 if already imported)."""
+    """Seconds for the first import of each installed framework in this process (0 if already
+    imported)."""
+    from parity.backends import get_backend
+
     out = {}
-    for module in ("tensorflow", "torch"):
+    for module in [get_backend(b).framework for b in bench_backends() if b != "numpy"]:
         already = module in sys.modules
         seconds, _ = _timed(lambda: __import__(module))
         out[module] = 0.0 if already else seconds
@@ -62,6 +73,7 @@ def backend_times(case_names: Sequence[str], repeat: int, progress: Callable[[st
     """Per backend × case × dtype: build, median forward, one gradient, one Adam step (seconds)."""
     from parity.backends import get_backend
     from parity.cases import get_case
+    from parity.engine import _trainable
     from parity.training import AdamConfig
 
     rows = []
@@ -69,13 +81,15 @@ def backend_times(case_names: Sequence[str], repeat: int, progress: Callable[[st
         case = get_case(name)
         for dtype in DTYPES:
             cfg, weights, batch = case.inputs(dtype)
-            for backend in BACKENDS:
+            for backend in bench_backends():
                 progress(f"  {name} {dtype} {backend}")
                 build, model = _timed(lambda: get_backend(backend).build(cfg, weights))
                 forward = _median(lambda: model.forward_train(batch), repeat)
-                gradient = _median(lambda: model.loss_and_gradients(batch), max(1, repeat // 2))
-                fresh = get_backend(backend).build(cfg, weights)
-                step = _median(lambda: list(fresh.train_steps(batch, 1, AdamConfig())), max(1, repeat // 2))
+                gradient = step = None  # numpy has no autograd: nothing to time
+                if _trainable(model):
+                    gradient = _median(lambda: model.loss_and_gradients(batch), max(1, repeat // 2))
+                    fresh = get_backend(backend).build(cfg, weights)
+                    step = _median(lambda: list(fresh.train_steps(batch, 1, AdamConfig())), max(1, repeat // 2))
                 rows.append({"case": name, "dtype": dtype, "backend": backend, "build_s": build,
                              "forward_s": forward, "gradient_s": gradient, "adam_step_s": step})
     return rows
@@ -94,27 +108,29 @@ def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) ->
     from parity.tolerances import load_profile
 
     rows = []
+    ref, cand = bench_backends()
     profile = load_profile("cpu", "float64")
     for name in case_names:
         progress(f"  harness {name}")
         case = get_case(name)
         cfg, weights, batch = case.inputs("float64")
-        models = {b: get_backend(b).build(cfg, weights) for b in BACKENDS}
+        models = {b: get_backend(b).build(cfg, weights) for b in (ref, cand)}
         train = {b: m.forward_train(batch) for b, m in models.items()}
         row = {"case": name}
         row["summaries_s"] = _timed(lambda: [summarise(t, cfg) for t in train.values()])[0]
-        row["comparison_s"] = _timed(lambda: compare_traces(train["tensorflow"], train["torch"], profile))[0]
+        row["comparison_s"] = _timed(lambda: compare_traces(train[ref], train[cand], profile))[0]
         # arbitration runs only on a divergence; timed here on the last stage as if it diverged
-        row["arbitration_s"] = _timed(lambda: arbitrate(TRAIN_STAGES[-1], train["tensorflow"], train["torch"], cfg,
-                                                        batch, 1e-12, "tensorflow", "torch", weights=weights))[0]
+        row["arbitration_s"] = _timed(lambda: arbitrate(TRAIN_STAGES[-1], train[ref], train[cand], cfg,
+                                                        batch, 1e-12, ref, cand, weights=weights))[0]
         with tempfile.TemporaryDirectory(prefix="parity-bench-") as tmp:
-            row["checkpoints_s"] = _timed(lambda: checkpoint_checks(models, train, batch, profile, "cpu",
-                                                                    Path(tmp)))[0]
-            result = run_case(case, dtype="float64", checkpoints=False)
+            row["checkpoints_s"] = _timed(lambda: checkpoint_checks(
+                models, train, batch, {b: profile for b in models}, {b: "cpu" for b in models}, Path(tmp),
+                ref=ref))[0]
+            result = run_case(case, dtype="float64", checkpoints=False, ref=ref, candidates=[cand])
             row["dump_s"] = _timed(lambda: dump.dump_case(result, Path(tmp)))[0]
         golden = goldens.load_golden(goldens.golden_path(name))
         golden_profile = goldens.load_golden_profile("cpu", "float64")
-        summaries = summarise(train["torch"], cfg)
+        summaries = summarise(train[cand], cfg)
         row["golden_s"] = _timed(lambda: goldens.compare_golden(golden, summaries, result.digests, "float64",
                                                                 golden_profile))[0]
         rows.append(row)
@@ -177,7 +193,8 @@ def bare_cost(imports: dict, rows: list[dict], case_names: Sequence[str], traini
             continue
         total += r["build_s"] + r["forward_s"]
         if training:
-            total += r["gradient_s"] + (TRAIN_STEPS * r["adam_step_s"] if r["dtype"] == "float64" else 0.0)
+            total += (r["gradient_s"] or 0.0) + (TRAIN_STEPS * (r["adam_step_s"] or 0.0)
+                                                 if r["dtype"] == "float64" else 0.0)
     return total
 
 
@@ -205,7 +222,8 @@ def _flat(result: dict) -> dict[str, float]:
     for r in result["backends"]:
         stem = f"{r['backend']} {r['case']} {r['dtype']}"
         for key in ("build_s", "forward_s", "gradient_s", "adam_step_s"):
-            out[f"{stem} {key[:-2]}"] = r[key]
+            if r[key] is not None:
+                out[f"{stem} {key[:-2]}"] = r[key]
     for h in result["harness"]:
         for key, value in h.items():
             if key != "case":
@@ -218,6 +236,10 @@ def _flat(result: dict) -> dict[str, float]:
     return out
 
 
+def _seconds(value, width: int) -> str:
+    return f"{value:{width}.3f}" if value is not None else "—".rjust(width)
+
+
 def format_table(result: dict) -> str:
     lines = [f"machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, "
              f"python {result['machine']['python']}", ""]
@@ -225,7 +247,7 @@ def format_table(result: dict) -> str:
     lines += ["", f"{'case':18s} {'dtype':8s} {'backend':11s} {'build':>8s} {'forward':>9s} {'gradient':>9s} {'adam step':>10s}"]
     for r in result["backends"]:
         lines.append(f"{r['case']:18s} {r['dtype']:8s} {r['backend']:11s} {r['build_s']:8.3f} {r['forward_s']:9.3f} "
-                     f"{r['gradient_s']:9.3f} {r['adam_step_s']:10.3f}")
+                     f"{_seconds(r['gradient_s'], 9)} {_seconds(r['adam_step_s'], 10)}")
     keys = [k for k in result["harness"][0] if k != "case"] if result["harness"] else []
     lines += ["", "harness, float64, seconds: " + " ".join(f"{k[:-2]:>12s}" for k in keys)]
     for h in result["harness"]:

@@ -65,20 +65,23 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"skipping {case.name}: it needs N={case.config.N}, {args.data} has {scan.N}x{scan.N} patterns")
         cases = [c for c in cases if c.config.N == scan.N]
     from parity.backends import get_backend
+    from parity.engine import backend_devices
 
     candidates = [c for c in dict.fromkeys(args.candidate or ["torch"]) if c != args.ref]
     for name in [args.ref, *candidates]:
-        get_backend(name)  # unknown names: one line, before any model is built
+        get_backend(name).require()  # unknown or not installed: one line, before any model is built
     if not candidates:
         raise UsageError(f"--candidate: give at least one backend other than the reference {args.ref!r}")
+    devices = backend_devices(args.ref, candidates, args.device, args.ref_device)
     if args.train_steps < 0:
         raise UsageError(f"--train-steps must be >= 0, got {args.train_steps}")
     dtypes = list(dump.iter_dtypes(args.dtype))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     total = len(cases) * len(dtypes)
-    print(f"parity check: {args.ref} vs {', '.join(candidates)}; "
-          f"{len(cases)} case(s) x {len(dtypes)} dtype(s) on {args.device}; "
+    where = lambda names: ", ".join(f"{n} on {devices[n]}" for n in names)  # noqa: E731
+    print(f"parity check: {where([args.ref])} (reference) vs {where(candidates)}; "
+          f"{len(cases)} case(s) x {len(dtypes)} dtype(s); "
           f"data {args.data or 'shipped fly001 fixture'}; report in {out}/", flush=True)
     results, figures, n = [], {}, 0
     for case in cases:
@@ -86,7 +89,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
         for dtype in dtypes:
             n += 1
             print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
-            result = run_case(case, device=args.device, dtype=dtype, data=args.data, goldens_dir=args.goldens,
+            result = run_case(case, device=args.device, ref_device=args.ref_device, dtype=dtype, data=args.data,
+                              goldens_dir=args.goldens,
                               ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps)
             figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures)
             worst = "; ".join(f"{name} worst {c.worst.stage}: {_rel(c.worst.rel_error)}"
@@ -144,16 +148,23 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
 def _cmd_faults(args: argparse.Namespace) -> int:
     from parity.faults import CATALOGUE, evaluate, format_table, get_fault
 
+    from parity.backends import get_backend
+
     try:
         faults = [get_fault(n) for n in args.fault] if args.fault else list(CATALOGUE)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
+    get_backend(args.ref).require()
+    print(f"parity faults: {len(faults)} fault(s) injected into torch, reference {args.ref}", file=sys.stderr)
     rows = []
     for i, fault in enumerate(faults, 1):
         print(f"[{i}/{len(faults)}] {fault.name}: {fault.description} ({fault.case}) ...", file=sys.stderr, flush=True)
-        rows.append((fault, evaluate(fault)))
+        rows.append((fault, evaluate(fault, ref=args.ref)))
     print(format_table(rows, markdown=args.markdown))
-    missed = [f.name for f, obs in rows if not obs.matches(f)]
+    missed = [f.name for f, obs in rows if not obs.matches(f) and not obs.not_applicable]
+    skipped = [f.name for f, obs in rows if obs.not_applicable]
+    if skipped:
+        print(f"parity faults: not applicable with --ref {args.ref}: {', '.join(skipped)}", file=sys.stderr)
     if missed:
         print(f"parity faults: not caught or blamed as expected: {', '.join(missed)}", file=sys.stderr)
     return 1 if missed else 0
@@ -217,7 +228,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which set of cases to run (default: %(default)s; see `parity cases`)")
     p.add_argument("--case", action="append", metavar="NAME",
                    help="one case to run (repeatable; overrides --cases)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for both backends")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="device of the candidates (default: %(default)s; the numpy backend always runs on the CPU)")
+    p.add_argument("--ref-device", choices=("cpu", "cuda"), default=None,
+                   help="device of the reference (default: cpu, whatever --device says: the usual setup is "
+                        "the reference on the CPU and the port on the GPU)")
     p.add_argument("--dtype", choices=("float32", "float64", "all"), default="all",
                    help="precision (default: %(default)s)")
     p.add_argument("--data", help="any fly001-format NPZ; the cases are rebuilt on it "
@@ -276,6 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("faults", help="inject the catalogue of porting bugs one by one and show what the harness blames")
     p.add_argument("--fault", action="append", metavar="NAME", help="one fault (repeatable; default: all)")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown (for the README)")
+    p.add_argument("--ref", default="tensorflow", choices=("tensorflow", "numpy"),
+                   help="the reference the faulty port is compared with (default: %(default)s; numpy needs no "
+                        "TensorFlow)")
     p.set_defaults(func=_cmd_faults)
     return parser
 

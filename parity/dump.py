@@ -196,7 +196,8 @@ def dump_case(result: CaseResult, out: Path, figures: bool = True) -> list[Path]
     folder.mkdir(parents=True, exist_ok=True)
     full = result.to_dict()
     _merge_json(folder / "stats.json", result.dtype, {
-        "verdict": full["verdict"], "summaries": full["summaries"], "stages": full["comparison"]["stages"],
+        "verdict": full["verdict"], "devices": full["devices"], "summaries": full["summaries"],
+        "stages": full["comparison"]["stages"], "per_candidate": full["per_candidate"],
         "first_divergence": full["first_divergence"], "arbitration": full["arbitration"],
         "path_checks": full["path_checks"], "checkpoints": full["checkpoints"], "golden": full["golden"],
         "gradients": full["gradients"], "training": full["training"], "digests": full["digests"],
@@ -245,7 +246,7 @@ def summary_rows(results: Sequence[CaseResult]) -> list[dict]:
         per = {name: {**_worst(comp), "blame": (r.arbitrations.get(name) or {}).get("verdict")}
                for name, comp in r.comparisons.items()}
         first = per[r.candidates[0]]
-        row = {"case": r.case, "dtype": r.dtype, "device": r.device, "ref": r.ref, **first,
+        row = {"case": r.case, "dtype": r.dtype, "device": r.device, "devices": dict(r.devices), "ref": r.ref, **first,
                "verdict": r.verdict(), "candidates": per, "seconds": round(r.seconds, 2)}
         for name, g in r.gradients.items():
             worst = g.comparison.worst
@@ -411,7 +412,7 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
     for case, runs in by_case.items():
         lines += [f"## {case}", ""]
         for r in runs:
-            lines += [f"### {case} · {r.dtype} · {r.device} — {r.verdict()}", ""]
+            lines += [f"### {case} · {r.dtype} · {r.where()} — {r.verdict()}", ""]
             for name, arbitration in r.arbitrations.items():
                 if arbitration:
                     lines += [f"**First divergence of {name}: `{arbitration['stage']}`** — "

@@ -1,9 +1,8 @@
 """The parity engine: run one case on both backends and judge it (docs/design.md §1).
 
-`run_case` builds both models once, runs both paths, computes summaries, the stage-by-stage
-comparison and the numpy arbitration of the first divergence. The backends are imported here,
-lazily, never at module top level.
-"""
+`run_case` builds the models once, each on its own device, runs both paths, computes summaries,
+the stage-by-stage comparison, the numpy arbitration of the first divergence and the checks of
+`parity.checks`. The backends are imported lazily, never at module top level."""
 
 from __future__ import annotations
 
@@ -15,7 +14,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -23,14 +22,16 @@ from parity import __version__
 from parity.backends import configure_all, get_backend
 from parity.cache import cached_run
 from parity.cases import Case
-from parity.compare import StageComparison, TraceComparison, compare_traces
+from parity.compare import TraceComparison, compare_traces
 from parity.config import ForwardConfig
 from parity.data import Batch, digests
 from parity.oracle import arbitrate
-from parity.stages import INFER_STAGES, OBJECT_STAGES
+from parity.stages import OBJECT_STAGES
 from parity.summaries import summarise
 from parity.tolerances import TOLERANCE_PATH, load_profile
-from parity.training import AdamConfig, GradientCheck, TrainingCheck, compare_gradients, compare_training, gradient_summary
+from parity.checks import (CheckpointCheck, _trainable, checkpoint_checks, gradient_checks,  # noqa: F401
+                           gradient_results, training_checks)
+from parity.training import AdamConfig, gradient_summary
 from parity.weights import digest as weights_digest
 
 REF, OTHER = "tensorflow", "torch"  # the default reference and candidate
@@ -40,135 +41,35 @@ class DeviceUnavailable(ValueError):
     """The run asked for a device this machine does not have."""
 
 
-def require_device(device: str, backends: Sequence[str] = (OTHER, REF)) -> dict[str, object]:
-    """Check `device` for each backend and apply its determinism flags (docs/design.md §8)."""
+def backend_devices(ref: str, candidates: Sequence[str], device: str = "cpu",
+                    ref_device: Optional[str] = None) -> dict[str, str]:
+    """Where each backend of a run computes: the candidates on `device`, the reference on
+    `ref_device` (default: the CPU, the usual setup being the reference on the CPU and the port on
+    the GPU). A CPU-only backend (numpy) stays on the CPU, unless its device was named explicitly
+    as `ref_device` (then configuring it says it cannot)."""
+    out = {}
+    for name in [ref, *candidates]:
+        if name == ref:
+            out[name] = ref_device or get_backend(name).device_for("cpu")
+        else:
+            out.setdefault(name, get_backend(name).device_for(device))
+    return out
+
+
+def require_device(devices: Mapping[str, str]) -> dict[str, object]:
+    """Check each backend's device (name -> device) and apply its determinism flags
+    (docs/design.md §9); a framework that is not installed is BackendUnavailable."""
     try:
-        return configure_all(backends, device)
+        return configure_all(devices)
     except RuntimeError as exc:  # each backend's DeviceError
         raise DeviceUnavailable(str(exc)) from None
-
-
-@dataclass
-class CheckpointCheck:
-    """A model saved, loaded back into a fresh object (`saved` → `loaded_by`), its inference path
-    compared stage by stage with the saved model's in-memory training path."""
-
-    saved: str  # the backend whose checkpoint was written
-    loaded_by: str  # the backend that loaded it (the same one, or the other through neutral weights)
-    comparison: TraceComparison
-
-    @property
-    def direction(self) -> str:
-        return f"{self.saved} → {self.loaded_by}"
-
-    @property
-    def passed(self) -> bool:
-        return self.comparison.passed
-
-    @property
-    def first_stage(self) -> Optional[str]:
-        first = self.comparison.first_divergence
-        return first.stage if first else None
-
-    def describe(self) -> str:
-        if self.passed:
-            return f"checkpoint {self.direction}: reloaded inference path matches the training path"
-        return (f"checkpoint {self.direction}: the reloaded inference path parts from the in-memory "
-                f"training path at {self.first_stage}")
-
-    def to_dict(self) -> dict:
-        worst = self.comparison.worst
-        return {"saved": self.saved, "loaded_by": self.loaded_by, "direction": self.direction,
-                "passed": self.passed, "first_divergence": self.first_stage,
-                "worst_stage": worst.stage if worst else None,
-                "worst_rel_error": worst.rel_error if worst else None,
-                "stages": [st.to_dict() for st in self.comparison.stages]}
-
-
-def checkpoint_checks(models: dict, train: dict, batch: Batch, profile, device: str,
-                      workdir: Path, ref: str = REF) -> tuple[list[CheckpointCheck], dict]:
-    """Save every model, load it back in a fresh object and compare its inference path with the
-    in-memory training path; then hand the reference's checkpoint, as neutral weights + state, to
-    each candidate and each candidate's to the reference, and compare the same way. Returns the
-    checks and the reloaded infer traces."""
-    loaded, infer = {}, {}
-    checks = []
-    train = {name: {stage: train[name][stage] for stage in INFER_STAGES} for name in models}
-    for name, model in models.items():
-        loaded[name] = get_backend(name).load(model.save(Path(workdir) / f"{name}.ckpt"), device=device)
-        infer[name] = loaded[name].forward_infer(batch)
-        checks.append(CheckpointCheck(name, name, compare_traces(
-            train[name], infer[name], profile, f"{name} train", f"{name} reloaded", order=list(INFER_STAGES))))
-    pairs = [(a, b) for c in models if c != ref for a, b in ((ref, c), (c, ref))]
-    for saved, loaded_by in pairs:
-        source = loaded[saved]
-        state = source.state()
-        port = get_backend(loaded_by).build(source.cfg, source.weights(), probe=state["probe"],
-                                            log_scale=state["log_scale"], device=device)
-        checks.append(CheckpointCheck(saved, loaded_by, compare_traces(
-            train[saved], port.forward_infer(batch), profile, f"{saved} train", f"{loaded_by} from {saved}'s checkpoint",
-            order=list(INFER_STAGES))))
-    return checks, infer
-
-
-def _trainable(model) -> bool:
-    return callable(getattr(model, "loss_and_gradients", None)) and callable(getattr(model, "train_steps", None))
-
-
-def gradient_results(models: dict, batch: Batch) -> dict:
-    """backend -> (loss terms, gradients) for every model that can compute them."""
-    return {name: model.loss_and_gradients(batch) for name, model in models.items() if _trainable(model)}
-
-
-def _not_trainable(ref: str, cand: str, what: str) -> TraceComparison:
-    return TraceComparison(ref, cand, [StageComparison(what, True, f"not provided by {cand}", provided=False)])
-
-
-def gradient_checks(models: dict, results: dict, batch: Batch, profile, ref: str, candidates: Sequence[str],
-                    weights) -> dict:
-    """Loss terms and gradients (`results`, from `gradient_results`) of each candidate against the
-    reference, in backward order; the numpy backend's loss is the third opinion when a loss term
-    differs."""
-    if ref not in results:
-        raise ValueError(f"the reference {ref!r} computes no gradients (no loss_and_gradients / train_steps)")
-    cfg = models[ref].cfg
-    numpy_model = models.get("numpy") or get_backend("numpy").build(cfg, weights)
-    numpy_losses = numpy_model.losses(batch)
-    checks = {}
-    for cand in candidates:
-        if cand not in results:
-            checks[cand] = GradientCheck(cand, _not_trainable(ref, cand, "grad"))
-            continue
-        checks[cand] = compare_gradients(cfg, results[ref], results[cand], profile, ref, cand, numpy_losses,
-                                         arbiter={"weights": weights, "batch": batch,
-                                                  "log_scale": models[ref].state()["log_scale"]})
-    return checks
-
-
-def training_checks(cfg: ForwardConfig, weights, batch: Batch, profile, device: str, ref: str,
-                    candidates: Sequence[str], steps: int, adam: AdamConfig) -> dict:
-    """`steps` Adam steps per backend, each on a freshly built model (the run's models stay as
-    they are), compared after every step. The reference steps in lockstep with each candidate,
-    so only one step of each is held; with several candidates it trains once per candidate."""
-    def train(name: str):  # a fresh model per comparison; None where the backend cannot train
-        model = get_backend(name).build(cfg, weights, device=device)
-        return model.train_steps(batch, steps, adam) if _trainable(model) else None
-
-    checks = {}
-    for cand in candidates:
-        ref_records, records = train(ref), train(cand)  # stepped in lockstep: one step of each is held
-        if ref_records is None:
-            raise ValueError(f"the reference {ref!r} cannot train (no train_steps)")
-        checks[cand] = (compare_training(cfg, ref_records, records, profile, ref, cand) if records is not None
-                        else TrainingCheck(cand, ref, steps=[_not_trainable(ref, cand, "train")]))
-    return checks
 
 
 @dataclass
 class CaseResult:
     case: str
     dtype: str
-    device: str
+    device: str  # the candidates' device
     config: ForwardConfig
     comparison: TraceComparison
     path_checks: dict  # backend -> {stage: identical?} for forward_infer vs forward_train
@@ -189,11 +90,18 @@ class CaseResult:
     arbitrations: dict = field(default_factory=dict)  # candidate -> arbitration of its divergence
     gradients: dict = field(default_factory=dict)  # candidate -> GradientCheck (with --grad)
     training: dict = field(default_factory=dict)  # candidate -> TrainingCheck (with --train-steps)
+    devices: dict = field(default_factory=dict)  # backend -> the device it computed on
 
     def __post_init__(self) -> None:
         if not self.comparisons:
             self.comparisons = {self.candidates[0]: self.comparison}
             self.arbitrations = {self.candidates[0]: self.arbitration}
+        if not self.devices:
+            self.devices = {name: self.device for name in (self.ref, *self.candidates)}
+
+    def where(self) -> str:
+        """Where each side ran, e.g. `tensorflow on cpu, torch on cuda`."""
+        return ", ".join(f"{name} on {device}" for name, device in self.devices.items())
 
     @property
     def paths_consistent(self) -> bool:
@@ -244,7 +152,8 @@ class CaseResult:
         worst = self.comparison.worst
         first = self.comparison.first_divergence
         return {
-            "case": self.case, "dtype": self.dtype, "device": self.device, "verdict": self.verdict(),
+            "case": self.case, "dtype": self.dtype, "device": self.device, "devices": dict(self.devices),
+            "verdict": self.verdict(),
             "passed": self.passed, "config": self.config.to_dict(),
             "worst_stage": worst.stage if worst else None,
             "worst_rel_error": worst.rel_error if worst else None,
@@ -277,24 +186,27 @@ def _git_commit() -> Optional[str]:  # one `git` call per process, not one per r
     return done.stdout.strip() or None
 
 
-def _provenance(device: str, dtype: str, flags: dict, backends: Sequence[str] = (REF, OTHER)) -> dict:
-    """Where a result came from; recorded, never compared. Framework versions of `backends`."""
-    versions = {get_backend(name).framework: get_backend(name).version() for name in backends}
+def _provenance(device: str, devices: Mapping[str, str], dtype: str, flags: dict) -> dict:
+    """Where a result came from; recorded, never compared. Framework versions of the backends and
+    the device of each (`device`: the run's, the candidates' in a comparison)."""
+    versions = {get_backend(name).framework: get_backend(name).version() for name in devices}
     return {"ptycho_parity": __version__, "python": platform.python_version(),
             "numpy": np.__version__, **versions,
-            "device": device, "dtype": dtype, "flags": flags, "machine": platform.machine(),
+            "device": device, "devices": dict(devices), "dtype": dtype, "flags": flags,
+            "machine": platform.machine(),
             "git_commit": _git_commit(),
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
 
 
-def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
+def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device: Optional[str] = None,
              data: Optional[str | Path] = None,
              tolerance_path: str | Path = TOLERANCE_PATH,
              goldens_dir: Optional[str | Path] = None, use_golden: bool = True,
              checkpoints: bool = True, ref: str = REF, candidates: Sequence[str] = (OTHER,),
              grad: bool = False, train_steps: int = 0, adam: AdamConfig = AdamConfig(),
              reuse: Sequence[str] = ()) -> CaseResult:
-    """Run `case` on the reference and every candidate backend, compare each candidate with the
+    """Run `case` on the reference and every candidate backend (the candidates on `device`, the
+    reference on `ref_device`, by default the CPU), compare each candidate with the
     reference stage by stage (the numpy backend arbitrates a divergence), save and reload every
     model and, when the case has a golden (and the run is on the shipped data), compare each
     backend's summaries with it. `grad`: also the loss and every gradient (numpy's loss arbitrates);
@@ -307,20 +219,23 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
         raise ValueError("give at least one candidate backend other than the reference")
     names = [ref, *candidates]
     start = time.perf_counter()
-    flags = require_device(device, names)
-    profile = load_profile(device, dtype, path=tolerance_path)
+    devices = backend_devices(ref, candidates, device, ref_device)
+    flags = require_device(devices)
+    # each backend is judged by the profile of the device it computed on (the reference's own
+    # only where it is compared with itself, after a checkpoint round trip)
+    profiles = {name: load_profile(dev, dtype, path=tolerance_path) for name, dev in devices.items()}
     cfg, weights, batch = case.inputs(dtype, data=data)
     models, train, infer = {}, {}, {}
     for name in names:
         if name in reuse:
-            run = cached_run(case, name, device, dtype, data)
+            run = cached_run(case, name, devices[name], dtype, data)
             models[name], train[name], infer[name] = run.model, run.train, run.infer
         else:
-            models[name] = model = get_backend(name).build(cfg, weights, device=device)
+            models[name] = model = get_backend(name).build(cfg, weights, device=devices[name])
             train[name], infer[name] = model.forward_train(batch), model.forward_infer(batch)
     comparisons, arbitrations = {}, {}
     for cand in candidates:
-        comparisons[cand] = comparison = compare_traces(train[ref], train[cand], profile, ref, cand,
+        comparisons[cand] = comparison = compare_traces(train[ref], train[cand], profiles[cand], ref, cand,
                                                         not_provided=get_backend(cand).not_provided())
         first = comparison.first_divergence
         arbitrations[cand] = (arbitrate(first.stage, train[ref], train[cand], cfg, batch, first.tolerance, ref,
@@ -331,7 +246,7 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
     if checkpoints:
         with tempfile.TemporaryDirectory(prefix="parity-ckpt-") as workdir:
             with_checkpoints = {n: m for n, m in models.items() if get_backend(n).checkpoints}
-            checks, reloaded = checkpoint_checks(with_checkpoints, train, batch, profile, device, Path(workdir),
+            checks, reloaded = checkpoint_checks(with_checkpoints, train, batch, profiles, devices, Path(workdir),
                                                  ref=ref)
     summaries = {name: {"train": summarise(train[name], cfg), "infer": summarise(infer[name], cfg),
                         **({"reloaded": summarise(reloaded[name], cfg)} if name in reloaded else {})}
@@ -339,11 +254,11 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
     gradients, training = {}, {}
     if grad:
         results = gradient_results(models, batch)
-        gradients = gradient_checks(models, results, batch, profile, ref, candidates, weights)
+        gradients = gradient_checks(models, results, batch, profiles, ref, candidates, weights, devices)
         for name, (losses, grads) in results.items():
             summaries[name]["train"]["gradients"] = gradient_summary(losses, grads)
     if train_steps:
-        training = training_checks(cfg, weights, batch, profile, device, ref, candidates, train_steps, adam)
+        training = training_checks(cfg, weights, batch, profiles, devices, ref, candidates, train_steps, adam)
     run_digests = {"inputs": digests(batch), "weights": weights_digest(weights)}
     golden, golden_file = {}, None
     if use_golden and data is None:
@@ -352,19 +267,19 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32",
         path = goldens.golden_path(case.name, goldens_dir)
         if path.exists():
             reference = goldens.load_golden(path)  # corrupt: GoldenError, one line
-            golden_profile = goldens.load_golden_profile(device, dtype, tolerance_path)
             golden_file = str(path)
             golden = {name: goldens.compare_golden(reference, summaries[name]["train"], run_digests, dtype,
-                                                   golden_profile, run=f"{name} {device} {dtype}")
+                                                   goldens.load_golden_profile(devices[name], dtype, tolerance_path),
+                                                   run=f"{name} {devices[name]} {dtype}")
                       for name in models if get_backend(name).stages is None}  # partial backends: stages only
     return CaseResult(
         case=case.name, dtype=dtype, device=device, config=cfg, comparison=comparisons[candidates[0]],
         path_checks=path_checks, arbitration=arbitrations[candidates[0]], summaries=summaries,
-        digests=run_digests, provenance=_provenance(device, dtype, flags, names),
+        digests=run_digests, provenance=_provenance(device, devices, dtype, flags),
         seconds=time.perf_counter() - start, traces=train, batch=batch,
         golden=golden, golden_file=golden_file, checkpoints=checks, reloaded=reloaded,
         ref=ref, candidates=candidates, comparisons=comparisons, arbitrations=arbitrations,
-        gradients=gradients, training=training)
+        gradients=gradients, training=training, devices=devices)
 
 
 @dataclass
@@ -397,14 +312,14 @@ def case_digests(case: Case, dtype: str, data: Optional[str | Path] = None) -> d
 def run_backend(case: Case, backend: str, device: str = "cpu", dtype: str = "float64",
                 data: Optional[str | Path] = None) -> BackendRun:
     """Build `backend`'s model for `case` and run both paths once."""
-    flags = require_device(device, (backend,))
+    flags = require_device({backend: device})
     cfg, weights, batch = case.inputs(dtype, data=data)
     model = get_backend(backend).build(cfg, weights, device=device)
     train, infer = model.forward_train(batch), model.forward_infer(batch)
     return BackendRun(case=case.name, backend=backend, device=device, dtype=dtype, config=cfg,
                       train=train, infer=infer, summaries=summarise(train, cfg),
                       digests={"inputs": digests(batch), "weights": weights_digest(weights)},
-                      provenance=_provenance(device, dtype, flags, (backend,)), model=model)
+                      provenance=_provenance(device, {backend: device}, dtype, flags), model=model)
 
 
 def reference_golden(case: Case, data: Optional[str | Path] = None) -> dict:

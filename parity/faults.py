@@ -54,8 +54,16 @@ class Observation:
     rel_error: Optional[float]
     detail: str
 
+    @property
+    def not_applicable(self) -> bool:
+        """The check that catches this fault cannot run with this reference (numpy cannot train)."""
+        return self.where == "not run"
+
     def matches(self, fault: Fault) -> bool:
-        return (self.caught and self.where == fault.where and self.stage == fault.expected_stage
+        where = fault.where
+        if self.where == "golden" and fault.where == "gradients":  # a reference that cannot train
+            where = "golden"
+        return (self.caught and self.where == where and self.stage == fault.expected_stage
                 and (fault.expected_blame is None or self.blame == fault.expected_blame))
 
 
@@ -379,17 +387,17 @@ def uint16_fixture(directory: Path) -> Path:
     return path
 
 
-def _evaluate_data_fault(fault: Fault) -> Observation:
-    """Golden made from the correct loader on raw counts, then the faulty loader's inputs
-    compared with it: the digests must say which inputs changed."""
+def _evaluate_data_fault(fault: Fault, ref: str) -> Observation:
+    """Golden made by `ref` (float64, CPU) from the correct loader on raw counts, then the faulty
+    loader's inputs compared with it: the digests must say which inputs changed."""
     from parity.cases import get_case
-    from parity.engine import case_digests, reference_golden
+    from parity.engine import case_digests, golden_of, run_backend
     from parity.goldens import compare_golden, load_golden_profile
 
     case = get_case(fault.case)
     with tempfile.TemporaryDirectory(prefix="parity-fault-") as tmp:
         data = uint16_fixture(Path(tmp))
-        golden = reference_golden(case, data=data)
+        golden = golden_of(run_backend(case, ref, "cpu", DTYPE, data=data), case, data)
         with fault.inject():
             digests = case_digests(case, DTYPE, data)
         result = compare_golden(golden, golden["summaries"], digests, DTYPE, load_golden_profile("cpu", DTYPE),
@@ -399,18 +407,21 @@ def _evaluate_data_fault(fault: Fault) -> Observation:
                        f"inputs changed: {', '.join(result.inputs_changed)}" if caught else "digests match")
 
 
-def evaluate(fault: Fault) -> Observation:
-    """Run the fault's case with the fault injected; report what the harness caught first."""
+def evaluate(fault: Fault, ref: str = "tensorflow") -> Observation:
+    """Run the fault's case with the fault injected into the port, compared with `ref`; report
+    what the harness caught first (the data fault: against a golden `ref` makes)."""
     from parity.cases import get_case
     from parity.engine import run_case
 
     if fault.where == "golden":
-        return _evaluate_data_fault(fault)
+        return _evaluate_data_fault(fault, ref)
+    if fault.where in ("gradients", "training") and not _trains(ref, fault.case):
+        return _evaluate_without_trainer(fault, ref)
     with fault.inject():
         # the reference is never patched: its model and traces come from the process's cache
         result = run_case(get_case(fault.case), device="cpu", dtype=DTYPE, use_golden=False,
                           checkpoints=fault.where == "checkpoint", grad=fault.where == "gradients",
-                          train_steps=TRAIN_STEPS if fault.where == "training" else 0, reuse=("tensorflow",))
+                          train_steps=TRAIN_STEPS if fault.where == "training" else 0, ref=ref, reuse=(ref,))
     first = result.comparison.first_divergence
     if first is not None:
         blame = (result.arbitration or {}).get("blame")
@@ -437,6 +448,48 @@ def evaluate(fault: Fault) -> Observation:
     return Observation(fault.name, False, "", None, None, None, "not caught")
 
 
+def _trains(ref: str, case: str) -> bool:
+    from parity.cache import cached_run
+    from parity.cases import get_case
+    from parity.engine import _trainable
+
+    return _trainable(cached_run(get_case(case), ref, "cpu", DTYPE, None).model)
+
+
+def _golden_stage(key: str) -> str:
+    """A golden key of the gradient summary as the stage a gradient comparison names:
+    `gradients.loss.nll` → `loss`, `gradients.grad_norm.log_scale` → `grad.log_scale`."""
+    parts = key.split(".")
+    if len(parts) >= 3 and parts[0] == "gradients" and parts[1] == "loss":
+        return "loss"
+    if len(parts) >= 3 and parts[0] == "gradients" and parts[1] == "grad_norm":
+        return "grad." + ".".join(parts[2:])
+    return key
+
+
+def _evaluate_without_trainer(fault: Fault, ref: str) -> Observation:
+    """A reference that computes no gradients (numpy) cannot be compared with the port's; the
+    port's loss terms and gradient norms are judged by the golden (made by the TensorFlow
+    reference). Adam steps have no such judge: that fault is not applicable here."""
+    from parity.cases import get_case
+    from parity.engine import run_case
+
+    if fault.where == "training":
+        return Observation(fault.name, False, "not run", None, None, None,
+                           f"the reference {ref} cannot train: Adam steps need --ref tensorflow "
+                           f"(or the port on another device, compared with itself on the CPU)")
+    with fault.inject():
+        result = run_case(get_case(fault.case), device="cpu", dtype=DTYPE, checkpoints=False, grad=True,
+                          ref=ref, reuse=(ref,))
+    for name, golden in result.golden.items():
+        if not golden.passed and golden.mismatches:
+            # the loss comes first, as in a gradient comparison's backward order
+            first = min(golden.mismatches, key=lambda m: _golden_stage(m.key) != "loss")
+            return Observation(fault.name, True, "golden", _golden_stage(first.key), name, first.difference,
+                               first.row().strip())
+    return Observation(fault.name, False, "", None, None, None, "not caught")
+
+
 def format_table(rows: list[tuple[Fault, Observation]], markdown: bool) -> str:
     header = ("fault", "case", "caught by", "stage blamed", "side blamed", "rel. error at that stage", "as expected")
     body = []
@@ -445,7 +498,7 @@ def format_table(rows: list[tuple[Fault, Observation]], markdown: bool) -> str:
         err = (f"{obs.rel_error:.2e}" if obs.rel_error is not None
                else obs.detail if obs.where == "forward" else "—")
         body.append((fault.name, fault.case, obs.where or "nothing", obs.stage or "—", side, err,
-                     "yes" if obs.matches(fault) else "NO"))
+                     "yes" if obs.matches(fault) else "n/a: " + obs.detail if obs.not_applicable else "NO"))
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lines += ["| " + " | ".join(f"`{c}`" if i in (0, 3) and c != "—" else c for i, c in enumerate(r)) + " |"

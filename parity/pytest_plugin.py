@@ -2,7 +2,10 @@
 is active in any project that installs the package.
 
 Options (group "ptycho-parity"):
-  --parity-device cpu|cuda|auto   device of the parity runs (auto: cuda when both frameworks see one)
+  --parity-device cpu|cuda|auto   device of the port (auto: cuda when torch sees one)
+  --parity-ref tensorflow|numpy|… the reference backend (numpy needs no TensorFlow)
+  --parity-ref-device cpu|cuda    device of the reference (default: cpu, whatever --parity-device says)
+  --require-reference             fail, never skip, a test whose reference framework is not installed
   --parity-dtype float32|float64|all
   --parity-cases default|extended|all
   --parity-data PATH              a fly001-format NPZ instead of the shipped fixtures
@@ -12,32 +15,41 @@ Options (group "ptycho-parity"):
 Goldens go through pytest-regressions (`--force-regen`, `--regen-all`).
 
 Parametrisation: an argument named `parity_case` runs once per case of the chosen set (id: the
-case name), `parity_dtype` once per chosen dtype, and `parity_target` once per case × backend ×
-dtype on the chosen device (id: `gs2-big-torch-cpu-float32`).
+case name), `parity_dtype` once per chosen dtype, `parity_target` once per case × backend (the
+reference and torch) × dtype, each backend on its own device (id: `gs2-big-torch-cuda-float32`),
+and `parity_sides` once, its id saying where each side runs (`tensorflow-cpu-vs-torch-cuda`).
 
 Ordering: the tests of one case run together (after the others); under `-n N` (the default
 `--dist load`) all tests of a case go to one worker, so a case is computed by one worker.
 
 Fixtures: `parity_run(case, backend, dtype)` → a cached `parity.engine.BackendRun` (each
 (case, backend, device, dtype) computed once per test process while its case's tests run), and
-`parity_golden(run)`, which checks a run against its case's golden.
+`parity_golden(run)`, which checks a run against its case's golden. A test that asks for a
+backend whose framework is not installed (TensorFlow on a torch-only GPU runner) is skipped with
+one line naming the package, or failed under `--require-reference`.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-BACKENDS = ("tensorflow", "torch")
+PORT = "torch"  # the built-in candidate the parametrised tests check against the reference
 _CUDA_STATE: dict[str, object] = {}
+_REQUIRE_REFERENCE: list[bool] = []  # this process's --require-reference, for `require_backend`
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("ptycho-parity", "ptycho-parity: backend parity and golden checks")
     group.addoption("--parity-device", dest="parity_device", choices=("cpu", "cuda", "auto"), default="cpu",
-                    help="device of the parity runs (auto: cuda where available, else cpu; default: cpu)")
+                    help="device of the port (auto: cuda where torch sees one, else cpu; default: cpu)")
+    group.addoption("--parity-ref", dest="parity_ref", metavar="BACKEND", default="tensorflow",
+                    help="the reference backend (default: tensorflow; numpy needs no TensorFlow)")
+    group.addoption("--parity-ref-device", dest="parity_ref_device", choices=("cpu", "cuda"), default="cpu",
+                    help="device of the reference (default: cpu, whatever --parity-device says)")
+    group.addoption("--require-reference", dest="require_reference", action="store_true", default=False,
+                    help="fail, never skip, the tests whose reference framework is not installed")
     group.addoption("--parity-dtype", dest="parity_dtype", choices=("float32", "float64", "all"), default="all",
                     help="precision of the parity runs (default: all)")
     group.addoption("--parity-cases", dest="parity_cases", choices=("default", "extended", "all"),
@@ -54,24 +66,53 @@ def pytest_addoption(parser):
                     help="fail, never skip, when the CUDA parity tests cannot run")
 
 
-def cuda_problem() -> str | None:
-    """Why CUDA parity runs cannot happen here (None when they can); asked once per process."""
+def cuda_problem(config) -> str | None:
+    """Why CUDA parity runs cannot happen here (None when they can): the port on CUDA, and the
+    reference too where --parity-ref-device cuda asks for it; asked once per process."""
     if "problem" not in _CUDA_STATE:
+        from parity.backends import BackendError
         from parity.engine import DeviceUnavailable, require_device
 
+        devices = {PORT: "cuda"}
+        if config.getoption("parity_ref_device") == "cuda":
+            devices[config.getoption("parity_ref")] = "cuda"
         try:
-            require_device("cuda")
+            require_device(devices)
             _CUDA_STATE["problem"] = None
-        except DeviceUnavailable as exc:
+        except (DeviceUnavailable, BackendError) as exc:
             _CUDA_STATE["problem"] = str(exc)
     return _CUDA_STATE["problem"]  # type: ignore[return-value]
 
 
 def parity_device(config) -> str:
+    """The port's device (--parity-device, auto resolved)."""
     device = config.getoption("parity_device")
     if device == "auto":
-        return "cpu" if cuda_problem() else "cuda"
+        return "cpu" if cuda_problem(config) else "cuda"
     return device
+
+
+def backend_device(config, backend: str) -> str:
+    """Where `backend` runs in this session: the reference on --parity-ref-device, any other
+    backend on --parity-device (a CPU-only one, numpy, on the CPU)."""
+    from parity.engine import backend_devices
+
+    ref = config.getoption("parity_ref")
+    return backend_devices(ref, [backend], parity_device(config), config.getoption("parity_ref_device"))[backend]
+
+
+def require_backend(name: str) -> None:
+    """Skip the running test, with one line naming the missing package, when the framework of
+    backend `name` is not installed; fail it instead under --require-reference."""
+    __tracebackhide__ = True
+    from parity.backends import get_backend
+
+    reason = get_backend(name).missing()
+    if reason is None:
+        return
+    if _REQUIRE_REFERENCE and _REQUIRE_REFERENCE[-1]:
+        pytest.fail(f"--require-reference: {reason}", pytrace=False)
+    pytest.skip(reason)
 
 
 def share_cores_between_workers(config) -> None:
@@ -93,6 +134,7 @@ def share_cores_between_workers(config) -> None:
 
 def pytest_configure(config):
     share_cores_between_workers(config)
+    _REQUIRE_REFERENCE.append(bool(config.getoption("require_reference")))
     config.addinivalue_line("markers", "parity: backend-agreement and golden tests (`pytest -k parity`)")
     config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped where there is none "
                                        "(failed instead with --require-cuda)")
@@ -104,12 +146,34 @@ def pytest_configure(config):
             load_scan(data)  # a bad file is one line before any test runs
         except DataError as exc:
             raise pytest.UsageError(f"--parity-data: {exc}") from None
-    wants_cuda = config.getoption("parity_device") == "cuda" or config.getoption("require_cuda")
+    from parity.backends import BackendError, get_backend
+
+    try:
+        reference = get_backend(config.getoption("parity_ref"))
+    except BackendError as exc:
+        raise pytest.UsageError(f"--parity-ref: {exc}") from None
+    if config.getoption("require_reference") and reference.missing():
+        raise pytest.UsageError(f"--require-reference: {reference.missing()}")
+    wants_cuda = (config.getoption("parity_device") == "cuda" or config.getoption("require_cuda")
+                  or config.getoption("parity_ref_device") == "cuda")
     if wants_cuda and not _is_xdist_controller(config):
-        problem = cuda_problem()
+        problem = cuda_problem(config)
         if problem:
-            option = "--require-cuda" if config.getoption("require_cuda") else "--parity-device cuda"
+            option = ("--require-cuda" if config.getoption("require_cuda") else
+                      "--parity-device cuda" if config.getoption("parity_device") == "cuda" else
+                      "--parity-ref-device cuda")
             raise pytest.UsageError(f"{option}: {problem}")
+
+
+def pytest_unconfigure(config):
+    if _REQUIRE_REFERENCE:
+        _REQUIRE_REFERENCE.pop()
+
+
+def pytest_report_header(config):
+    ref = config.getoption("parity_ref")
+    return (f"ptycho-parity: reference {ref} on {backend_device(config, ref)}, "
+            f"port {PORT} on {backend_device(config, PORT)}")
 
 
 def _is_xdist_controller(config) -> bool:
@@ -120,7 +184,7 @@ def _is_xdist_controller(config) -> bool:
 def pytest_runtest_setup(item):
     if item.get_closest_marker("cuda") is None:
         return
-    problem = cuda_problem()
+    problem = cuda_problem(item.config)
     if problem:
         if item.config.getoption("require_cuda"):
             pytest.fail(f"--require-cuda: {problem}", pytrace=False)
@@ -142,10 +206,33 @@ def pytest_generate_tests(metafunc):
     if "parity_dtype" in metafunc.fixturenames:
         metafunc.parametrize("parity_dtype", _dtypes(config))
     if "parity_target" in metafunc.fixturenames:
-        device = parity_device(config)
-        targets = [(case, backend, device, dtype) for case in case_names(config.getoption("parity_cases"))
-                   for backend in BACKENDS for dtype in _dtypes(config)]
+        backends = dict.fromkeys([config.getoption("parity_ref"), PORT])
+        targets = [(case, backend, backend_device(config, backend), dtype)
+                   for case in case_names(config.getoption("parity_cases"))
+                   for backend in backends for dtype in _dtypes(config)]
         metafunc.parametrize("parity_target", targets, ids=["-".join(t) for t in targets])
+    if "parity_sides" in metafunc.fixturenames:
+        sides = parity_sides_of(config)
+        metafunc.parametrize("parity_sides", [sides], ids=[sides.id])
+
+
+class Sides:
+    """The reference and the port of this session, each with its device."""
+
+    def __init__(self, ref: str, ref_device: str, port: str, port_device: str):
+        self.ref, self.ref_device, self.port, self.port_device = ref, ref_device, port, port_device
+
+    @property
+    def id(self) -> str:
+        return f"{self.ref}-{self.ref_device}-vs-{self.port}-{self.port_device}"
+
+    def __repr__(self) -> str:
+        return f"{self.ref} on {self.ref_device} vs {self.port} on {self.port_device}"
+
+
+def parity_sides_of(config) -> Sides:
+    ref = config.getoption("parity_ref")
+    return Sides(ref, backend_device(config, ref), PORT, backend_device(config, PORT))
 
 
 def case_in_nodeid(nodeid: str) -> str | None:
@@ -206,8 +293,14 @@ class RunCache:
 
 @pytest.fixture(scope="session")
 def parity_device_name(pytestconfig) -> str:
-    """The device the parity runs use (--parity-device, with auto resolved)."""
+    """The port's device (--parity-device, with auto resolved): it chooses the tolerance profile."""
     return parity_device(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def parity_ref(pytestconfig) -> str:
+    """The reference backend's name (--parity-ref)."""
+    return pytestconfig.getoption("parity_ref")
 
 
 @pytest.fixture(scope="session")
@@ -221,7 +314,9 @@ def parity_run(pytestconfig, parity_run_cache):
     traces, summaries, digests, provenance); the device defaults to --parity-device."""
 
     def run(case: str, backend: str, dtype: str = "float64", device: str | None = None):
-        return parity_run_cache.get(case, backend, dtype, device or parity_device(pytestconfig))
+        __tracebackhide__ = True
+        require_backend(backend)
+        return parity_run_cache.get(case, backend, dtype, device or backend_device(pytestconfig, backend))
 
     run.data = parity_run_cache.data  # the --parity-data scan, or None for the shipped fixture
     return run
@@ -231,7 +326,7 @@ def parity_run(pytestconfig, parity_run_cache):
 def parity_gradients(parity_run):
     """`parity_gradients(case, backend, dtype, device=None)` → (loss terms, gradients by tensor
     name, neutral layout) of the cached run's model; computed once per process while its case's
-    tests run."""
+    tests run (device: the backend's own in this session, as for `parity_run`)."""
     from parity.cache import LruCache
 
     cache = LruCache(4)  # one case's two trainable backends × two dtypes
@@ -252,98 +347,24 @@ def parity_gradients(parity_run):
 
 @pytest.fixture(scope="session")
 def parity_check(pytestconfig):
-    """`parity_check(case, candidate, dtype="float64", ref="tensorflow")` → a CaseResult: the
-    candidate (any registered backend, your own adapter included) against the reference, stage by
-    stage, arbitrated by numpy; `.passed`, `.comparison`, `.arbitration`."""
+    """`parity_check(case, candidate, dtype="float64", ref=None)` → a CaseResult: the candidate
+    (any registered backend, your own adapter included) on --parity-device against the reference
+    (default: --parity-ref) on --parity-ref-device, stage by stage, arbitrated by numpy;
+    `.passed`, `.comparison`, `.arbitration`."""
     from parity.cases import get_case
     from parity.engine import run_case
 
-    def check(case: str, candidate: str, dtype: str = "float64", ref: str = "tensorflow"):
+    def check(case: str, candidate: str, dtype: str = "float64", ref: str | None = None):
+        __tracebackhide__ = True
+        ref = ref or pytestconfig.getoption("parity_ref")
+        require_backend(ref)
         return run_case(get_case(case), device=parity_device(pytestconfig), dtype=dtype,
+                        ref_device=pytestconfig.getoption("parity_ref_device"),
                         data=pytestconfig.getoption("parity_data"), use_golden=False, checkpoints=False,
                         ref=ref, candidates=[candidate])
 
     return check
 
 
-@pytest.fixture
-def parity_golden(request, pytestconfig, tmp_path):
-    """`parity_golden(run)`: compare a BackendRun with its case's golden (digests exactly,
-    summaries under the tolerance profile of its device × dtype). The reference run (tensorflow,
-    cpu, float64) goes through pytest-regressions' check, so `--force-regen` / `--regen-all`
-    rewrite the golden from it; a missing golden fails and leaves `<case>.obtained.json` beside
-    it. Nothing is written when CI is set."""
-
-    def check(run) -> None:
-        __tracebackhide__ = True
-        _check_golden(request, pytestconfig, tmp_path, run)
-
-    return check
-
-
-def _check_golden(request, config, tmp_path, run) -> None:
-    __tracebackhide__ = True
-    from pytest_regressions.common import perform_regression_check
-
-    from parity import goldens
-    from parity.cases import get_case
-    from parity.engine import golden_of
-
-    directory = config.getoption("parity_goldens")
-    path = goldens.golden_path(run.case, directory)
-    is_reference = (run.backend, run.device, run.dtype) == goldens.REFERENCE
-    regen = config.getoption("force_regen") or config.getoption("regen_all")
-    ci = goldens.in_ci()
-    data = config.getoption("parity_data")
-
-    def obtained_golden() -> dict:
-        return golden_of(run, get_case(run.case), data)
-
-    if not path.exists():
-        if is_reference and regen and not ci:
-            pass  # pytest-regressions writes it below and fails once, as it always does
-        else:
-            if ci:
-                pytest.fail(f"golden missing: {path} (CI is set: nothing written; generate it with "
-                            f"`parity refresh --new` outside CI and commit it)", pytrace=False)
-            obtained = goldens.obtained_path(run.case, directory)
-            if is_reference:
-                goldens.write_atomic(obtained, goldens.dumps(obtained_golden()))
-                how = (f"wrote what this run obtained to {obtained}; accept it with "
-                       f"`pytest -k parity --force-regen` or `parity refresh --new`")
-            else:
-                how = "generate it with `parity refresh --new` (the float64 CPU tensorflow run)"
-            pytest.fail(f"golden missing: {path}; {how}", pytrace=False)
-    from parity.tolerances import ToleranceError
-
-    try:
-        if path.exists():
-            goldens.load_golden(path)  # a corrupt golden: one line, and it is never rewritten
-        profile = goldens.load_golden_profile(run.device, run.dtype)
-    except (goldens.GoldenError, ToleranceError) as exc:
-        pytest.fail(str(exc), pytrace=False)
-
-    def check_fn(obtained_file: Path, expected_file: Path) -> None:
-        __tracebackhide__ = True
-        result = goldens.compare_golden(goldens.load_golden(expected_file), run.summaries, run.digests,
-                                        run.dtype, profile, run=run.label)
-        if not result.passed:
-            message = result.message(expected_file)
-            dump = config.getoption("parity_dump")
-            if dump:
-                folder = Path(dump) / run.case
-                folder.mkdir(parents=True, exist_ok=True)
-                stem = f"{run.backend}-{run.device}-{run.dtype}"
-                (folder / f"golden-{stem}.obtained.json").write_text(goldens.dumps(obtained_golden()))
-                (folder / f"golden-{stem}.mismatches.txt").write_text(message + "\n")
-            raise AssertionError(message)
-
-    if not is_reference or ci:
-        if path.exists():
-            check_fn(tmp_path / "unused", path)  # compare only: nothing to write
-        return
-    perform_regression_check(
-        datadir=tmp_path, original_datadir=path.parent, request=request, check_fn=check_fn,
-        dump_fn=lambda filename: goldens.write_atomic(filename, goldens.dumps(obtained_golden())),
-        extension=".json", fullpath=path, obtained_filename=tmp_path / f"{run.case}.obtained.json")
-
+# the golden fixture lives in its own module; imported here, it is one of this plugin's fixtures
+from parity.plugin_goldens import parity_golden  # noqa: E402,F401

@@ -27,7 +27,7 @@ class RefreshRefused(ValueError):
 class Planned:
     case: str
     path: Path
-    status: str  # new | corrupt | inputs changed | out of tolerance | changed | unchanged
+    status: str  # new | corrupt | inputs changed | out of tolerance | changed | unchanged | unchecked
     write: bool
     golden: dict = field(repr=False)
     changes: list[tuple[str, object, object]] = field(default_factory=list)  # key, old, new
@@ -52,11 +52,13 @@ def plan(cases: Sequence[Case], mode: str, goldens_dir: Optional[Path] = None,
     the `failing` and `new` modes, unless `recompute` — where the golden's fingerprint shows that
     nothing that decides it has changed (parity.fingerprint): that golden is unchanged as it is."""
     from parity import engine
+    from parity.backends import BackendUnavailable, get_backend
     from parity.fingerprint import inputs_key, matches
 
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     profile = load_golden_profile(REFERENCE[1], REFERENCE[2])
+    missing = get_backend(REFERENCE[0]).missing()  # TensorFlow not installed: goldens can be read, not made
     out = []
     for i, case in enumerate(cases, 1):
         path = golden_path(case.name, goldens_dir)
@@ -68,6 +70,14 @@ def plan(cases: Sequence[Case], mode: str, goldens_dir: Optional[Path] = None,
             progress(f"[{i}/{len(cases)}] {case.name}: fingerprint matches, not re-run")
             out.append(Planned(case.name, path, "unchanged", False, old,
                                note="fingerprint matches: same sources, versions, inputs and golden; not re-run"))
+            continue
+        if missing:
+            if mode == "all" or recompute or old is None:
+                raise BackendUnavailable(f"{path}: cannot make this golden here: {missing}")
+            progress(f"[{i}/{len(cases)}] {case.name}: fingerprint does not match this machine, reference not installed")
+            out.append(Planned(case.name, path, "unchecked", False, old,
+                               note=f"kept as it is: {missing}; its fingerprint names another set of versions "
+                                    f"or sources, so only a machine with the reference can say whether it is current"))
             continue
         progress(f"[{i}/{len(cases)}] {case.name}: reference run ({' '.join(REFERENCE)}) ...")
         new = engine.reference_golden(case, data=data)

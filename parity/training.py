@@ -89,6 +89,9 @@ class GradientCheck:
 
     def describe(self) -> str:
         first = self.first_divergence
+        skipped = [s for s in self.comparison.stages if not s.provided]
+        if first is None and skipped and len(skipped) == len(self.comparison.stages):
+            return f"gradients {self.comparison.ref_name} vs {self.candidate}: {skipped[0].message}"
         if first is None:
             worst = self.comparison.worst
             return (f"gradients {self.comparison.ref_name} vs {self.candidate}: loss and every gradient agree"
@@ -247,6 +250,9 @@ class TrainingCheck:
 
     def describe(self) -> str:
         first = self.first_divergence
+        skipped = [s for step in self.steps for s in step.stages if not s.provided]
+        if first is None and skipped and len(skipped) == sum(len(step.stages) for step in self.steps):
+            return f"training {self.ref_name} vs {self.candidate}: {skipped[0].message}"
         label = f"training {self.ref_name} vs {self.candidate}, {len(self.steps)} Adam steps"
         if first is None:
             return f"{label}: track (worst {self.worst_rel_error:.2e}, loss curves ≤ {self.loss_curve_difference():.2e})"

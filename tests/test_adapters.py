@@ -141,7 +141,7 @@ def test_adapter_through_an_entry_point_with_pytest_and_parity_check(pytester, t
     good = subprocess.run([str(parity), "check", "--candidate", "my-port", "--case", "gs2-big", "--dtype", "float64",
                            "--no-figures", "--out", str(tmp_path / "r1")], capture_output=True, text=True, env=env, timeout=600)
     assert good.returncode == 0, good.stdout[-2000:] + good.stderr[-2000:]
-    assert "tensorflow vs my-port" in good.stdout
+    assert "tensorflow on cpu (reference) vs my-port on cpu" in good.stdout
     bad = subprocess.run([str(parity), "check", "--candidate", "my-port", "--case", "gs2-big", "--dtype", "float64",
                           "--no-figures", "--out", str(tmp_path / "r2")], capture_output=True, text=True,
                          env=dict(env, MYPORT_BUG="avgpool"), timeout=600)

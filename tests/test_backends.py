@@ -56,7 +56,7 @@ def test_check_with_two_candidates_prints_both_columns(tmp_path, capsys):
 def test_check_with_numpy_as_the_reference(tmp_path, capsys):
     assert main(["check", "--case", "gs1", "--dtype", "float64", "--ref", "numpy", "--candidate", "tensorflow",
                  "--no-figures", "--out", str(tmp_path)]) == 0
-    assert "numpy vs tensorflow" in capsys.readouterr().out
+    assert "numpy on cpu (reference) vs tensorflow on cpu" in capsys.readouterr().out
 
 
 def test_unknown_backend_is_one_line(tmp_path, capsys):

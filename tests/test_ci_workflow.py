@@ -18,19 +18,34 @@ def test_ci_run_is_make_test():
     assert lines[-1] == "make test"
 
 
+def _runs(job: dict) -> str:
+    return "\n".join(s.get("run", "") for s in job["steps"])
+
+
 def test_workflow_jobs():
     flow = yaml.safe_load(WORKFLOW.read_text())
     jobs = flow["jobs"]
-    assert set(jobs) == {"cpu", "gpu"}
+    assert set(jobs) == {"cpu", "gpu", "gpu-tensorflow"}
     assert [s["run"] for s in jobs["cpu"]["steps"] if "run" in s] == ["make test"]
     assert jobs["gpu"]["runs-on"] == ["self-hosted", "gpu"]
-    runs = "\n".join(s.get("run", "") for s in jobs["gpu"]["steps"])
-    for needle in ("nvidia-smi", "make venv EXTRA=cuda", "torch==2.13.0",
-                   "pytest -k parity --parity-device cuda --require-cuda",
-                   'parity check --device cuda --grad --train-steps 10', '--summary-md "$GITHUB_STEP_SUMMARY"'):
+    # the GPU gate holds one CUDA stack: torch's, no TensorFlow; numpy is the reference
+    runs = _runs(jobs["gpu"])
+    for needle in ("nvidia-smi", "torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126",
+                   "make venv EXTRA=torch-only",
+                   "pytest -k parity --parity-device cuda --parity-ref numpy --require-cuda",
+                   "parity check --device cuda --ref numpy --grad --train-steps 3", '--summary-md "$GITHUB_STEP_SUMMARY"'):
         assert needle in runs, needle
-    upload = [s for s in jobs["gpu"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
-    assert upload and upload[0]["if"] == "failure()"
+    assert "EXTRA=cuda" not in runs and "tensorflow" not in runs.lower()
+    # the optional variant with TensorFlow's CUDA build, on runners that can hold both
+    optional = jobs["gpu-tensorflow"]
+    assert "workflow_dispatch" in optional["if"] and optional["runs-on"] == ["self-hosted", "gpu-tensorflow"]
+    runs = _runs(optional)
+    for needle in ("make venv EXTRA=cuda", "--parity-device cuda --require-cuda --require-reference",
+                   "parity check --device cuda --ref-device cuda --grad --train-steps 10"):
+        assert needle in runs, needle
+    for name in ("gpu", "gpu-tensorflow"):
+        upload = [s for s in jobs[name]["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
+        assert upload and upload[0]["if"] == "failure()"
     for job in jobs.values():
         assert job["env"]["CI"] == "true"  # goldens are never written in CI
 

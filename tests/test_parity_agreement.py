@@ -1,6 +1,8 @@
 """The point of the project: the torch port computes what the TensorFlow reference computes.
 
-Per case (--parity-cases), dtype (--parity-dtype) and stage, on --parity-device: relative error
+Per case (--parity-cases), dtype (--parity-dtype) and stage, the port on --parity-device, the
+reference (--parity-ref: tensorflow, or numpy where TensorFlow is not installed) on
+--parity-ref-device; the id's last part says where each side ran. Relative error
 max|Δ| / max|reference| within the reviewed tolerance profile (fixtures/tolerances.toml:
 float64 ≤ 1e-12, float32 ≤ 1e-5). Runs come from the plugin's per-process cache.
 """
@@ -21,12 +23,14 @@ def _report(result) -> str:
     return "\n".join(f"{s.stage:24s} rel={s.rel_error} tol={s.tolerance} {s.message}" for s in result.stages)
 
 
-def test_parity_torch_matches_tensorflow_every_stage(parity_case, parity_dtype, parity_run, parity_device_name):
-    profile = load_profile(parity_device_name, parity_dtype)
-    ref, port = parity_run(parity_case, "tensorflow", parity_dtype), parity_run(parity_case, "torch", parity_dtype)
-    result = compare_traces(ref.train, port.train, profile, "tensorflow", "torch")
+def test_parity_torch_matches_reference_every_stage(parity_case, parity_dtype, parity_sides, parity_run,
+                                                     parity_device_name):
+    profile = load_profile(parity_device_name, parity_dtype)  # chosen by the port's device
+    ref, port = parity_run(parity_case, parity_sides.ref, parity_dtype), parity_run(parity_case, "torch", parity_dtype)
+    assert (ref.device, port.device) == (parity_sides.ref_device, parity_sides.port_device)
+    result = compare_traces(ref.train, port.train, profile, ref.label, port.label)
     assert [s.stage for s in result.stages] == list(TRAIN_STAGES)
-    assert result.passed, f"first divergence: {result.first_divergence.stage}\n{_report(result)}"
+    assert result.passed, f"{parity_sides}: first divergence: {result.first_divergence.stage}\n{_report(result)}"
 
 
 def test_parity_numpy_matches_tensorflow_every_stage(parity_case, parity_run):
@@ -38,35 +42,35 @@ def test_parity_numpy_matches_tensorflow_every_stage(parity_case, parity_run):
     assert result.passed, f"first divergence: {result.first_divergence.stage}\n{_report(result)}"
 
 
-def test_parity_infer_path_matches_train_path_across_backends(parity_case, parity_dtype, parity_run,
+def test_parity_infer_path_matches_train_path_across_backends(parity_case, parity_dtype, parity_sides, parity_run,
                                                                parity_device_name):
-    ref, port = parity_run(parity_case, "tensorflow", parity_dtype), parity_run(parity_case, "torch", parity_dtype)
+    ref, port = parity_run(parity_case, parity_sides.ref, parity_dtype), parity_run(parity_case, "torch", parity_dtype)
     result = compare_traces(ref.infer, port.infer, load_profile(parity_device_name, parity_dtype),
-                            "tensorflow", "torch", order=list(INFER_STAGES))
+                            ref.label, port.label, order=list(INFER_STAGES))
     assert result.passed, _report(result)
     for run in (ref, port):  # one implementation of the object stages serves both paths
         for stage in INFER_STAGES:
             np.testing.assert_array_equal(run.infer[stage], run.train[stage], err_msg=f"{run.label} {stage}")
 
 
-def test_parity_harness_sees_a_real_divergence(parity_run):
+def test_parity_harness_sees_a_real_divergence(parity_run, parity_ref):
     """Guard against a comparison that cannot fail: perturb one torch stage by 1e-9 relative."""
-    ref = parity_run("gs2-big", "tensorflow", "float64", "cpu").train
+    ref = parity_run("gs2-big", parity_ref, "float64", "cpu").train
     other = dict(parity_run("gs2-big", "torch", "float64", "cpu").train)
     canvas = other["object.canvas"].copy()
     canvas[3, 40, 41, 0] += 1e-9 * np.abs(canvas).max()
     other["object.canvas"] = canvas
-    result = compare_traces(ref, other, load_profile("cpu", "float64"), "tensorflow", "torch")
+    result = compare_traces(ref, other, load_profile("cpu", "float64"), parity_ref, "torch")
     assert not result.passed and result.first_divergence.stage == "object.canvas"
     assert result.first_divergence.worst_at == {"group": 3, "channel": 0, "row": 40, "col": 41}
 
 
 @pytest.mark.cuda
-def test_parity_cuda_torch_matches_tensorflow_and_torch_cpu(parity_case, parity_dtype, parity_run):
+def test_parity_cuda_torch_matches_reference_and_torch_cpu(parity_case, parity_dtype, parity_sides, parity_run):
     gpu = parity_run(parity_case, "torch", parity_dtype, "cuda").train
     profile = load_profile("cuda", parity_dtype)
-    result = compare_traces(parity_run(parity_case, "tensorflow", parity_dtype, "cpu").train, gpu, profile,
-                            "tensorflow-cpu", "torch-cuda")
+    ref = parity_run(parity_case, parity_sides.ref, parity_dtype)  # on --parity-ref-device
+    result = compare_traces(ref.train, gpu, profile, ref.label, "torch-cuda")
     assert result.passed, _report(result)
     cpu = compare_traces(parity_run(parity_case, "torch", parity_dtype, "cpu").train, gpu, profile,
                          "torch-cpu", "torch-cuda")

@@ -21,55 +21,71 @@ STEPS = 10  # float64 must track over 10 Adam steps on every default case (train
 EXTENDED_STEPS = 8
 
 
-def test_parity_gradients_agree(parity_case, parity_dtype, parity_gradients, parity_device_name):
+def trainer(sides) -> tuple[str, str]:
+    """(backend, device) the port's gradients and steps are compared with: the reference where it
+    trains; where it cannot (numpy), the port itself on the CPU when the port runs elsewhere (the
+    gradient goldens, made by TensorFlow, judge the port on the CPU); else the test is skipped."""
+    if sides.ref != "numpy":
+        return sides.ref, sides.ref_device
+    if sides.port_device == "cpu":
+        pytest.skip("the numpy reference computes no gradients; with the port on the CPU the gradient goldens "
+                    "judge it (test_parity_gradients_match_golden)")
+    return "torch", "cpu"
+
+
+def test_parity_gradients_agree(parity_case, parity_dtype, parity_sides, parity_gradients, parity_device_name):
     cfg = get_case(parity_case).config
-    ref = parity_gradients(parity_case, "tensorflow", parity_dtype)
+    base, base_device = trainer(parity_sides)
+    ref = parity_gradients(parity_case, base, parity_dtype, base_device)
     cand = parity_gradients(parity_case, "torch", parity_dtype)
     assert set(ref[1]) == set(cand[1]) == set(trainable_names(cfg))  # log_scale and every weight
     assert all(g is not None and np.any(g != 0) for g in ref[1].values())  # the loss reaches every tensor
-    check = compare_gradients(cfg, ref, cand, load_profile(parity_device_name, parity_dtype), "tensorflow", "torch")
+    check = compare_gradients(cfg, ref, cand, load_profile(parity_device_name, parity_dtype),
+                              f"{base} on {base_device}", "torch")
     assert check.passed, check.describe()
     assert [s.stage for s in check.comparison.stages][:4] == [*LOSS_TERMS, "grad.log_scale"]  # backward order
 
 
-def test_parity_gradients_match_golden(parity_case, parity_dtype, parity_gradients, parity_run, parity_device_name):
-    """Loss terms and gradient norms of both backends against the float64 reference's golden, so a
-    change that alters both sides alike is caught too."""
+def test_parity_gradients_match_golden(parity_case, parity_dtype, parity_sides, parity_gradients, parity_run):
+    """Loss terms and gradient norms of the port and of a reference that trains against the float64
+    reference's golden (each under the golden profile of its device), so a change that alters both
+    sides alike is caught too."""
     if parity_run.data is not None:
         pytest.skip("goldens hold the shipped fixture's results")
     golden = load_golden(golden_path(parity_case))
     assert "gradients" in golden["summaries"], "golden without gradients: run `parity refresh --all`"
-    profile = load_golden_profile(parity_device_name, parity_dtype)
-    for backend in ("tensorflow", "torch"):
+    for backend in [b for b in dict.fromkeys([parity_sides.ref, "torch"]) if b != "numpy"]:  # numpy: no gradients
         run = parity_run(parity_case, backend, parity_dtype)
+        profile = load_golden_profile(run.device, parity_dtype)
         summaries = dict(run.summaries, gradients=gradient_summary(*parity_gradients(parity_case, backend, parity_dtype)))
         result = compare_golden(golden, summaries, run.digests, parity_dtype, profile, run=run.label)
         assert result.passed, result.message(golden_path(parity_case))
 
 
-def test_parity_training_tracks(parity_case, parity_run, parity_device_name):
+def test_parity_training_tracks(parity_case, parity_sides, parity_run, parity_device_name):
     """10 Adam steps (8 on an extended case) from identical weights on the case's batch, float64:
     the loss before each step and every trainable tensor after it agree."""
     from parity.backends import get_backend
 
+    base, base_device = trainer(parity_sides)
     case = get_case(parity_case)
     cfg, weights, batch = case.inputs("float64", data=parity_run.data)
     steps_run = STEPS if case.case_set == "default" else EXTENDED_STEPS
     last = {}
 
-    def steps(name):  # read in lockstep by compare_training; the last record is kept here
-        model = get_backend(name).build(cfg, weights, device=parity_device_name)
+    def steps(name, device, key):  # read in lockstep by compare_training; the last record is kept here
+        model = get_backend(name).build(cfg, weights, device=device)
         for record in model.train_steps(batch, steps_run, AdamConfig()):
-            last[name] = record
+            last[key] = record
             yield record
 
-    check = compare_training(cfg, steps("tensorflow"), steps("torch"),
-                             load_profile(parity_device_name, "float64"), "tensorflow", "torch")
+    check = compare_training(cfg, steps(base, base_device, "base"), steps("torch", parity_device_name, "port"),
+                             load_profile(parity_device_name, "float64"), f"{base} on {base_device}", "torch")
     assert len(check.steps) == steps_run
     assert check.passed, check.describe()
     # the steps really train: the loss moves and every tensor changed
     assert check.ref_losses[-1] != check.ref_losses[0]
-    assert all(not np.array_equal(last["tensorflow"]["tensors"][k], weights[k]) for k in weight_specs(cfg))
+    assert all(not np.array_equal(last["base"]["tensors"][k], weights[k]) for k in weight_specs(cfg))
 
 
 def test_loss_formulas_are_the_documented_ones(parity_run):
@@ -107,6 +123,9 @@ def test_port_adam_is_keras_adam():
     """The port's written-out Adam against keras.optimizers.Adam (what the reference trains with):
     the same gradient sequence, 5 steps, float64, a kernel-shaped and a scalar variable, gradients
     spanning 1e-9..1e3 so that epsilon matters for some elements."""
+    from parity.pytest_plugin import require_backend
+
+    require_backend("tensorflow")
     import keras
     import tensorflow as tf
     import torch
@@ -159,6 +178,9 @@ def test_torch_optim_adam_is_not_keras_adam():
 def test_training_leaves_the_runs_models_alone(parity_run):
     """`run_case(train_steps=K)` trains fresh models: the cached forward models keep their weights."""
     from parity.engine import run_case
+    from parity.pytest_plugin import require_backend
+
+    require_backend("tensorflow")  # the reference that trains
 
     result = run_case(get_case("gs2-small"), dtype="float64", use_golden=False, checkpoints=False,
                       grad=True, train_steps=2)

@@ -1,0 +1,167 @@
+"""The checks `run_case` runs besides forward agreement, each for every candidate: the
+checkpoint round trip (same backend and across backends), gradients and Adam steps. Each is a
+function of the run's models and traces, returning per-candidate results (docs/design.md §1, §11).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Optional, Sequence
+
+from parity.backends import get_backend
+from parity.compare import StageComparison, TraceComparison, compare_traces
+from parity.config import ForwardConfig
+from parity.data import Batch
+from parity.stages import INFER_STAGES
+from parity.training import AdamConfig, GradientCheck, TrainingCheck, compare_gradients, compare_training
+
+REF = "tensorflow"  # the default reference
+
+
+@dataclass
+class CheckpointCheck:
+    """A model saved, loaded back into a fresh object (`saved` → `loaded_by`), its inference path
+    compared stage by stage with the saved model's in-memory training path."""
+
+    saved: str  # the backend whose checkpoint was written
+    loaded_by: str  # the backend that loaded it (the same one, or the other through neutral weights)
+    comparison: TraceComparison
+
+    @property
+    def direction(self) -> str:
+        return f"{self.saved} → {self.loaded_by}"
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison.passed
+
+    @property
+    def first_stage(self) -> Optional[str]:
+        first = self.comparison.first_divergence
+        return first.stage if first else None
+
+    def describe(self) -> str:
+        if self.passed:
+            return f"checkpoint {self.direction}: reloaded inference path matches the training path"
+        return (f"checkpoint {self.direction}: the reloaded inference path parts from the in-memory "
+                f"training path at {self.first_stage}")
+
+    def to_dict(self) -> dict:
+        worst = self.comparison.worst
+        return {"saved": self.saved, "loaded_by": self.loaded_by, "direction": self.direction,
+                "passed": self.passed, "first_divergence": self.first_stage,
+                "worst_stage": worst.stage if worst else None,
+                "worst_rel_error": worst.rel_error if worst else None,
+                "stages": [st.to_dict() for st in self.comparison.stages]}
+
+
+def checkpoint_checks(models: dict, train: dict, batch: Batch, profiles: Mapping, devices: Mapping[str, str],
+                      workdir: Path, ref: str = REF) -> tuple[list[CheckpointCheck], dict]:
+    """Save every model, load it back in a fresh object on its own device and compare its
+    inference path with the in-memory training path; then hand the reference's checkpoint, as
+    neutral weights + state, to each candidate and each candidate's to the reference, and compare
+    the same way. Each comparison is judged by the candidate's profile (`profiles`: backend ->
+    profile of its device). Returns the checks and the reloaded infer traces."""
+    loaded, infer = {}, {}
+    checks = []
+    train = {name: {stage: train[name][stage] for stage in INFER_STAGES} for name in models}
+    for name, model in models.items():
+        loaded[name] = get_backend(name).load(model.save(Path(workdir) / f"{name}.ckpt"), device=devices[name])
+        infer[name] = loaded[name].forward_infer(batch)
+        checks.append(CheckpointCheck(name, name, compare_traces(
+            train[name], infer[name], profiles[name], f"{name} train", f"{name} reloaded", order=list(INFER_STAGES))))
+    pairs = [(c, a, b) for c in models if c != ref for a, b in ((ref, c), (c, ref))]
+    for cand, saved, loaded_by in pairs:
+        source = loaded[saved]
+        state = source.state()
+        port = get_backend(loaded_by).build(source.cfg, source.weights(), probe=state["probe"],
+                                            log_scale=state["log_scale"], device=devices[loaded_by])
+        checks.append(CheckpointCheck(saved, loaded_by, compare_traces(
+            train[saved], port.forward_infer(batch), profiles[cand], f"{saved} train",
+            f"{loaded_by} from {saved}'s checkpoint", order=list(INFER_STAGES))))
+    return checks, infer
+
+
+def _trainable(model) -> bool:
+    return callable(getattr(model, "loss_and_gradients", None)) and callable(getattr(model, "train_steps", None))
+
+
+def gradient_results(models: dict, batch: Batch) -> dict:
+    """backend -> (loss terms, gradients) for every model that can compute them."""
+    return {name: model.loss_and_gradients(batch) for name, model in models.items() if _trainable(model)}
+
+
+def _not_run(ref: str, cand: str, what: str, why: str) -> TraceComparison:
+    return TraceComparison(ref, cand, [StageComparison(what, True, why, provided=False)])
+
+
+def _not_trainable(ref: str, cand: str, what: str) -> TraceComparison:
+    return _not_run(ref, cand, what, f"not provided by {cand}")
+
+
+def stand_in(ref: str, cand: str, devices: Mapping[str, str]) -> Optional[str]:
+    """What a candidate's gradients and Adam steps are compared with where the reference cannot
+    train (numpy): the candidate itself on the CPU, when it runs elsewhere — the port on the GPU
+    against the port on the CPU, whose gradient norms the goldens check. None where there is no
+    such stand-in (the candidate is on the CPU already)."""
+    return None if devices[cand] == "cpu" else f"{cand} on cpu"
+
+
+def _no_reference_why(ref: str, cand: str, what: str) -> str:
+    return (f"not run: the reference {ref} computes no {what} and {cand} runs on the CPU "
+            f"(on another device it is compared with itself on the CPU)")
+
+
+def gradient_checks(models: dict, results: dict, batch: Batch, profiles: Mapping, ref: str,
+                    candidates: Sequence[str], weights, devices: Optional[Mapping[str, str]] = None) -> dict:
+    """Loss terms and gradients (`results`, from `gradient_results`) of each candidate against the
+    reference (or, where the reference cannot train, against the candidate's `stand_in`), in
+    backward order; the numpy backend's loss is the third opinion when a loss term differs."""
+    devices = devices or {name: "cpu" for name in models}
+    cfg = models[ref].cfg
+    numpy_model = models.get("numpy") or get_backend("numpy").build(cfg, weights)
+    numpy_losses = numpy_model.losses(batch)
+    checks = {}
+    for cand in candidates:
+        if cand not in results:
+            checks[cand] = GradientCheck(cand, _not_trainable(ref, cand, "grad"))
+            continue
+        base, base_model = ref, models[ref]
+        if ref not in results:
+            base = stand_in(ref, cand, devices)
+            if base is None:
+                checks[cand] = GradientCheck(cand, _not_run(ref, cand, "grad", _no_reference_why(ref, cand, "gradients")))
+                continue
+            base_model = get_backend(cand).build(cfg, weights, device="cpu")
+            results = {**results, base: base_model.loss_and_gradients(batch)}
+        checks[cand] = compare_gradients(cfg, results[base], results[cand], profiles[cand], base, cand, numpy_losses,
+                                         arbiter={"weights": weights, "batch": batch,
+                                                  "log_scale": base_model.state()["log_scale"]})
+    return checks
+
+
+def training_checks(cfg: ForwardConfig, weights, batch: Batch, profiles: Mapping, devices: Mapping[str, str],
+                    ref: str, candidates: Sequence[str], steps: int, adam: AdamConfig) -> dict:
+    """`steps` Adam steps per backend, each on a freshly built model on its own device (the run's
+    models stay as they are), compared after every step under the candidate's profile. The
+    reference steps in lockstep with each candidate, so only one step of each is held; with
+    several candidates it trains once per candidate."""
+    def train(name: str, device: str):  # a fresh model per comparison; None where the backend cannot train
+        model = get_backend(name).build(cfg, weights, device=device)
+        return model.train_steps(batch, steps, adam) if _trainable(model) else None
+
+    checks = {}
+    for cand in candidates:
+        base, ref_records = ref, train(ref, devices[ref])  # stepped in lockstep: one step of each is held
+        if ref_records is None and stand_in(ref, cand, devices) is not None:
+            base, ref_records = stand_in(ref, cand, devices), train(cand, "cpu")
+        records = train(cand, devices[cand])
+        if records is None:
+            checks[cand] = TrainingCheck(cand, base, steps=[_not_trainable(base, cand, "train")])
+        elif ref_records is None:
+            checks[cand] = TrainingCheck(cand, ref, steps=[_not_run(ref, cand, "train",
+                                                                    _no_reference_why(ref, cand, "Adam steps"))])
+        else:
+            checks[cand] = compare_training(cfg, ref_records, records, profiles[cand], base, cand)
+    return checks

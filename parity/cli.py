@@ -146,7 +146,8 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def _cmd_faults(args: argparse.Namespace) -> int:
-    from parity.faults import CATALOGUE, evaluate, format_table, get_fault
+    from parity.fault_eval import evaluate, format_table
+    from parity.faults import CATALOGUE, get_fault
 
     from parity.backends import get_backend
 

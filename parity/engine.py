@@ -29,12 +29,12 @@ from parity.oracle import arbitrate
 from parity.stages import OBJECT_STAGES
 from parity.summaries import summarise
 from parity.tolerances import TOLERANCE_PATH, load_profile
-from parity.checks import (CheckpointCheck, _trainable, checkpoint_checks, gradient_checks,  # noqa: F401
+from parity.checks import (REF, CheckpointCheck, _trainable, checkpoint_checks, gradient_checks,  # noqa: F401
                            gradient_results, training_checks)
 from parity.training import AdamConfig, gradient_summary
 from parity.weights import digest as weights_digest
 
-REF, OTHER = "tensorflow", "torch"  # the default reference and candidate
+OTHER = "torch"  # the default candidate (the default reference, REF, is parity.checks')
 
 
 class DeviceUnavailable(ValueError):
@@ -45,15 +45,10 @@ def backend_devices(ref: str, candidates: Sequence[str], device: str = "cpu",
                     ref_device: Optional[str] = None) -> dict[str, str]:
     """Where each backend of a run computes: the candidates on `device`, the reference on
     `ref_device` (default: the CPU, the usual setup being the reference on the CPU and the port on
-    the GPU). A CPU-only backend (numpy) stays on the CPU, unless its device was named explicitly
-    as `ref_device` (then configuring it says it cannot)."""
-    out = {}
-    for name in [ref, *candidates]:
-        if name == ref:
-            out[name] = ref_device or get_backend(name).device_for("cpu")
-        else:
-            out.setdefault(name, get_backend(name).device_for(device))
-    return out
+    the GPU). A CPU-only candidate (numpy) stays on the CPU; a `ref_device` is taken as named
+    (configuring a CPU-only reference for CUDA then says it cannot)."""
+    return {ref: ref_device or "cpu",
+            **{name: get_backend(name).device_for(device) for name in candidates if name != ref}}
 
 
 def require_device(devices: Mapping[str, str]) -> dict[str, object]:

@@ -35,10 +35,8 @@ import os
 
 import pytest
 
-PORT = "torch"  # the built-in candidate the parametrised tests check against the reference
-_CUDA_STATE: dict[str, object] = {}
-_REQUIRE_REFERENCE: list[bool] = []  # this process's --require-reference, for `require_backend`
-
+from parity.plugin_devices import (PORT, REQUIRE_REFERENCE, backend_device, cuda_problem, parity_device,
+                                   parity_sides_of, require_backend)
 
 def pytest_addoption(parser):
     group = parser.getgroup("ptycho-parity", "ptycho-parity: backend parity and golden checks")
@@ -66,55 +64,6 @@ def pytest_addoption(parser):
                     help="fail, never skip, when the CUDA parity tests cannot run")
 
 
-def cuda_problem(config) -> str | None:
-    """Why CUDA parity runs cannot happen here (None when they can): the port on CUDA, and the
-    reference too where --parity-ref-device cuda asks for it; asked once per process."""
-    if "problem" not in _CUDA_STATE:
-        from parity.backends import BackendError
-        from parity.engine import DeviceUnavailable, require_device
-
-        devices = {PORT: "cuda"}
-        if config.getoption("parity_ref_device") == "cuda":
-            devices[config.getoption("parity_ref")] = "cuda"
-        try:
-            require_device(devices)
-            _CUDA_STATE["problem"] = None
-        except (DeviceUnavailable, BackendError) as exc:
-            _CUDA_STATE["problem"] = str(exc)
-    return _CUDA_STATE["problem"]  # type: ignore[return-value]
-
-
-def parity_device(config) -> str:
-    """The port's device (--parity-device, auto resolved)."""
-    device = config.getoption("parity_device")
-    if device == "auto":
-        return "cpu" if cuda_problem(config) else "cuda"
-    return device
-
-
-def backend_device(config, backend: str) -> str:
-    """Where `backend` runs in this session: the reference on --parity-ref-device, any other
-    backend on --parity-device (a CPU-only one, numpy, on the CPU)."""
-    from parity.engine import backend_devices
-
-    ref = config.getoption("parity_ref")
-    return backend_devices(ref, [backend], parity_device(config), config.getoption("parity_ref_device"))[backend]
-
-
-def require_backend(name: str) -> None:
-    """Skip the running test, with one line naming the missing package, when the framework of
-    backend `name` is not installed; fail it instead under --require-reference."""
-    __tracebackhide__ = True
-    from parity.backends import get_backend
-
-    reason = get_backend(name).missing()
-    if reason is None:
-        return
-    if _REQUIRE_REFERENCE and _REQUIRE_REFERENCE[-1]:
-        pytest.fail(f"--require-reference: {reason}", pytrace=False)
-    pytest.skip(reason)
-
-
 def share_cores_between_workers(config) -> None:
     """Under pytest-xdist, each worker gives both frameworks its share of the cores, so N workers
     do not run N × cores threads each (measured on 2 cores: the training tests took 127 s under
@@ -134,7 +83,7 @@ def share_cores_between_workers(config) -> None:
 
 def pytest_configure(config):
     share_cores_between_workers(config)
-    _REQUIRE_REFERENCE.append(bool(config.getoption("require_reference")))
+    REQUIRE_REFERENCE.append(bool(config.getoption("require_reference")))
     config.addinivalue_line("markers", "parity: backend-agreement and golden tests (`pytest -k parity`)")
     config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped where there is none "
                                        "(failed instead with --require-cuda)")
@@ -166,8 +115,8 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    if _REQUIRE_REFERENCE:
-        _REQUIRE_REFERENCE.pop()
+    if REQUIRE_REFERENCE:
+        REQUIRE_REFERENCE.pop()
 
 
 def pytest_report_header(config):
@@ -214,25 +163,6 @@ def pytest_generate_tests(metafunc):
     if "parity_sides" in metafunc.fixturenames:
         sides = parity_sides_of(config)
         metafunc.parametrize("parity_sides", [sides], ids=[sides.id])
-
-
-class Sides:
-    """The reference and the port of this session, each with its device."""
-
-    def __init__(self, ref: str, ref_device: str, port: str, port_device: str):
-        self.ref, self.ref_device, self.port, self.port_device = ref, ref_device, port, port_device
-
-    @property
-    def id(self) -> str:
-        return f"{self.ref}-{self.ref_device}-vs-{self.port}-{self.port_device}"
-
-    def __repr__(self) -> str:
-        return f"{self.ref} on {self.ref_device} vs {self.port} on {self.port_device}"
-
-
-def parity_sides_of(config) -> Sides:
-    ref = config.getoption("parity_ref")
-    return Sides(ref, backend_device(config, ref), PORT, backend_device(config, PORT))
 
 
 def case_in_nodeid(nodeid: str) -> str | None:

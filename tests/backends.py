@@ -28,7 +28,7 @@ class Backend:
 @lru_cache(maxsize=None)
 def backend(name: str) -> Backend:
     if name == "tf":
-        from parity.pytest_plugin import require_backend
+        from parity.plugin_devices import require_backend
 
         require_backend("tensorflow")  # skipped, with the package named, where it is not installed
         pkg = importlib.import_module("models_tf")  # first: it sets TensorFlow's env before import

@@ -4,8 +4,9 @@ covers that stage, on the backend it was injected into. One test id per fault.""
 
 import pytest
 
-from parity.faults import CATALOGUE, evaluate
-from parity.pytest_plugin import require_backend
+from parity.fault_eval import evaluate
+from parity.faults import CATALOGUE
+from parity.plugin_devices import require_backend
 
 pytestmark = pytest.mark.parity
 
@@ -20,8 +21,7 @@ def test_parity_fault_is_caught_and_blamed(fault, parity_ref):
     if observed.not_applicable:
         pytest.skip(f"{fault.name}: {observed.detail}")
     assert observed.caught, f"{fault.name}: not caught ({observed.detail})"
-    assert observed.where == ("golden" if observed.where == "golden" and fault.where == "gradients"
-                              else fault.where), observed
+    assert observed.where == fault.expected_where(observed.ref_trains), observed
     assert observed.stage == fault.expected_stage, observed
     if fault.expected_blame is not None:
         assert observed.blame == fault.expected_blame, observed

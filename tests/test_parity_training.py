@@ -123,7 +123,7 @@ def test_port_adam_is_keras_adam():
     """The port's written-out Adam against keras.optimizers.Adam (what the reference trains with):
     the same gradient sequence, 5 steps, float64, a kernel-shaped and a scalar variable, gradients
     spanning 1e-9..1e3 so that epsilon matters for some elements."""
-    from parity.pytest_plugin import require_backend
+    from parity.plugin_devices import require_backend
 
     require_backend("tensorflow")
     import keras
@@ -178,7 +178,7 @@ def test_torch_optim_adam_is_not_keras_adam():
 def test_training_leaves_the_runs_models_alone(parity_run):
     """`run_case(train_steps=K)` trains fresh models: the cached forward models keep their weights."""
     from parity.engine import run_case
-    from parity.pytest_plugin import require_backend
+    from parity.plugin_devices import require_backend
 
     require_backend("tensorflow")  # the reference that trains
 

@@ -100,7 +100,7 @@ def _not_trainable(ref: str, cand: str, what: str) -> TraceComparison:
     return _not_run(ref, cand, what, f"not provided by {cand}")
 
 
-def stand_in(ref: str, cand: str, devices: Mapping[str, str]) -> Optional[str]:
+def stand_in(cand: str, devices: Mapping[str, str]) -> Optional[str]:
     """What a candidate's gradients and Adam steps are compared with where the reference cannot
     train (numpy): the candidate itself on the CPU, when it runs elsewhere — the port on the GPU
     against the port on the CPU, whose gradient norms the goldens check. None where there is no
@@ -129,7 +129,7 @@ def gradient_checks(models: dict, results: dict, batch: Batch, profiles: Mapping
             continue
         base, base_model = ref, models[ref]
         if ref not in results:
-            base = stand_in(ref, cand, devices)
+            base = stand_in(cand, devices)
             if base is None:
                 checks[cand] = GradientCheck(cand, _not_run(ref, cand, "grad", _no_reference_why(ref, cand, "gradients")))
                 continue
@@ -154,8 +154,8 @@ def training_checks(cfg: ForwardConfig, weights, batch: Batch, profiles: Mapping
     checks = {}
     for cand in candidates:
         base, ref_records = ref, train(ref, devices[ref])  # stepped in lockstep: one step of each is held
-        if ref_records is None and stand_in(ref, cand, devices) is not None:
-            base, ref_records = stand_in(ref, cand, devices), train(cand, "cpu")
+        if ref_records is None and stand_in(cand, devices) is not None:
+            base, ref_records = stand_in(cand, devices), train(cand, "cpu")
         records = train(cand, devices[cand])
         if records is None:
             checks[cand] = TrainingCheck(cand, base, steps=[_not_trainable(base, cand, "train")])

@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(site), *filter(None, [env.get("PYTHONPATH")])])
     env["PYTHONUNBUFFERED"] = "1"
 
+    # look for packages and entry points where the steps will: the working tree is on their path
+    # (an egg-info there registers the plugin already), and so are the wheels' packages
+    sys.path[:0] = [str(ROOT), str(site)]
     lacking = missing_modules()
     dists = [NEEDED[m] for m in lacking]
     wheels = wheels_for([d for d in dists if d in FROM_WHEELS], Path(args.wheels))
@@ -159,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(site, ignore_errors=True)
         subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-index", "--no-deps",
                         "--disable-pip-version-check", "--target", str(site), *map(str, wheels.values())],
-                       check=True)
+                       check=True, env={**env, "PIP_ROOT_USER_ACTION": "ignore"})  # device runs are root
     machine = torch_report(env)
     print(f"  torch {machine.get('torch')}, CUDA {machine.get('cuda_version')}, "
           f"available: {machine.get('cuda_available')} {machine.get('device_name') or ''}", flush=True)

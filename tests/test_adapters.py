@@ -16,6 +16,7 @@ from parity.backends import register
 from parity.cases import get_case
 from parity.config import ForwardConfig
 from parity.engine import run_case
+from parity.plugin_devices import require_backend
 from parity.weights import WeightError, init_weights
 
 EXAMPLE = Path(__file__).resolve().parent / "adapter_example"
@@ -131,6 +132,7 @@ def test_parity_my_port_matches_the_reference(parity_check):
 
 
 def test_adapter_through_an_entry_point_with_pytest_and_parity_check(pytester, tmp_path):
+    require_backend("tensorflow")  # the user's test and `parity check` use the default reference
     env = _project(tmp_path)
     pytester.makepyfile(test_user=USER_TEST)
     for key, value in env.items():

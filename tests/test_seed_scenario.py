@@ -11,8 +11,15 @@ import models_torch
 import models_torch.model as torch_model
 import torch
 from parity.cli import main
+from parity.plugin_devices import require_backend
 
 pytestmark = pytest.mark.parity
+
+
+@pytest.fixture(autouse=True)
+def tensorflow_reference():
+    """The seed's report is told against the TensorFlow reference (skipped, naming it, without)."""
+    require_backend("tensorflow")
 
 
 def _check(tmp_path, capsys, case="gs2-big"):

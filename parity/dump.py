@@ -1,4 +1,4 @@
-"""Debug dumps of parity runs: JSON, PNG figures and a markdown report (numpy + matplotlib).
+"""Debug dumps of parity runs: JSON, PNG figures (`parity.figures`) and a markdown report.
 
 Layout: `<out>/<case>/` holds `stats.json`, `canvas.json`, `offsets.json` (each keyed by dtype)
 and the figures `<kind>_<dtype>.png`; `<out>/report.md` and `<out>/summary.json` cover the run.
@@ -14,9 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from parity.engine import CaseResult
-
-FIG_DPI = 100
-GROUPS_SHOWN = 4
+from parity.figures import draw_case
 
 
 # -- JSON ---------------------------------------------------------------------------------------
@@ -45,148 +43,6 @@ def _merge_json(path: Path, dtype: str, payload) -> None:
     write_json(path, existing)
 
 
-# -- figures ------------------------------------------------------------------------------------
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only, no display
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _panel(fig, ax, image, title, cmap="viridis", vmin=None, vmax=None, label=None):
-    im = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
-    ax.set_title(title, fontsize=9)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    cb = fig.colorbar(im, ax=ax, fraction=0.046, pad=0.03)
-    cb.ax.tick_params(labelsize=7)
-    if label:
-        cb.set_label(label, fontsize=7)
-
-
-def _finite(a: np.ndarray) -> np.ndarray:
-    return a[np.isfinite(a)]
-
-
-def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
-    """Rows: reference, candidate, |ref − cand|, |ref − cand| / max|ref patch|; columns: groups
-    (channel 0). The first candidate is drawn."""
-    plt = _plt()
-    fn = np.abs if part == "amplitude" else np.angle
-    ref, oth = (result.traces[n]["object.patches"] for n in (result.ref, result.candidates[0]))
-    groups = min(GROUPS_SHOWN, ref.shape[0])
-    fig, axes = plt.subplots(4, groups, figsize=(3.2 * groups, 11), squeeze=False)
-    cmap = "viridis" if part == "amplitude" else "twilight"
-    unit = "" if part == "amplitude" else "rad"
-    for g in range(groups):
-        a, b = fn(ref[g, :, :, 0]).astype(np.float64), fn(oth[g, :, :, 0]).astype(np.float64)
-        if part == "phase":  # the phase of a zero amplitude means nothing: leave those pixels blank
-            a = np.where(np.abs(ref[g, :, :, 0]) > 0, a, np.nan)
-            b = np.where(np.abs(oth[g, :, :, 0]) > 0, b, np.nan)
-        both = _finite(np.concatenate([a, b]))
-        lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
-        diff = np.abs(a - b)
-        worst = float(_finite(diff).max(initial=0.0))
-        scale = float(_finite(np.abs(a)).max(initial=0.0)) or 1.0
-        R, O = result.ref, result.candidates[0]
-        _panel(fig, axes[0, g], a, f"{R} {part}\ngroup {g}", cmap, lo, hi, unit)
-        _panel(fig, axes[1, g], b, f"{O} {part}\ngroup {g}", cmap, lo, hi, unit)
-        _panel(fig, axes[2, g], diff, f"|{R} − {O}|\nmax {worst:.2e}", "magma", 0, None, unit)
-        _panel(fig, axes[3, g], diff / scale, f"|{R} − {O}| / max|{R}|\nmax {worst / scale:.2e}",
-               "magma", 0, None, "relative")
-    fig.suptitle(f"{result.case} · {result.dtype} · object.patches {part} (channel 0)", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
-
-
-def _canvas_figure(result: CaseResult, path: Path) -> None:
-    """Group 0's canvas: amplitude and phase for both backends and the amplitude difference."""
-    plt = _plt()
-    ref, oth = (result.traces[n]["object.canvas"][0, :, :, 0] for n in (result.ref, result.candidates[0]))
-    fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
-    amp_hi = float(max(np.abs(ref).max(), np.abs(oth).max()))
-    R, O = result.ref, result.candidates[0]
-    for row, (name, c) in enumerate(((R, ref), (O, oth))):
-        _panel(fig, axes[row, 0], np.abs(c), f"{name} canvas amplitude", "viridis", 0, amp_hi)
-        _panel(fig, axes[row, 1], np.angle(c), f"{name} canvas phase", "twilight", -np.pi, np.pi, "rad")
-    diff = np.abs(ref.astype(np.complex128) - oth.astype(np.complex128))
-    _panel(fig, axes[0, 2], diff, f"|{R} − {O}|, max {diff.max():.2e}", "magma", 0, None)
-    rel = diff / (np.abs(ref).max() or 1.0)
-    _panel(fig, axes[1, 2], np.log10(rel + 1e-300).clip(-20, 0), f"log10 relative |{R} − {O}|",
-           "magma", -20, 0, "log10")
-    fig.suptitle(f"{result.case} · {result.dtype} · object.canvas, group 0 "
-                 f"(M = {result.config.padded_size})", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
-
-
-def _diffraction_figure(result: CaseResult, path: Path) -> None:
-    """Group 0, channel 0 on a log scale: the measured input and both predicted intensities."""
-    plt = _plt()
-    t_ref, t_oth = result.traces[result.ref], result.traces[result.candidates[0]]
-    measured = t_ref["input.diffraction"][0, :, :, 0].astype(np.float64) ** 2
-    pred_ref = t_ref["diffraction.intensity"][0, :, :, 0].astype(np.float64)
-    pred_oth = t_oth["diffraction.intensity"][0, :, :, 0].astype(np.float64)
-    lo = max(1e-3, float(min(measured[measured > 0].min(initial=1.0), pred_ref[pred_ref > 0].min(initial=1.0))))
-    hi = float(max(measured.max(), pred_ref.max(), pred_oth.max()))
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.4))
-    for ax, img, title in ((axes[0], measured, "measured (input·s)²"),
-                           (axes[1], pred_ref, f"{result.ref} diffraction.intensity"),
-                           (axes[2], pred_oth, f"{result.candidates[0]} diffraction.intensity")):
-        _panel(fig, ax, np.log10(np.clip(img, lo, None)), title, "inferno", np.log10(lo), np.log10(hi), "log10")
-    rel = np.abs(pred_ref - pred_oth) / (pred_ref.max() or 1.0)
-    _panel(fig, axes[3], np.log10(rel + 1e-300).clip(-20, 0),
-           f"log10 relative |{result.ref} − {result.candidates[0]}|", "magma", -20, 0, "log10")
-    fig.suptitle(f"{result.case} · {result.dtype} · diffraction, group 0 channel 0 (log scale)", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
-
-
-def _training_figure(result: CaseResult, path: Path) -> None:
-    """The loss curves of the reference and every candidate over the Adam steps, and their
-    relative difference on a log scale."""
-    plt = _plt()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    first = next(iter(result.training.values()))
-    steps = np.arange(len(first.ref_losses))
-    top.plot(steps, first.ref_losses, "o-", color="black", label=f"{result.ref} (reference)")
-    for name, check in result.training.items():
-        cand = np.asarray(check.cand_losses, dtype=np.float64)
-        ref = np.asarray(check.ref_losses, dtype=np.float64)
-        top.plot(np.arange(cand.size), cand, "x--", label=name)
-        rel = np.abs(cand - ref[:cand.size]) / np.maximum(np.abs(ref[:cand.size]), np.finfo(float).tiny)
-        bottom.semilogy(np.arange(cand.size), np.maximum(rel, 1e-17), "x-", label=f"|{name} − {result.ref}| / |{result.ref}|")
-    top.set_ylabel("loss before the step")
-    top.legend(fontsize=8)
-    bottom.set_ylabel("relative difference (0 drawn at 1e-17)")
-    bottom.set_xlabel("Adam step")
-    bottom.legend(fontsize=8)
-    fig.suptitle(f"{result.case} · {result.dtype} · training loss, {len(steps)} Adam steps", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
-
-
-FIGURES = {
-    "patches_amplitude": lambda r, p: _patch_figure(r, "amplitude", p),
-    "patches_phase": lambda r, p: _patch_figure(r, "phase", p),
-    "canvas": _canvas_figure,
-    "diffraction": _diffraction_figure,
-}
-# the stages each figure draws from both the reference and the first candidate
-FIGURE_STAGES = {
-    "patches_amplitude": ("object.patches",), "patches_phase": ("object.patches",),
-    "canvas": ("object.canvas",),
-    "diffraction": ("input.diffraction", "diffraction.intensity"),
-}
-
-
 # -- per case -----------------------------------------------------------------------------------
 
 def dump_case(result: CaseResult, out: Path, figures: bool = True) -> list[Path]:
@@ -207,21 +63,7 @@ def dump_case(result: CaseResult, out: Path, figures: bool = True) -> list[Path]
                 {name: s["train"]["canvas"] for name, s in result.summaries.items() if "canvas" in s["train"]})
     _merge_json(folder / "offsets.json", result.dtype,
                 {name: s["train"]["offsets"] for name, s in result.summaries.items() if "offsets" in s["train"]})
-    drawn: list[Path] = []
-    if not figures:
-        return drawn
-    if result.training and any(c.cand_losses for c in result.training.values()):
-        path = folder / f"training_{result.dtype}.png"
-        _training_figure(result, path)
-        drawn.append(path)
-    pair = (result.traces[result.ref], result.traces[result.candidates[0]])
-    for kind, draw in FIGURES.items():
-        if not all(stage in trace for stage in FIGURE_STAGES[kind] for trace in pair):
-            continue  # a candidate that does not provide these stages gets no such figure
-        path = folder / f"{kind}_{result.dtype}.png"
-        draw(result, path)
-        drawn.append(path)
-    return drawn
+    return draw_case(result, folder) if figures else []
 
 
 # -- run-level report ---------------------------------------------------------------------------

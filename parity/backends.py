@@ -38,15 +38,23 @@ class Backend:
     load_fn: Optional[Callable] = field(default=None, repr=False)
     configure_fn: Optional[Callable] = field(default=None, repr=False)
     version_fn: Optional[Callable[[], str]] = field(default=None, repr=False)
-    # the stages this backend computes (None: all of them); the others read "not provided by <name>"
-    stages: Optional[tuple[str, ...]] = None
-    checkpoints: bool = True  # False: no save/load round trip to check
+    # capabilities (docs/design.md §10); the checks a backend lacks one for read "not run: why".
+    # The stages it computes (None: all; or a callable of the config, for stages that exist only
+    # in some configs); the others read "not provided by <name>".
+    stages: Optional[tuple[str, ...] | Callable] = None
+    checkpoints: bool = True  # save/load: the round-trip check
+    neutral_out: bool = True  # a loaded model gives weights() and state() (its checkpoint crosses)
+    builds_from_state: bool = True  # build(cfg, weights, probe=, log_scale=) (another's checkpoint crosses in)
     install_hint: str = ""  # how to get the framework where it is missing (built-ins)
 
-    def not_provided(self) -> tuple[str, ...]:
+    def stages_for(self, cfg=None) -> Optional[tuple[str, ...]]:
+        return self.stages(cfg) if callable(self.stages) else self.stages
+
+    def not_provided(self, cfg=None) -> tuple[str, ...]:
         from parity.stages import TRAIN_STAGES
 
-        return () if self.stages is None else tuple(s for s in TRAIN_STAGES if s not in self.stages)
+        stages = self.stages_for(cfg)
+        return () if stages is None else tuple(s for s in TRAIN_STAGES if s not in stages)
 
     def missing(self) -> Optional[str]:
         """Why this backend cannot run here (its framework is not installed), or None. Looks the
@@ -87,9 +95,10 @@ class Backend:
             return self.build_fn(cfg, weights, device=device, **state)
         return self._module().build(cfg, weights, device=device, **state)
 
-    def load(self, path, device: str = "cpu"):
+    def load(self, path, device: str = "cpu", cfg=None):
+        """A saved model back; `cfg` is the run's config, for loaders (adapters) that want it."""
         if self.load_fn is not None:
-            return self.load_fn(path, device=device)
+            return self.load_fn(path, cfg=cfg, device=device)
         if self.package is None:
             raise BackendError(f"backend {self.name!r} has no loader")
         return self._module().load(path, device=device)
@@ -102,6 +111,7 @@ BUILTIN: dict[str, Backend] = {
     "numpy": Backend("numpy", "numpy", ("cpu",), package="models_numpy"),
 }
 _DISCOVERED: dict[str, Backend] = {}
+_BROKEN: dict[str, str] = {}  # entry-point name -> why it cannot be loaded
 
 
 def _entry_points():
@@ -111,21 +121,31 @@ def _entry_points():
 
 
 def discover() -> dict[str, Backend]:
-    """Built-ins and every installed third-party backend, by name."""
-    if not _DISCOVERED:
+    """Built-ins and every installed third-party backend that loads, by name. One that does not
+    load is kept in `broken()` with its error and fails only a run that asks for it: a broken
+    third-party package must not hide the others."""
+    if not _DISCOVERED:  # (re)scanned while nothing loaded: cheap, and tests reset the registry
+        _BROKEN.clear()
         for ep in _entry_points():
             if ep.name in BUILTIN:
                 continue
             try:
                 obj = ep.load()
                 backend = obj() if callable(obj) and not isinstance(obj, Backend) else obj
-            except Exception as exc:  # a broken third-party package must not hide the others
-                raise BackendError(f"backend {ep.name!r} ({ep.value}) cannot be loaded: "
-                                   f"{exc.__class__.__name__}: {exc}") from None
+            except Exception as exc:
+                _BROKEN[ep.name] = f"{ep.value} cannot be loaded: {exc.__class__.__name__}: {exc}"
+                continue
             if not isinstance(backend, Backend):
-                raise BackendError(f"backend {ep.name!r} ({ep.value}) is not a parity.backends.Backend")
+                _BROKEN[ep.name] = f"{ep.value} is not a parity.backends.Backend"
+                continue
             _DISCOVERED[ep.name] = backend
     return {**BUILTIN, **_DISCOVERED}
+
+
+def broken() -> dict[str, str]:
+    """Entry points that failed to load: name -> why."""
+    discover()
+    return {name: why for name, why in _BROKEN.items() if name not in _DISCOVERED}
 
 
 def register(backend: Backend) -> None:
@@ -136,6 +156,8 @@ def register(backend: Backend) -> None:
 
 def get_backend(name: str) -> Backend:
     known = discover()
+    if name not in known and name in _BROKEN:
+        raise BackendError(f"backend {name!r}: {_BROKEN[name]}")
     if name not in known:
         raise BackendError(f"unknown backend {name!r}; installed: {', '.join(sorted(known))}")
     return known[name]

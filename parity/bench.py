@@ -101,7 +101,8 @@ def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) ->
     from parity.backends import get_backend
     from parity.cases import get_case
     from parity.compare import compare_traces
-    from parity.engine import checkpoint_checks, run_case
+    from parity.engine import run_case
+    from parity.pipeline import CheckpointRoundTrip, CrossCheckpoint, RunContext, run_pipeline
     from parity.oracle import arbitrate
     from parity.stages import TRAIN_STAGES
     from parity.summaries import summarise
@@ -122,10 +123,11 @@ def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) ->
         # arbitration runs only on a divergence; timed here on the last stage as if it diverged
         row["arbitration_s"] = _timed(lambda: arbitrate(TRAIN_STAGES[-1], train[ref], train[cand], cfg,
                                                         batch, 1e-12, ref, cand, weights=weights))[0]
+        ctx = RunContext(case=case, cfg=cfg, weights=weights, batch=batch, dtype="float64", ref=ref,
+                         candidates=[cand], devices={b: "cpu" for b in models}, profiles={b: profile for b in models},
+                         models=models, train=train)
+        row["checkpoints_s"] = _timed(lambda: run_pipeline(ctx, (CheckpointRoundTrip(), CrossCheckpoint())))[0]
         with tempfile.TemporaryDirectory(prefix="parity-bench-") as tmp:
-            row["checkpoints_s"] = _timed(lambda: checkpoint_checks(
-                models, train, batch, {b: profile for b in models}, {b: "cpu" for b in models}, Path(tmp),
-                ref=ref))[0]
             result = run_case(case, dtype="float64", checkpoints=False, ref=ref, candidates=[cand])
             row["dump_s"] = _timed(lambda: dump.dump_case(result, Path(tmp)))[0]
         golden = goldens.load_golden(goldens.golden_path(name))

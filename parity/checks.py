@@ -1,19 +1,15 @@
-"""The checks `run_case` runs besides forward agreement, each for every candidate: the
-checkpoint round trip (same backend and across backends), gradients and Adam steps. Each is a
-function of the run's models and traces, returning per-candidate results (docs/design.md §1, §11).
-"""
+"""The records of the checkpoint checks and the computations of the gradient and Adam-step
+checks that `parity.pipeline` runs for each candidate (docs/design.md §10, §11)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from parity.backends import get_backend
-from parity.compare import StageComparison, TraceComparison, compare_traces
+from parity.compare import StageComparison, TraceComparison
 from parity.config import ForwardConfig
 from parity.data import Batch
-from parity.stages import INFER_STAGES
 from parity.training import AdamConfig, GradientCheck, TrainingCheck, compare_gradients, compare_training
 
 REF = "tensorflow"  # the default reference
@@ -56,40 +52,8 @@ class CheckpointCheck:
                 "stages": [st.to_dict() for st in self.comparison.stages]}
 
 
-def checkpoint_checks(models: dict, train: dict, batch: Batch, profiles: Mapping, devices: Mapping[str, str],
-                      workdir: Path, ref: str = REF) -> tuple[list[CheckpointCheck], dict]:
-    """Save every model, load it back in a fresh object on its own device and compare its
-    inference path with the in-memory training path; then hand the reference's checkpoint, as
-    neutral weights + state, to each candidate and each candidate's to the reference, and compare
-    the same way. Each comparison is judged by the candidate's profile (`profiles`: backend ->
-    profile of its device). Returns the checks and the reloaded infer traces."""
-    loaded, infer = {}, {}
-    checks = []
-    train = {name: {stage: train[name][stage] for stage in INFER_STAGES} for name in models}
-    for name, model in models.items():
-        loaded[name] = get_backend(name).load(model.save(Path(workdir) / f"{name}.ckpt"), device=devices[name])
-        infer[name] = loaded[name].forward_infer(batch)
-        checks.append(CheckpointCheck(name, name, compare_traces(
-            train[name], infer[name], profiles[name], f"{name} train", f"{name} reloaded", order=list(INFER_STAGES))))
-    pairs = [(c, a, b) for c in models if c != ref for a, b in ((ref, c), (c, ref))]
-    for cand, saved, loaded_by in pairs:
-        source = loaded[saved]
-        state = source.state()
-        port = get_backend(loaded_by).build(source.cfg, source.weights(), probe=state["probe"],
-                                            log_scale=state["log_scale"], device=devices[loaded_by])
-        checks.append(CheckpointCheck(saved, loaded_by, compare_traces(
-            train[saved], port.forward_infer(batch), profiles[cand], f"{saved} train",
-            f"{loaded_by} from {saved}'s checkpoint", order=list(INFER_STAGES))))
-    return checks, infer
-
-
 def _trainable(model) -> bool:
     return callable(getattr(model, "loss_and_gradients", None)) and callable(getattr(model, "train_steps", None))
-
-
-def gradient_results(models: dict, batch: Batch) -> dict:
-    """backend -> (loss terms, gradients) for every model that can compute them."""
-    return {name: model.loss_and_gradients(batch) for name, model in models.items() if _trainable(model)}
 
 
 def _not_run(ref: str, cand: str, what: str, why: str) -> TraceComparison:
@@ -137,7 +101,8 @@ def gradient_checks(models: dict, results: dict, batch: Batch, profiles: Mapping
             results = {**results, base: base_model.loss_and_gradients(batch)}
         checks[cand] = compare_gradients(cfg, results[base], results[cand], profiles[cand], base, cand, numpy_losses,
                                          arbiter={"weights": weights, "batch": batch,
-                                                  "log_scale": base_model.state()["log_scale"]})
+                                                  "log_scale": base_model.state()["log_scale"]},
+                                         partial=getattr(models[cand], "partial_gradients", False))
     return checks
 
 

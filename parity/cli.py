@@ -31,15 +31,13 @@ def _cmd_make_fixture(args: argparse.Namespace) -> int:
     return 0
 
 
-def _rel(x) -> str:
-    return "—" if x is None else f"{x:.2e}"
-
-
 def _cmd_backends(args: argparse.Namespace) -> int:
-    from parity.backends import discover
+    from parity.backends import broken, discover
 
     for name, backend in sorted(discover().items()):
         print(f"{name:12s} framework {backend.framework:12s} devices {', '.join(backend.devices)}")
+    for name, why in sorted(broken().items()):
+        print(f"{name:12s} cannot be used here: {why}")
     return 0
 
 
@@ -93,17 +91,9 @@ def _cmd_check(args: argparse.Namespace) -> int:
                               goldens_dir=args.goldens,
                               ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps)
             figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures)
-            worst = "; ".join(f"{name} worst {c.worst.stage}: {_rel(c.worst.rel_error)}"
-                              for name, c in result.comparisons.items())
-            print(f"{result.verdict()} ({worst}, {result.seconds:.1f} s)", flush=True)
-            for name, arbitration in result.arbitrations.items():
-                if arbitration:
-                    print(f"      first divergence at {arbitration['stage']}: {arbitration['verdict']}", flush=True)
-            for check in result.checkpoints:
-                if not check.passed:
-                    print("      " + check.describe(), flush=True)
-            for check in [*result.gradients.values(), *result.training.values()]:
-                print("      " + check.describe(), flush=True)
+            print(f"{result.verdict()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
+            for line in result.check_lines(every=not args.brief):
+                print("      " + line.replace("\n", "\n      "), flush=True)
             if args.compare_paths:
                 print(dump.compare_paths_text(result), flush=True)
             for message in result.golden_messages():
@@ -114,9 +104,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     print(dump.summary_table(results))
     if args.summary_md:
         Path(args.summary_md).write_text(dump.summary_markdown(results))
+    from parity.results import exit_code
+
     failed = [r for r in results if not r.passed]
     print(f"\n{len(results) - len(failed)}/{len(results)} runs agree; report: {report}")
-    return 1 if failed else 0
+    return exit_code([c for r in results for c in r.results])
 
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
@@ -224,7 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "synthetic one; for manual checks, never for the shipped fixture")
     p.set_defaults(func=_cmd_make_fixture)
 
-    p = sub.add_parser("check", help="run both backends on the cases, compare stage by stage, write the report")
+    from parity.results import EXIT_CODES_HELP
+
+    p = sub.add_parser("check", help="run both backends on the cases, compare stage by stage, write the report",
+                       description="Run the reference and each candidate on the cases and run every check their "
+                                   "capabilities allow: forward agreement, train/infer paths, checkpoint round trip, "
+                                   "cross-backend checkpoint, golden, gradients (--grad), training (--train-steps). "
+                                   + EXIT_CODES_HELP + ".")
     p.add_argument("--cases", choices=("default", "extended", "all"), default="default",
                    help="which set of cases to run (default: %(default)s; see `parity cases`)")
     p.add_argument("--case", action="append", metavar="NAME",
@@ -244,6 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the reference backend (default: %(default)s; see `parity backends`)")
     p.add_argument("--candidate", action="append", metavar="BACKEND",
                    help="a backend to compare with the reference (repeatable; default: torch)")
+    p.add_argument("--brief", action="store_true",
+                   help="under each run, list the passed checks on one line (default: one line per check)")
     p.add_argument("--compare-paths", action="store_true",
                    help="per backend, print the training path next to the saved -> loaded inference path "
                         "(patch statistics, ranges, canvas, offsets, first stage where they part)")

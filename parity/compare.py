@@ -32,6 +32,7 @@ class StageComparison:
     worst_at: Optional[dict] = None  # {"group", "channel", "row", "col"}
     budget_used: Optional[float] = None  # rel_error / tolerance; > 1 fails
     provided: bool = True  # False: a stage the candidate declares it does not implement
+    overlap: Optional[dict] = None  # shapes differ: the comparison on the common centre
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,11 +103,27 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
                                tolerance=tolerance)
     ref, other = np.asarray(ref), np.asarray(other)
     if ref.shape != other.shape:
-        return StageComparison(stage, False, f"shape mismatch: {ref_name} {ref.shape} vs {other_name} {other.shape}",
-                               tolerance=tolerance)
+        message = f"shape mismatch: {ref_name} {ref.shape} vs {other_name} {other.shape}"
+        centre = common_centre(ref, other)
+        if centre is None:
+            return StageComparison(stage, False, message, tolerance=tolerance)
+        inner = compare_stage(stage, *centre, tolerance, ref_name, other_name, metric)
+        size = "×".join(str(n) for n in centre[0].shape[1:3])
+        overlap = {"shape": list(centre[0].shape), "rel_error": inner.rel_error, "passed": inner.passed,
+                   "message": inner.message}
+        return StageComparison(stage, False, message + f"; on the common centre {size}: " + (
+            inner.message or f"relative error {inner.rel_error:.2e}, within tolerance"), tolerance=tolerance,
+            overlap=overlap)
     if ref.dtype != other.dtype:
-        return StageComparison(stage, False, f"dtype mismatch: {ref_name} {ref.dtype} vs {other_name} {other.dtype}",
-                               tolerance=tolerance)
+        message = f"dtype mismatch: {ref_name} {ref.dtype} vs {other_name} {other.dtype}"
+        if np.iscomplexobj(ref) != np.iscomplexobj(other):
+            return StageComparison(stage, False, message, tolerance=tolerance)
+        low = min(ref.dtype, other.dtype, key=lambda d: d.itemsize)  # the numbers, at the lower precision
+        inner = compare_stage(stage, ref.astype(low), other.astype(low), tolerance, ref_name, other_name, metric)
+        inner.passed = False
+        inner.message = (message + f"; compared at {low}: relative error {inner.rel_error:.2e} "
+                         f"({'within' if inner.rel_error <= tolerance else 'over'} the tolerance {tolerance:.1e})")
+        return inner
     bad_ref, bad_other = ~np.isfinite(ref), ~np.isfinite(other)
     if bad_ref.any() or bad_other.any():
         if not np.array_equal(bad_ref, bad_other):
@@ -144,6 +161,22 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
         mean_abs=float(np.mean(delta)) if delta.size else 0.0, max_ref=max_ref, n_over=n_over,
         n_elements=int(ref.size), worst_at=location(ref.shape, int(np.argmax(delta))) if delta.size else None,
         budget_used=budget)
+
+
+def common_centre(ref: np.ndarray, other: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
+    """Both (B, H, W, C) arrays cropped to their common centre, where they have one: the same
+    batch and channel sizes and spatial sizes that differ by an even number. Else None."""
+    if ref.ndim != 4 or other.ndim != 4 or ref.shape[0] != other.shape[0] or ref.shape[3] != other.shape[3]:
+        return None
+    h, w = min(ref.shape[1], other.shape[1]), min(ref.shape[2], other.shape[2])
+    if any((x.shape[1] - h) % 2 or (x.shape[2] - w) % 2 for x in (ref, other)):
+        return None
+
+    def crop(x):
+        top, left = (x.shape[1] - h) // 2, (x.shape[2] - w) // 2
+        return x[:, top:top + h, left:left + w, :]
+
+    return crop(ref), crop(other)
 
 
 def compare_traces(ref: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray],

@@ -13,8 +13,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from parity.engine import CaseResult
 from parity.figures import draw_case
+from parity.results import ERROR, FAILED, NOT_RUN, PASSED, CaseResult
 
 
 # -- JSON ---------------------------------------------------------------------------------------
@@ -51,19 +51,38 @@ def dump_case(result: CaseResult, out: Path, figures: bool = True) -> list[Path]
     folder = Path(out) / result.case
     folder.mkdir(parents=True, exist_ok=True)
     full = result.to_dict()
+    first = result.comparisons.get(result.candidates[0])
     _merge_json(folder / "stats.json", result.dtype, {
-        "verdict": full["verdict"], "devices": full["devices"], "summaries": full["summaries"],
-        "stages": full["comparison"]["stages"], "per_candidate": full["per_candidate"],
+        "verdict": full["verdict"], "exit_code": full["exit_code"], "checks": full["checks"],
+        "devices": full["devices"], "summaries": full["summaries"],
+        "stages": first.to_dict()["stages"] if first else [], "per_candidate": full["per_candidate"],
         "first_divergence": full["first_divergence"], "arbitration": full["arbitration"],
         "path_checks": full["path_checks"], "checkpoints": full["checkpoints"], "golden": full["golden"],
         "gradients": full["gradients"], "training": full["training"], "digests": full["digests"],
-        "provenance": full["provenance"],
+        "output": full["output"], "provenance": full["provenance"],
     })
     _merge_json(folder / "canvas.json", result.dtype,
                 {name: s["train"]["canvas"] for name, s in result.summaries.items() if "canvas" in s["train"]})
     _merge_json(folder / "offsets.json", result.dtype,
                 {name: s["train"]["offsets"] for name, s in result.summaries.items() if "offsets" in s["train"]})
     return draw_case(result, folder) if figures else []
+
+
+# -- console ------------------------------------------------------------------------------------
+
+def worst_line(result: CaseResult) -> str:
+    """Per candidate its worst stage and error, or why there is none (`shape mismatch: ...`)."""
+    parts = []
+    for name in result.candidates:
+        comparison = result.comparisons.get(name)
+        if comparison is None or comparison.worst is None:
+            forward = next((r for r in result.of("forward") if r.backend == name), None)
+            parts.append(f"{name}: {forward.summary if forward else 'no comparison'}")
+            continue
+        worst = comparison.worst
+        why = "" if worst.rel_error is not None else f" ({worst.message})"
+        parts.append(f"{name} worst {worst.stage}: {_fmt(worst.rel_error)}{why}")
+    return "; ".join(parts)
 
 
 # -- run-level report ---------------------------------------------------------------------------
@@ -82,14 +101,18 @@ def _worst(comparison) -> dict:
 
 def summary_rows(results: Sequence[CaseResult]) -> list[dict]:
     """One row per case × dtype; the first candidate's figures at the top level (as before) and
-    every candidate's under "candidates"."""
+    every candidate's under "candidates"; every check's state under "checks"."""
     rows = []
     for r in results:
-        per = {name: {**_worst(comp), "blame": (r.arbitrations.get(name) or {}).get("verdict")}
-               for name, comp in r.comparisons.items()}
+        empty = {"worst_stage": None, "rel_error": None, "budget_used": None}
+        per = {name: {**(_worst(r.comparisons[name]) if name in r.comparisons else empty),
+                      "blame": (r.arbitrations.get(name) or {}).get("verdict")} for name in r.candidates}
         first = per[r.candidates[0]]
         row = {"case": r.case, "dtype": r.dtype, "device": r.device, "devices": dict(r.devices), "ref": r.ref, **first,
-               "verdict": r.verdict(), "candidates": per, "seconds": round(r.seconds, 2)}
+               "verdict": r.verdict(), "exit_code": r.exit_code, "candidates": per,
+               "checks": [{"check": c.check, "backend": c.backend, "label": c.label or c.backend,
+                           "status": c.status, "summary": c.summary} for c in r.results],
+               "seconds": round(r.seconds, 2)}
         for name, g in r.gradients.items():
             worst = g.comparison.worst
             per[name]["gradients"] = {"passed": g.passed, "first_divergence": g.to_dict()["first_divergence"],
@@ -154,9 +177,30 @@ def _stage_table(comparison) -> list[str]:
         where = (f"({at['group']}, {at['channel']}, {at['row']}, {at['col']})" if "group" in at
                  else str(at.get("index", "—")))
         budget = "—" if s.budget_used is None else f"{100 * s.budget_used:.1f}%"
-        mark = "ok" if s.passed else f"**FAIL** {s.message}"
+        mark = ("ok" if s.passed and s.provided else f"*{s.message}*" if s.passed else f"**FAIL** {s.message}")
         lines.append(f"| `{s.stage}` | {_fmt(s.max_abs)} | {_fmt(s.rel_error)} | {_fmt(s.tolerance)} "
                      f"| {budget} | {where} | {mark} |")
+    return lines
+
+
+_MARKS = {PASSED: "passed", FAILED: "**failed**", NOT_RUN: "*not run*", ERROR: "**error**"}
+
+
+def _checks_table(r: CaseResult) -> list[str]:
+    """Every check of the run: what, for whom, its state and why."""
+    lines = ["| check | backend | state | |", "|---|---|---|---|"]
+    for c in r.results:
+        lines.append(f"| {c.check} | {c.label or c.backend} | {_MARKS[c.status]} | {c.summary.replace('|', '/')} |")
+    return lines
+
+
+def _error_sections(r: CaseResult) -> list[str]:
+    lines = []
+    for c in r.errors:
+        f = c.failure
+        lines += [f"**{c.title}: {f.line()}**", "", "```", f.traceback.rstrip(), "```", ""]
+    for name, text in r.output.items():
+        lines += [f"What {name} printed during the run:", "", "```", text.rstrip(), "```", ""]
     return lines
 
 
@@ -255,19 +299,21 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
         lines += [f"## {case}", ""]
         for r in runs:
             lines += [f"### {case} · {r.dtype} · {r.where()} — {r.verdict()}", ""]
+            lines += _checks_table(r) + [""] + _error_sections(r)
             for name, arbitration in r.arbitrations.items():
                 if arbitration:
                     lines += [f"**First divergence of {name}: `{arbitration['stage']}`** — "
                               f"{arbitration['verdict']}", ""]
             for message in r.golden_messages():
                 lines += ["**Golden differs**:", "", "```", message, "```", ""]
-            if not r.paths_consistent:
-                bad = {n: [s for s, ok in c.items() if not ok] for n, c in r.path_checks.items()}
+            bad = {n: [s for s, ok in c.items() if not ok] for n, c in r.path_checks.items()}
+            if any(bad.values()):
                 lines += [f"**forward_infer differs from forward_train**: {bad}", ""]
             for name, comparison in r.comparisons.items():
                 lines += [f"{r.ref} vs {name}:", ""] + _stage_table(comparison) + [""]
-            lines += ["", "Checkpoints (saved, loaded into a fresh model, inference path vs "
-                                        "the in-memory training path):", ""] + _checkpoint_table(r)
+            if r.checkpoints:
+                lines += ["", "Checkpoints (saved, loaded into a fresh model, inference path vs "
+                              "the in-memory training path):", ""] + _checkpoint_table(r)
             for name, g in r.gradients.items():
                 lines += ["", f"Gradients (loss terms and d loss / d tensor, worst first; the first divergence "
                               f"is reported in backward order, from the loss towards the input) — {g.describe()}", ""]
@@ -276,6 +322,9 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
                 lines += ["", f"Training — {t.describe()}", ""] + _training_table(t)
             lines += ["", "Patch statistics (|object.patches|):", ""] + _patch_stats_table(r) + [""]
             for fig in figures.get((r.case, r.dtype), []):
+                if isinstance(fig, str):  # a figure that could not be drawn
+                    lines += [f"*{fig}*", ""]
+                    continue
                 rel = fig.relative_to(out).as_posix()
                 lines += [f"![{fig.stem}]({rel})", ""]
     report = out / "report.md"

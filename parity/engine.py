@@ -1,8 +1,8 @@
 """The parity engine: run one case on both backends and judge it (docs/design.md §1).
 
-`run_case` builds the models once, each on its own device, runs both paths, computes summaries,
-the stage-by-stage comparison, the numpy arbitration of the first divergence and the checks of
-`parity.checks`. The backends are imported lazily, never at module top level."""
+`run_case` builds the models once, each on its own device, runs both paths and the pipeline of
+checks (`parity.pipeline`) for every backend, and returns the results (`parity.results`). The backends are imported lazily, never at module
+top level."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import datetime
 import functools
 import platform
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,15 +21,13 @@ from parity import __version__
 from parity.backends import configure_all, get_backend
 from parity.cache import cached_run
 from parity.cases import Case
-from parity.compare import TraceComparison, compare_traces
 from parity.config import ForwardConfig
-from parity.data import Batch, digests
-from parity.oracle import arbitrate
-from parity.stages import OBJECT_STAGES
+from parity.data import digests
 from parity.summaries import summarise
 from parity.tolerances import TOLERANCE_PATH, load_profile
-from parity.checks import (REF, CheckpointCheck, _trainable, checkpoint_checks, gradient_checks,  # noqa: F401
-                           gradient_results, training_checks)
+from parity.checks import REF, CheckpointCheck, _trainable  # noqa: F401
+from parity.pipeline import PIPELINE, Check, RunContext, run_pipeline
+from parity.results import CaseResult, CheckResult  # noqa: F401 (the engine's result types)
 from parity.training import AdamConfig, gradient_summary
 from parity.weights import digest as weights_digest
 
@@ -58,115 +55,6 @@ def require_device(devices: Mapping[str, str]) -> dict[str, object]:
         return configure_all(devices)
     except RuntimeError as exc:  # each backend's DeviceError
         raise DeviceUnavailable(str(exc)) from None
-
-
-@dataclass
-class CaseResult:
-    case: str
-    dtype: str
-    device: str  # the candidates' device
-    config: ForwardConfig
-    comparison: TraceComparison
-    path_checks: dict  # backend -> {stage: identical?} for forward_infer vs forward_train
-    arbitration: Optional[dict]
-    summaries: dict  # backend -> summaries
-    digests: dict
-    provenance: dict
-    seconds: float
-    traces: dict = field(default_factory=dict, repr=False)  # backend -> train trace (not serialised)
-    batch: Optional[Batch] = field(default=None, repr=False)
-    golden: dict = field(default_factory=dict)  # backend -> GoldenResult; empty without a golden
-    golden_file: Optional[str] = None
-    checkpoints: list = field(default_factory=list)  # CheckpointCheck per direction
-    reloaded: dict = field(default_factory=dict, repr=False)  # backend -> reloaded infer trace
-    ref: str = REF
-    candidates: list = field(default_factory=lambda: [OTHER])
-    comparisons: dict = field(default_factory=dict)  # candidate -> TraceComparison against ref
-    arbitrations: dict = field(default_factory=dict)  # candidate -> arbitration of its divergence
-    gradients: dict = field(default_factory=dict)  # candidate -> GradientCheck (with --grad)
-    training: dict = field(default_factory=dict)  # candidate -> TrainingCheck (with --train-steps)
-    devices: dict = field(default_factory=dict)  # backend -> the device it computed on
-
-    def __post_init__(self) -> None:
-        if not self.comparisons:
-            self.comparisons = {self.candidates[0]: self.comparison}
-            self.arbitrations = {self.candidates[0]: self.arbitration}
-        if not self.devices:
-            self.devices = {name: self.device for name in (self.ref, *self.candidates)}
-
-    def where(self) -> str:
-        """Where each side ran, e.g. `tensorflow on cpu, torch on cuda`."""
-        return ", ".join(f"{name} on {device}" for name, device in self.devices.items())
-
-    @property
-    def paths_consistent(self) -> bool:
-        return all(all(v.values()) for v in self.path_checks.values())
-
-    @property
-    def golden_passed(self) -> bool:
-        return all(g.passed for g in self.golden.values())
-
-    @property
-    def checkpoints_passed(self) -> bool:
-        return all(c.passed for c in self.checkpoints)
-
-    @property
-    def comparisons_passed(self) -> bool:
-        return all(c.passed for c in self.comparisons.values())
-
-    @property
-    def gradients_passed(self) -> bool:
-        return all(g.passed for g in self.gradients.values())
-
-    @property
-    def training_passed(self) -> bool:
-        return all(t.passed for t in self.training.values())
-
-    @property
-    def passed(self) -> bool:
-        return (self.comparisons_passed and self.paths_consistent and self.golden_passed and self.checkpoints_passed
-                and self.gradients_passed and self.training_passed)
-
-    def verdict(self) -> str:
-        if self.passed:
-            return "PASS" if self.golden_file else "PASS (no golden)"
-        if not self.comparisons_passed:
-            return "DIVERGED"
-        if not self.paths_consistent:
-            return "PATHS DIFFER"
-        if not self.checkpoints_passed:
-            return "CHECKPOINT DIFFERS"
-        if not self.gradients_passed:
-            return "GRADIENTS DIFFER"
-        return "TRAINING DIFFERS" if not self.training_passed else "GOLDEN DIFFERS"
-
-    def golden_messages(self) -> list[str]:
-        return [g.message(self.golden_file) for g in self.golden.values() if not g.passed]
-
-    def to_dict(self) -> dict:
-        worst = self.comparison.worst
-        first = self.comparison.first_divergence
-        return {
-            "case": self.case, "dtype": self.dtype, "device": self.device, "devices": dict(self.devices),
-            "verdict": self.verdict(),
-            "passed": self.passed, "config": self.config.to_dict(),
-            "worst_stage": worst.stage if worst else None,
-            "worst_rel_error": worst.rel_error if worst else None,
-            "worst_budget_used": worst.budget_used if worst else None,
-            "first_divergence": first.stage if first else None,
-            "arbitration": self.arbitration, "comparison": self.comparison.to_dict(),
-            "path_checks": self.path_checks, "summaries": self.summaries, "digests": self.digests,
-            "checkpoints": [c.to_dict() for c in self.checkpoints],
-            "ref": self.ref, "candidates": list(self.candidates),
-            "per_candidate": {name: {"comparison": comp.to_dict(), "arbitration": self.arbitrations.get(name)}
-                              for name, comp in self.comparisons.items()},
-            "golden": {"file": self.golden_file,
-                       "passed": self.golden_passed if self.golden_file else None,
-                       "messages": self.golden_messages()},
-            "gradients": {name: g.to_dict() for name, g in self.gradients.items()},
-            "training": {name: t.to_dict() for name, t in self.training.items()},
-            "provenance": self.provenance, "seconds": self.seconds,
-        }
 
 
 @functools.lru_cache(maxsize=1)
@@ -199,16 +87,16 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
              goldens_dir: Optional[str | Path] = None, use_golden: bool = True,
              checkpoints: bool = True, ref: str = REF, candidates: Sequence[str] = (OTHER,),
              grad: bool = False, train_steps: int = 0, adam: AdamConfig = AdamConfig(),
-             reuse: Sequence[str] = ()) -> CaseResult:
+             reuse: Sequence[str] = (), checks: Sequence[Check] = PIPELINE) -> CaseResult:
     """Run `case` on the reference and every candidate backend (the candidates on `device`, the
-    reference on `ref_device`, by default the CPU), compare each candidate with the
-    reference stage by stage (the numpy backend arbitrates a divergence), save and reload every
-    model and, when the case has a golden (and the run is on the shipped data), compare each
-    backend's summaries with it. `grad`: also the loss and every gradient (numpy's loss arbitrates);
-    `train_steps` K > 0: also K Adam steps from the same weights, compared after each step.
-    `reuse`: backends whose model and traces may come from this process's cache (`parity.cache`)
-    instead of a fresh build — only for backends nothing patches (the fault catalogue patches the
-    port and reuses the reference)."""
+    reference on `ref_device`, by default the CPU) and run every check of `parity.pipeline` for
+    every backend its capabilities allow: forward agreement (the numpy backend arbitrates a
+    divergence), train ↔ infer paths, checkpoint round trip, cross-backend checkpoint, golden
+    (when the case has one and the run is on the shipped data), with `grad` the loss and every
+    gradient, with `train_steps` K > 0 K Adam steps. A backend that raises or is mis-wired is an
+    error result, never an exception. `reuse`: backends whose model and traces may come from this
+    process's cache (`parity.cache`) instead of a fresh build — only for backends nothing patches
+    (the fault catalogue patches the port and reuses the reference)."""
     candidates = [c for c in dict.fromkeys(candidates) if c != ref]
     if not candidates:
         raise ValueError("give at least one candidate backend other than the reference")
@@ -220,61 +108,51 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
     # only where it is compared with itself, after a checkpoint round trip)
     profiles = {name: load_profile(dev, dtype, path=tolerance_path) for name, dev in devices.items()}
     cfg, weights, batch = case.inputs(dtype, data=data)
-    models, train, infer = {}, {}, {}
-    for name in names:
-        if name in reuse:
-            run = cached_run(case, name, devices[name], dtype, data)
-            models[name], train[name], infer[name] = run.model, run.train, run.infer
-        else:
-            models[name] = model = get_backend(name).build(cfg, weights, device=devices[name])
-            train[name], infer[name] = model.forward_train(batch), model.forward_infer(batch)
-    comparisons, arbitrations = {}, {}
-    for cand in candidates:
-        comparisons[cand] = comparison = compare_traces(train[ref], train[cand], profiles[cand], ref, cand,
-                                                        not_provided=get_backend(cand).not_provided())
-        first = comparison.first_divergence
-        arbitrations[cand] = (arbitrate(first.stage, train[ref], train[cand], cfg, batch, first.tolerance, ref,
-                                        cand, weights=weights) if first is not None else None)
-    path_checks = {name: {s: bool(np.array_equal(infer[name].get(s), train[name].get(s), equal_nan=True))
-                          for s in OBJECT_STAGES if s in train[name] or s in infer[name]} for name in models}
-    checks, reloaded = [], {}
-    if checkpoints:
-        with tempfile.TemporaryDirectory(prefix="parity-ckpt-") as workdir:
-            with_checkpoints = {n: m for n, m in models.items() if get_backend(n).checkpoints}
-            checks, reloaded = checkpoint_checks(with_checkpoints, train, batch, profiles, devices, Path(workdir),
-                                                 ref=ref)
-    summaries = {name: {"train": summarise(train[name], cfg), "infer": summarise(infer[name], cfg),
-                        **({"reloaded": summarise(reloaded[name], cfg)} if name in reloaded else {})}
-                 for name in models}
-    gradients, training = {}, {}
-    if grad:
-        results = gradient_results(models, batch)
-        gradients = gradient_checks(models, results, batch, profiles, ref, candidates, weights, devices)
-        for name, (losses, grads) in results.items():
-            summaries[name]["train"]["gradients"] = gradient_summary(losses, grads)
-    if train_steps:
-        training = training_checks(cfg, weights, batch, profiles, devices, ref, candidates, train_steps, adam)
     run_digests = {"inputs": digests(batch), "weights": weights_digest(weights)}
-    golden, golden_file = {}, None
-    if use_golden and data is None:
-        from parity import goldens
+    ctx = RunContext(case=case, cfg=cfg, weights=weights, batch=batch, dtype=dtype, ref=ref, candidates=candidates,
+                     devices=devices, profiles=profiles, grad=grad, train_steps=train_steps, adam=adam,
+                     checkpoints=checkpoints, digests=run_digests)
+    golden_file = _golden(ctx, case, use_golden, data, goldens_dir, tolerance_path)
 
-        path = goldens.golden_path(case.name, goldens_dir)
-        if path.exists():
-            reference = goldens.load_golden(path)  # corrupt: GoldenError, one line
-            golden_file = str(path)
-            golden = {name: goldens.compare_golden(reference, summaries[name]["train"], run_digests, dtype,
-                                                   goldens.load_golden_profile(devices[name], dtype, tolerance_path),
-                                                   run=f"{name} {devices[name]} {dtype}")
-                      for name in models if get_backend(name).stages is None}  # partial backends: stages only
+    def cached(name: str):
+        if name not in reuse:
+            return None
+        run = cached_run(case, name, devices[name], dtype, data)
+        return run.model, run.train, run.infer
+
+    ctx.prepare(cached)
+    results = run_pipeline(ctx, checks)
+    summaries = {name: {"train": summarise(ctx.train[name], cfg), "infer": summarise(ctx.infer[name], cfg),
+                        **({"reloaded": summarise(ctx.reloaded[name], cfg)} if name in ctx.reloaded else {})}
+                 for name in names if name in ctx.train}
+    for name, (losses, grads) in (ctx._gradients or {}).items():
+        summaries[name]["train"]["gradients"] = gradient_summary(losses, grads)
     return CaseResult(
-        case=case.name, dtype=dtype, device=device, config=cfg, comparison=comparisons[candidates[0]],
-        path_checks=path_checks, arbitration=arbitrations[candidates[0]], summaries=summaries,
-        digests=run_digests, provenance=_provenance(device, devices, dtype, flags),
-        seconds=time.perf_counter() - start, traces=train, batch=batch,
-        golden=golden, golden_file=golden_file, checkpoints=checks, reloaded=reloaded,
-        ref=ref, candidates=candidates, comparisons=comparisons, arbitrations=arbitrations,
-        gradients=gradients, training=training, devices=devices)
+        case=case.name, dtype=dtype, device=device, config=cfg, ref=ref, candidates=candidates, devices=devices,
+        results=results, summaries=summaries, digests=run_digests,
+        provenance=_provenance(device, devices, dtype, flags), seconds=time.perf_counter() - start,
+        traces=dict(ctx.train), batch=batch, golden_file=golden_file, reloaded=dict(ctx.reloaded),
+        output=dict(ctx.output))
+
+
+def _golden(ctx: RunContext, case: Case, use_golden: bool, data, goldens_dir, tolerance_path) -> Optional[str]:
+    """Load the case's golden into `ctx` (or say why there is none); its file, or None."""
+    if not use_golden:
+        ctx.golden_why = "goldens are off for this run"
+        return None
+    if data is not None:
+        ctx.golden_why = "the goldens describe the shipped fixture, not --data"
+        return None
+    from parity import goldens
+
+    path = goldens.golden_path(case.name, goldens_dir)
+    if not path.exists():
+        ctx.golden_why = f"no golden for {case.name} in {path.parent}"
+        return None
+    ctx.golden = (goldens.load_golden(path), str(path))  # corrupt: GoldenError, one line
+    ctx.golden_profiles = {name: goldens.load_golden_profile(dev, ctx.dtype, tolerance_path)
+                           for name, dev in ctx.devices.items()}
+    return str(path)
 
 
 @dataclass

@@ -87,13 +87,15 @@ def evaluate(fault: Fault, ref: str = "tensorflow") -> Observation:
         result = run_case(get_case(fault.case), device="cpu", dtype=DTYPE, use_golden=False,
                           checkpoints=fault.where == "checkpoint", grad=fault.where == "gradients",
                           train_steps=TRAIN_STEPS if fault.where == "training" else 0, ref=ref, reuse=(ref,))
-    first = result.comparison.first_divergence
+    for error in result.errors:  # the injected port raised: caught, at the check that called it
+        return Observation(fault.name, True, error.check, None, error.backend, None, error.summary)
+    cand = result.candidates[0]
+    first = result.comparisons[cand].first_divergence
+    arbitration = result.arbitrations.get(cand) or {}
     if first is not None:
-        blame = (result.arbitration or {}).get("blame")
         # no relative error for a shape or NaN mismatch: its message says what differs
-        return Observation(fault.name, True, "forward", first.stage, blame, first.rel_error,
-                           first.message if first.rel_error is None else
-                           (result.arbitration or {}).get("verdict", first.message))
+        return Observation(fault.name, True, "forward", first.stage, arbitration.get("blame"), first.rel_error,
+                           first.message if first.rel_error is None else arbitration.get("verdict", first.message))
     for check in result.checkpoints:
         if not check.passed:
             failed = check.comparison.first_divergence

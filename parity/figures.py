@@ -38,6 +38,22 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
+def centre_overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
+    """The common centre of two images (H, W) of different sizes, and a label saying so ("" when
+    the shapes agree). Sizes whose difference is odd share no centre: ValueError."""
+    if a.shape == b.shape:
+        return a, b, ""
+    h, w = min(a.shape[0], b.shape[0]), min(a.shape[1], b.shape[1])
+    if (a.shape[0] - h) % 2 or (a.shape[1] - w) % 2 or (b.shape[0] - h) % 2 or (b.shape[1] - w) % 2:
+        raise ValueError(f"shapes {a.shape} and {b.shape} share no centre")
+
+    def crop(x):
+        top, left = (x.shape[0] - h) // 2, (x.shape[1] - w) // 2
+        return x[top:top + h, left:left + w]
+
+    return crop(a), crop(b), f"centre overlap {h}×{w} only: shapes differ ({a.shape[0]}×{a.shape[1]} vs {b.shape[0]}×{b.shape[1]})"
+
+
 def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
     """Rows: reference, candidate, |ref − cand|, |ref − cand| / max|ref patch|; columns: groups
     (channel 0). The first candidate is drawn."""
@@ -49,10 +65,11 @@ def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
     cmap = "viridis" if part == "amplitude" else "twilight"
     unit = "" if part == "amplitude" else "rad"
     for g in range(groups):
-        a, b = fn(ref[g, :, :, 0]).astype(np.float64), fn(oth[g, :, :, 0]).astype(np.float64)
+        ra, ob, note = centre_overlap(ref[g, :, :, 0], oth[g, :, :, 0])
+        a, b = fn(ra).astype(np.float64), fn(ob).astype(np.float64)
         if part == "phase":  # the phase of a zero amplitude means nothing: leave those pixels blank
-            a = np.where(np.abs(ref[g, :, :, 0]) > 0, a, np.nan)
-            b = np.where(np.abs(oth[g, :, :, 0]) > 0, b, np.nan)
+            a = np.where(np.abs(ra) > 0, a, np.nan)
+            b = np.where(np.abs(ob) > 0, b, np.nan)
         both = _finite(np.concatenate([a, b]))
         lo, hi = (float(both.min()), float(both.max())) if both.size else (0.0, 1.0)
         diff = np.abs(a - b)
@@ -64,7 +81,8 @@ def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
         _panel(fig, axes[2, g], diff, f"|{R} − {O}|\nmax {worst:.2e}", "magma", 0, None, unit)
         _panel(fig, axes[3, g], diff / scale, f"|{R} − {O}| / max|{R}|\nmax {worst / scale:.2e}",
                "magma", 0, None, "relative")
-    fig.suptitle(f"{result.case} · {result.dtype} · object.patches {part} (channel 0)", fontsize=12)
+    fig.suptitle(f"{result.case} · {result.dtype} · object.patches {part} (channel 0)"
+                 + (f"\n{note}" if note else ""), fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
@@ -73,12 +91,13 @@ def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
 def _canvas_figure(result: CaseResult, path: Path) -> None:
     """Group 0's canvas: amplitude and phase for both backends and the amplitude difference."""
     plt = _plt()
-    ref, oth = (result.traces[n]["object.canvas"][0, :, :, 0] for n in (result.ref, result.candidates[0]))
+    full_ref, full_oth = (result.traces[n]["object.canvas"][0, :, :, 0] for n in (result.ref, result.candidates[0]))
+    ref, oth, note = centre_overlap(full_ref, full_oth)
     fig, axes = plt.subplots(2, 3, figsize=(12, 7.5))
-    amp_hi = float(max(np.abs(ref).max(), np.abs(oth).max()))
+    amp_hi = float(max(np.abs(full_ref).max(), np.abs(full_oth).max()))
     R, O = result.ref, result.candidates[0]
-    for row, (name, c) in enumerate(((R, ref), (O, oth))):
-        _panel(fig, axes[row, 0], np.abs(c), f"{name} canvas amplitude", "viridis", 0, amp_hi)
+    for row, (name, c) in enumerate(((R, full_ref), (O, full_oth))):  # each side whole, the differences on the overlap
+        _panel(fig, axes[row, 0], np.abs(c), f"{name} canvas amplitude {c.shape[0]}×{c.shape[1]}", "viridis", 0, amp_hi)
         _panel(fig, axes[row, 1], np.angle(c), f"{name} canvas phase", "twilight", -np.pi, np.pi, "rad")
     diff = np.abs(ref.astype(np.complex128) - oth.astype(np.complex128))
     _panel(fig, axes[0, 2], diff, f"|{R} − {O}|, max {diff.max():.2e}", "magma", 0, None)
@@ -86,7 +105,7 @@ def _canvas_figure(result: CaseResult, path: Path) -> None:
     _panel(fig, axes[1, 2], np.log10(rel + 1e-300).clip(-20, 0), f"log10 relative |{R} − {O}|",
            "magma", -20, 0, "log10")
     fig.suptitle(f"{result.case} · {result.dtype} · object.canvas, group 0 "
-                 f"(M = {result.config.padded_size})", fontsize=12)
+                 f"(M = {result.config.padded_size})" + (f"\ndifferences on the {note}" if note else ""), fontsize=12)
     fig.tight_layout()
     fig.savefig(path, dpi=FIG_DPI)
     plt.close(fig)
@@ -154,18 +173,26 @@ FIGURE_STAGES = {
 }
 
 
-def draw_case(result: CaseResult, folder: Path) -> list[Path]:
-    """Draw the figures of one case and dtype into `folder` (`<kind>_<dtype>.png`); their paths."""
-    drawn: list[Path] = []
+def draw_case(result: CaseResult, folder: Path) -> list[Path | str]:
+    """Draw the figures of one case and dtype into `folder` (`<kind>_<dtype>.png`): their paths,
+    and for a figure that could not be drawn a line saying why (a figure never ends a run)."""
+    drawn: list[Path | str] = []
+    todo = []
     if result.training and any(c.cand_losses for c in result.training.values()):
-        path = folder / f"training_{result.dtype}.png"
-        _training_figure(result, path)
-        drawn.append(path)
-    pair = (result.traces[result.ref], result.traces[result.candidates[0]])
-    for kind, draw in FIGURES.items():
-        if not all(stage in trace for stage in FIGURE_STAGES[kind] for trace in pair):
-            continue  # a candidate that does not provide these stages gets no such figure
+        todo.append(("training", _training_figure))
+    sides = (result.ref, result.candidates[0])
+    if all(name in result.traces for name in sides):
+        pair = [result.traces[name] for name in sides]
+        todo += [(kind, draw) for kind, draw in FIGURES.items()
+                 # a candidate that does not provide these stages gets no such figure
+                 if all(stage in trace for stage in FIGURE_STAGES[kind] for trace in pair)]
+    for kind, draw in todo:
         path = folder / f"{kind}_{result.dtype}.png"
-        draw(result, path)
+        try:
+            draw(result, path)
+        except Exception as exc:  # noqa: BLE001 - the report says which figure and why
+            _plt().close("all")
+            drawn.append(f"figure {path.name} could not be drawn: {exc.__class__.__name__}: {exc}")
+            continue
         drawn.append(path)
     return drawn

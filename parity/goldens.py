@@ -19,7 +19,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from parity.resources import FIXTURES_ROOT
 from parity.tolerances import TOLERANCE_PATH, ToleranceError, longest_match, read_tolerance_file
@@ -193,8 +193,9 @@ class GoldenResult:
 
 
 def compare_golden(golden: Mapping, summaries: Mapping, digests: Mapping, dtype: str,
-                   profile: GoldenProfile, run: str = "") -> GoldenResult:
-    """Digests of `dtype` exactly, then every summary key under `profile`."""
+                   profile: GoldenProfile, run: str = "", sections: Optional[Sequence[str]] = None) -> GoldenResult:
+    """Digests of `dtype` exactly, then every summary key under `profile`. `sections`: only these
+    summary sections (a backend that provides only some stages; the caller reports the rest)."""
     result = GoldenResult(case=str(golden.get("case")), run=run)
     want = golden["digests"].get(dtype)
     if want is None:
@@ -205,7 +206,7 @@ def compare_golden(golden: Mapping, summaries: Mapping, digests: Mapping, dtype:
                 result.inputs_changed.append(name)
         if want["weights"] != digests["weights"]:
             result.inputs_changed.append("weights")
-    sections = [*SECTIONS, *(k for k in OPTIONAL_SECTIONS if k in summaries)]
+    sections = [*(SECTIONS if sections is None else sections), *(k for k in OPTIONAL_SECTIONS if k in summaries)]
     expected = flatten({k: golden["summaries"][k] for k in sections if k in golden["summaries"]})
     obtained = flatten({k: summaries[k] for k in sections if k in summaries})  # missing: every key reported
     for key in sorted(set(expected) | set(obtained)):

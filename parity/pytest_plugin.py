@@ -277,21 +277,27 @@ def parity_gradients(parity_run):
 
 @pytest.fixture(scope="session")
 def parity_check(pytestconfig):
-    """`parity_check(case, candidate, dtype="float64", ref=None)` → a CaseResult: the candidate
-    (any registered backend, your own adapter included) on --parity-device against the reference
-    (default: --parity-ref) on --parity-ref-device, stage by stage, arbitrated by numpy;
-    `.passed`, `.comparison`, `.arbitration`."""
+    """`parity_check(case, candidate, dtype="float64", ref=None, grad=False, train_steps=0,
+    goldens=True, checkpoints=True)` → a CaseResult: the candidate (any registered backend, your
+    own adapter included) on --parity-device against the reference (default: --parity-ref) on
+    --parity-ref-device, through every check its capabilities allow (forward agreement arbitrated
+    by numpy, train/infer paths, checkpoint round trip and across backends, golden; gradients and
+    Adam steps when asked). The dtype is float64 unless given: the precision at which a port's
+    stages are judged most strictly. `.passed`, `.verdict()`, `.results` (every check: passed,
+    failed, not run with why, or error with the file:line), `.comparisons[candidate]`; `.report()` (also `str(result)`)
+    is the message to assert with: `assert result.passed, result.report()`."""
     from parity.cases import get_case
     from parity.engine import run_case
 
-    def check(case: str, candidate: str, dtype: str = "float64", ref: str | None = None):
+    def check(case: str, candidate: str, dtype: str = "float64", ref: str | None = None, grad: bool = False,
+              train_steps: int = 0, goldens: bool = True, checkpoints: bool = True):
         __tracebackhide__ = True
         ref = ref or pytestconfig.getoption("parity_ref")
         require_backend(ref)
         return run_case(get_case(case), device=parity_device(pytestconfig), dtype=dtype,
                         ref_device=pytestconfig.getoption("parity_ref_device"),
-                        data=pytestconfig.getoption("parity_data"), use_golden=False, checkpoints=False,
-                        ref=ref, candidates=[candidate])
+                        data=pytestconfig.getoption("parity_data"), use_golden=goldens, checkpoints=checkpoints,
+                        ref=ref, candidates=[candidate], grad=grad, train_steps=train_steps)
 
     return check
 

@@ -113,6 +113,8 @@ def arbitrate_loss(ref_losses: Mapping[str, float], cand_losses: Mapping[str, fl
                    numpy_losses: Mapping[str, float], profile: ToleranceProfile, ref: str, cand: str) -> Optional[dict]:
     """Which side's loss agrees with numpy's, term by term; None when the two sides agree."""
     for term in LOSS_TERMS:
+        if term not in cand_losses or term not in ref_losses:
+            continue  # a term the candidate does not give (an adapter's loss): not provided
         tol = profile.for_stage(term)
         err_ref = _rel(numpy_losses[term], ref_losses[term])
         err_cand = _rel(numpy_losses[term], cand_losses[term])
@@ -192,11 +194,15 @@ def arbitrate_gradient(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], lo
 
 def compare_gradients(cfg: ForwardConfig, ref: tuple, cand: tuple, profile: ToleranceProfile,
                       ref_name: str, cand_name: str, numpy_losses: Optional[Mapping[str, float]] = None,
-                      arbiter: Optional[dict] = None) -> GradientCheck:
+                      arbiter: Optional[dict] = None, partial: bool = False) -> GradientCheck:
     """`ref`/`cand`: (losses, grads) as `loss_and_gradients` returns them. `arbiter` ({"weights",
-    "log_scale", "batch"}) lets the numpy backend's central differences judge a differing gradient."""
-    comparison = compare_traces(gradient_trace(*ref), gradient_trace(*cand), profile, ref_name, cand_name,
-                                order=gradient_order(cfg))
+    "log_scale", "batch"}) lets the numpy backend's central differences judge a differing gradient.
+    `partial`: the candidate (an adapter) gives only some terms and tensors; the others read "not
+    provided"."""
+    cand_trace = gradient_trace(*cand)
+    missing = [k for k in gradient_order(cfg) if k not in cand_trace] if partial else []
+    comparison = compare_traces(gradient_trace(*ref), cand_trace, profile, ref_name, cand_name,
+                                order=gradient_order(cfg), not_provided=missing)
     blame = None
     first = comparison.first_divergence
     if first is not None and first.stage in LOSS_TERMS and numpy_losses is not None:

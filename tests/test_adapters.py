@@ -45,7 +45,7 @@ def _registry(clean_registry):  # backends registered here end with their test
 def test_adapter_agrees_where_the_port_is_right_and_says_what_it_does_not_provide(my_port):
     result = my_port()
     assert result.passed
-    stages = {s.stage: s for s in result.comparison.stages}
+    stages = {s.stage: s for s in result.comparisons["my-port"].stages}
     assert stages["encoder.out"].provided and stages["encoder.out"].rel_error < 1e-12
     assert stages["scaled_input"].rel_error < 1e-12 and stages["input.diffraction"].rel_error < 1e-12
     assert stages["decoder.amp"].provided is False and stages["decoder.amp"].message == "not provided by my-port"
@@ -53,9 +53,9 @@ def test_adapter_agrees_where_the_port_is_right_and_says_what_it_does_not_provid
 
 def test_adapter_blames_a_deliberate_bug_on_the_port(my_port):
     result = my_port(bug="avgpool")
-    assert not result.passed and result.comparison.first_divergence.stage == "encoder.out"
-    assert result.arbitration["blame"] == "my-port"
-    assert result.arbitration["verdict"] == "my-port disagrees with tensorflow and with numpy at encoder.out"
+    assert not result.passed and result.comparisons["my-port"].first_divergence.stage == "encoder.out"
+    assert result.arbitrations["my-port"]["blame"] == "my-port"
+    assert result.arbitrations["my-port"]["verdict"] == "my-port disagrees with tensorflow and with numpy at encoder.out"
 
 
 def test_map_weights_lists_every_problem():
@@ -102,7 +102,7 @@ def test_keras_functional_model_through_the_adapter():
                            layers={"scaled_input": "diff"}))
     result = run_case(get_case("gs2-big"), dtype="float64", candidates=["my-keras"], use_golden=False,
                       checkpoints=False)
-    stages = {s.stage: s for s in result.comparison.stages}
+    stages = {s.stage: s for s in result.comparisons["my-keras"].stages}
     assert result.passed and stages["scaled_input"].rel_error < 1e-12
 
 
@@ -127,7 +127,7 @@ pytestmark = pytest.mark.parity
 
 def test_parity_my_port_matches_the_reference(parity_check):
     result = parity_check("gs2-big", "my-port")
-    assert result.passed, result.arbitration
+    assert result.passed, result.report()
 '''
 
 

@@ -31,11 +31,30 @@ def test_third_party_backends_come_from_the_entry_point_group(monkeypatch):
            SimpleNamespace(name="broken", value="pkg:oops", load=lambda: 42)]
     monkeypatch.setattr(backends, "_entry_points", lambda: eps)
     monkeypatch.setattr(backends, "_DISCOVERED", {})
-    with pytest.raises(BackendError, match="backend 'broken' \\(pkg:oops\\) is not a parity.backends.Backend"):
-        discover()
-    monkeypatch.setattr(backends, "_entry_points", lambda: eps[:1])
+    assert get_backend("numpy-twin") is numpy_twin  # the broken one next to it hides nothing
+    assert backends.broken() == {"broken": "pkg:oops is not a parity.backends.Backend"}
+    with pytest.raises(BackendError, match="backend 'broken': pkg:oops is not a parity.backends.Backend"):
+        get_backend("broken")
+
+
+def test_a_broken_entry_point_fails_only_the_run_that_asks_for_it(monkeypatch, tmp_path, capsys):
+    def explode():
+        raise ImportError("No module named 'their_framework'")
+
+    eps = [SimpleNamespace(name="theirs", value="theirpkg:backend", load=explode)]
+    monkeypatch.setattr(backends, "_entry_points", lambda: eps)
     monkeypatch.setattr(backends, "_DISCOVERED", {})
-    assert get_backend("numpy-twin") is numpy_twin
+    assert main(["backends"]) == 0
+    listing = capsys.readouterr().out
+    assert "theirs" in listing and "cannot be loaded: ImportError: No module named 'their_framework'" in listing
+    assert main(["check", "--case", "gs1", "--dtype", "float64", "--ref", "numpy", "--no-figures",
+                 "--out", str(tmp_path / "ok")]) == 0
+    capsys.readouterr()
+    assert main(["check", "--case", "gs1", "--dtype", "float64", "--ref", "numpy", "--candidate", "theirs",
+                 "--no-figures", "--out", str(tmp_path / "bad")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["parity: error: backend 'theirs': theirpkg:backend cannot be loaded: "
+                   "ImportError: No module named 'their_framework'"]
 
 
 def test_check_with_two_candidates_prints_both_columns(tmp_path, capsys):
@@ -94,14 +113,14 @@ def test_a_backend_without_a_stage_is_reported_not_provided(tmp_path):
 
     register(Backend("numpy-partial", "numpy", ("cpu",),
                      build_fn=lambda cfg, w, device="cpu", **kw: Partial(models_numpy.build(cfg, w, device=device, **kw)),
-                     load_fn=lambda path, device="cpu": models_numpy.load(path, device=device),
+                     load_fn=lambda path, device="cpu", cfg=None: models_numpy.load(path, device=device),
                      configure_fn=lambda device: {}))
     from parity.cases import get_case
     from parity.engine import run_case
 
     result = run_case(get_case("gs1"), dtype="float64", candidates=["numpy-partial"], use_golden=False,
                       checkpoints=False)
-    failing = [s for s in result.comparison.stages if not s.passed]
+    failing = [s for s in result.comparisons["numpy-partial"].stages if not s.passed]
     assert [s.stage for s in failing] == ["diffraction.intensity"]
     assert "not provided by numpy-partial" in failing[0].message
-    assert np.isfinite(result.comparison.stages[0].rel_error)
+    assert np.isfinite(result.comparisons["numpy-partial"].stages[0].rel_error)

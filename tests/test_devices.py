@@ -6,7 +6,8 @@ import pytest
 
 from parity.backends import Backend, BackendError, BackendUnavailable, get_backend, register
 from parity.cases import get_case
-from parity.engine import DeviceUnavailable, backend_devices, gradient_checks, require_device, run_case
+from parity.checks import gradient_checks
+from parity.engine import DeviceUnavailable, backend_devices, require_device, run_case
 from parity.tolerances import load_profile
 
 

@@ -20,8 +20,8 @@ def gs2_big():
 
 def test_run_case_is_complete_and_json_serialisable(gs2_big):
     r = gs2_big
-    assert r.passed and r.verdict() == "PASS" and r.arbitration is None
-    assert [s.stage for s in r.comparison.stages] == list(TRAIN_STAGES)
+    assert r.passed and r.verdict() == "PASS" and r.arbitrations["torch"] is None
+    assert [s.stage for s in r.comparisons["torch"].stages] == list(TRAIN_STAGES)
     assert set(r.path_checks) == {"tensorflow", "torch"}
     assert all(r.path_checks[b][s] for b in r.path_checks for s in OBJECT_STAGES)
     d = json.loads(json.dumps(r.to_dict()))

@@ -66,6 +66,7 @@ class Tap:
     when: Optional[Callable[[Any], bool]] = None  # the configs the stage exists in (None: every one)
     calls: Optional[int] = 1  # how often it must fire per forward call (None: at least once)
     occurrence: int = 0  # which call's value is kept (0 the first, -1 the last)
+    infer: bool = True  # False: the inference entry point (run_infer) does not pass through it
 
     def active(self, cfg) -> bool:
         return self.when is None or bool(self.when(cfg))
@@ -219,6 +220,12 @@ class AdapterSpec:
         names = {t.stage for t in self.taps_for(cfg)} | {d.stage for d in self.derived if d.active(cfg)}
         return tuple(s for s in TRAIN_STAGES if s in names)
 
+    def infer_stages_for(self, cfg) -> tuple[str, ...]:
+        """The stages the inference path gives: every provided one up to object.trimmed, less
+        the taps the user's own inference entry point does not pass."""
+        off = {t.stage for t in self.taps_for(cfg) if not t.infer} if self.run_infer is not None else set()
+        return tuple(s for s in self.stages_for(cfg) if s in INFER_STAGES and s not in off)
+
 
 def _check_fired(tap: Tap, fired: int, name: str) -> None:
     if fired == 0:
@@ -286,7 +293,7 @@ class AdapterModel:
     def forward_infer(self, batch) -> dict[str, np.ndarray]:
         if self.spec.run_infer is None:
             return self._trace(batch, INFER_STAGES, self.spec.run, TRAIN_STAGES)
-        return self._trace(batch, INFER_STAGES, self.spec.run_infer, INFER_STAGES)  # stops at the object
+        return self._trace(batch, INFER_STAGES, self.spec.run_infer, self.spec.infer_stages_for(self.cfg))
 
     # -- what the checkpoint and gradient checks need, where the adapter says how ---------------
     def save(self, path) -> Any:
@@ -385,6 +392,7 @@ def torch_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
 
     return Backend(name, "torch", devices, build_fn=build, configure_fn=torch_device.configure,
                    load_fn=load_adapted if load is not None else None, stages=spec.stages_for,
+                   infer_stages=spec.infer_stages_for,
                    checkpoints=save is not None and load is not None,
                    neutral_out=mapping is not None and get_state is not None,
                    builds_from_state=set_state is not None)

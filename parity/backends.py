@@ -47,8 +47,20 @@ class Backend:
     builds_from_state: bool = True  # build(cfg, weights, probe=, log_scale=) (another's checkpoint crosses in)
     install_hint: str = ""  # how to get the framework where it is missing (built-ins)
 
+    # the stages its inference path gives (None: every provided stage up to object.trimmed); an
+    # adapter whose own inference entry point passes fewer taps says so here
+    infer_stages: Optional[Callable] = None
+
     def stages_for(self, cfg=None) -> Optional[tuple[str, ...]]:
         return self.stages(cfg) if callable(self.stages) else self.stages
+
+    def infer_stages_for(self, cfg=None) -> tuple[str, ...]:
+        from parity.stages import INFER_STAGES
+
+        if self.infer_stages is not None:
+            return tuple(self.infer_stages(cfg))
+        missing = set(self.not_provided(cfg))
+        return tuple(s for s in INFER_STAGES if s not in missing)
 
     def not_provided(self, cfg=None) -> tuple[str, ...]:
         from parity.stages import TRAIN_STAGES

@@ -37,11 +37,13 @@ class CheckpointCheck:
         first = self.comparison.first_divergence
         return first.stage if first else None
 
-    def describe(self) -> str:
+    def describe(self, prefix: bool = True) -> str:
+        head = f"checkpoint {self.direction}: " if prefix else ""
         if self.passed:
-            return f"checkpoint {self.direction}: reloaded inference path matches the training path"
-        return (f"checkpoint {self.direction}: the reloaded inference path parts from the in-memory "
-                f"training path at {self.first_stage}")
+            return head + "reloaded inference path matches the training path"
+        first = self.comparison.first_divergence
+        return (head + f"the reloaded inference path parts from the in-memory training path at {self.first_stage}"
+                + (f" ({first.message})" if first and first.message else ""))
 
     def to_dict(self) -> dict:
         worst = self.comparison.worst

@@ -122,17 +122,26 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
 
     ctx.prepare(cached)
     results = run_pipeline(ctx, checks)
-    summaries = {name: {"train": summarise(ctx.train[name], cfg), "infer": summarise(ctx.infer[name], cfg),
-                        **({"reloaded": summarise(ctx.reloaded[name], cfg)} if name in ctx.reloaded else {})}
-                 for name in names if name in ctx.train}
+    summaries = {name: {path: _summarise(traces[name], cfg) for path, traces in
+                        (("train", ctx.train), ("infer", ctx.infer), ("reloaded", ctx.reloaded)) if name in traces}
+                 for name in names}
     for name, (losses, grads) in (ctx._gradients or {}).items():
-        summaries[name]["train"]["gradients"] = gradient_summary(losses, grads)
+        summaries[name].setdefault("train", {})["gradients"] = gradient_summary(losses, grads)
     return CaseResult(
         case=case.name, dtype=dtype, device=device, config=cfg, ref=ref, candidates=candidates, devices=devices,
         results=results, summaries=summaries, digests=run_digests,
         provenance=_provenance(device, devices, dtype, flags), seconds=time.perf_counter() - start,
         traces=dict(ctx.train), batch=batch, golden_file=golden_file, reloaded=dict(ctx.reloaded),
         output=dict(ctx.output))
+
+
+def _summarise(trace, cfg) -> dict:
+    """The summaries of a trace; a port's arrays that cannot be summarised (a canvas of another
+    shape) say why instead of ending the run."""
+    try:
+        return summarise(trace, cfg)
+    except Exception as exc:  # noqa: BLE001 - the report shows it; the checks have judged the stages
+        return {"error": f"cannot summarise: {exc.__class__.__name__}: {exc}"}
 
 
 def _golden(ctx: RunContext, case: Case, use_golden: bool, data, goldens_dir, tolerance_path) -> Optional[str]:

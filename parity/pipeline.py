@@ -24,7 +24,7 @@ from parity.checks import CheckpointCheck, _trainable, gradient_checks, training
 from parity.compare import compare_traces
 from parity.config import ForwardConfig
 from parity.oracle import arbitrate
-from parity.results import ERROR, FAILED, NOT_RUN, PASSED, CheckResult, Failure, failure_from
+from parity.results import ERROR, FAILED, NOT_RUN, PASSED, WIRING, CheckResult, Failure, failure_from
 from parity.stages import INFER_STAGES, OBJECT_STAGES
 from parity.training import AdamConfig
 
@@ -103,8 +103,12 @@ class RunContext:
         """backend -> (loss terms, gradients), once per run, for every model that computes them."""
         if self._gradients is None:
             self._gradients = {name: self.call(name, "loss_and_gradients", model.loss_and_gradients, self.batch)
-                               for name, model in self.models.items() if _trainable(model)}
+                               for name, model in self.models.items() if _has_gradients(model)}
         return self._gradients
+
+
+def _has_gradients(model) -> bool:
+    return callable(getattr(model, "loss_and_gradients", None))
 
 
 def _status(passed: bool) -> str:
@@ -144,6 +148,8 @@ class ForwardAgreement(Check):
                        if worst is not None and worst.rel_error is not None else "every provided stage agrees")
         else:
             summary = f"first divergence at {first.stage}: " + (arbitration or {}).get("verdict", first.message)
+            if first.rel_error is None or first.overlap or "mismatch" in first.message:  # what differs, not only who
+                summary += f" ({first.message})"
         return [CheckResult(self.name, cand, _status(comparison.passed), summary, comparison,
                             extra={"arbitration": arbitration})]
 
@@ -192,11 +198,11 @@ class CheckpointRoundTrip(Check):
         loaded = ctx.call(name, "load", backend.load, path, cfg=ctx.cfg, device=ctx.devices[name])
         ctx.loaded[name] = loaded
         ctx.reloaded[name] = infer = ctx.call(name, "forward_infer after load", loaded.forward_infer, ctx.batch)
-        order = _provided(ctx, name, INFER_STAGES)
+        order = list(backend.infer_stages_for(ctx.cfg))
         check = CheckpointCheck(name, name, compare_traces(
             {s: ctx.train[name][s] for s in order if s in ctx.train[name]}, infer, ctx.profiles[name],
             f"{name} train", f"{name} reloaded", order=order))
-        return [CheckResult(self.name, name, _status(check.passed), check.describe(), check, label=check.direction)]
+        return [CheckResult(self.name, name, _status(check.passed), check.describe(prefix=False), check, label=check.direction)]
 
 
 class CrossCheckpoint(Check):
@@ -221,11 +227,12 @@ class CrossCheckpoint(Check):
                             weights, probe=state.get("probe"), log_scale=state["log_scale"],
                             device=ctx.devices[loaded_by])
             infer = ctx.call(loaded_by, f"forward_infer from {saved}'s checkpoint", port.forward_infer, ctx.batch)
-            order = [s for s in _provided(ctx, saved, INFER_STAGES) if s in _provided(ctx, loaded_by, INFER_STAGES)]
+            order = [s for s in _provided(ctx, saved, INFER_STAGES)
+                     if s in get_backend(loaded_by).infer_stages_for(ctx.cfg)]
             check = CheckpointCheck(saved, loaded_by, compare_traces(
                 {s: ctx.train[saved][s] for s in order}, {s: infer[s] for s in order if s in infer},
                 ctx.profiles[cand], f"{saved} train", f"{loaded_by} from {saved}'s checkpoint", order=order))
-            out.append(CheckResult(self.name, cand, _status(check.passed), check.describe(), check, label=label))
+            out.append(CheckResult(self.name, cand, _status(check.passed), check.describe(prefix=False), check, label=label))
         return out
 
     @staticmethod
@@ -281,8 +288,8 @@ class GradientAgreement(Check):
     def run(self, ctx, cand):
         if not ctx.grad:
             return []
-        if not _trainable(ctx.models[cand]):
-            return [self.not_run(cand, f"{cand} computes no loss and gradients")]
+        if not _has_gradients(ctx.models[cand]):
+            return [self.not_run(cand, f"{cand} computes no loss and gradients (an adapter: give loss=)")]
         results = ctx.gradient_results()
         check = ctx.call(cand, "gradients", gradient_checks, ctx.models, results, ctx.batch, ctx.profiles, ctx.ref,
                          [cand], ctx.weights, ctx.devices)[cand]
@@ -298,8 +305,8 @@ class TrainingAgreement(Check):
     def run(self, ctx, cand):
         if not ctx.train_steps:
             return []
-        if not _trainable(ctx.models[cand]) or not callable(getattr(ctx.models[cand], "train_steps", None)):
-            return [self.not_run(cand, f"{cand} takes no optimizer steps")]
+        if not _trainable(ctx.models[cand]):
+            return [self.not_run(cand, f"{cand} takes no optimizer steps (adapters do not train)")]
         check = ctx.call(cand, "training", training_checks, ctx.cfg, ctx.weights, ctx.batch, ctx.profiles,
                          ctx.devices, ctx.ref, [cand], ctx.train_steps, ctx.adam)[cand]
         status = _status(check.passed)
@@ -326,11 +333,13 @@ def run_pipeline(ctx: RunContext, checks: Sequence[Check] = PIPELINE) -> list[Ch
 
 def _run_one(check: Check, ctx: RunContext, name: str) -> list[CheckResult]:
     broken = [b for b in dict.fromkeys([name, ctx.ref]) if b in ctx.failed]
-    if broken:
+    if broken:  # the error once, at the forward check; the checks that needed the model say why not
         failure = ctx.failed[broken[0]]
-        if check.name == "forward" or (check.name in ("paths", "checkpoint", "golden") and broken[0] == name):
+        if check.name == "forward":
             return [CheckResult(check.name, name, ERROR, failure.line(), failure=failure)]
-        return [check.not_run(name, f"{broken[0]} raised during {failure.during.removeprefix(broken[0] + ' ')}")]
+        how = "is mis-wired" if failure.kind == WIRING else "raised"
+        return [check.not_run(name, f"{broken[0]} {how} during {failure.during.removeprefix(broken[0] + ' ')} "
+                                    f"(see the forward check)")]
     try:
         return check.run(ctx, name)
     except BackendRaised as exc:

@@ -1,0 +1,31 @@
+"""Checkpoints: a folder with the state dict and the config as JSON; and the inference entry."""
+
+import json
+from pathlib import Path
+
+import torch
+
+from ptyport.model import PortConfig, PtyNet
+
+
+def save(model, folder):
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / "weights.pt")
+    (folder / "config.json").write_text(json.dumps(model.cfg.to_json()))
+    return folder
+
+
+def load(folder, device="cpu"):
+    folder = Path(folder)
+    cfg = PortConfig(**json.loads((folder / "config.json").read_text()))
+    model = PtyNet(cfg)
+    model.load_state_dict(torch.load(folder / "weights.pt", weights_only=True), strict=False)
+    return model.to(device)
+
+
+@torch.no_grad()
+def reconstruct(model, diff, offsets):
+    """What users call after training: the object (B, M, M) and its centre crop (B, N, N)."""
+    print(f"ptyport: reconstructing {diff.shape[0]} groups")
+    return model.obj(diff, offsets)

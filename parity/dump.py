@@ -62,9 +62,9 @@ def dump_case(result: CaseResult, out: Path, figures: bool = True) -> list[Path]
         "output": full["output"], "provenance": full["provenance"],
     })
     _merge_json(folder / "canvas.json", result.dtype,
-                {name: s["train"]["canvas"] for name, s in result.summaries.items() if "canvas" in s["train"]})
+                {name: s["train"]["canvas"] for name, s in result.summaries.items() if "canvas" in s.get("train", {})})
     _merge_json(folder / "offsets.json", result.dtype,
-                {name: s["train"]["offsets"] for name, s in result.summaries.items() if "offsets" in s["train"]})
+                {name: s["train"]["offsets"] for name, s in result.summaries.items() if "offsets" in s.get("train", {})})
     return draw_case(result, folder) if figures else []
 
 
@@ -77,7 +77,7 @@ def worst_line(result: CaseResult) -> str:
         comparison = result.comparisons.get(name)
         if comparison is None or comparison.worst is None:
             forward = next((r for r in result.of("forward") if r.backend == name), None)
-            parts.append(f"{name}: {forward.summary if forward else 'no comparison'}")
+            parts.append(f"{name}: {'no comparison' if forward is None else forward.status}")
             continue
         worst = comparison.worst
         why = "" if worst.rel_error is not None else f" ({worst.message})"
@@ -135,7 +135,7 @@ def _cells(row: dict, candidates: list[str]) -> list[str]:
         if c is None:
             cells += ["—", "—", "—"]
             continue
-        cells += [str(c["worst_stage"]), _fmt(c["rel_error"]),
+        cells += [_fmt(c["worst_stage"]), _fmt(c["rel_error"]),
                   "—" if c["budget_used"] is None else f"{100 * c['budget_used']:.1f}%"]
     return cells
 

@@ -100,9 +100,10 @@ def _canvas_figure(result: CaseResult, path: Path) -> None:
         _panel(fig, axes[row, 0], np.abs(c), f"{name} canvas amplitude {c.shape[0]}×{c.shape[1]}", "viridis", 0, amp_hi)
         _panel(fig, axes[row, 1], np.angle(c), f"{name} canvas phase", "twilight", -np.pi, np.pi, "rad")
     diff = np.abs(ref.astype(np.complex128) - oth.astype(np.complex128))
-    _panel(fig, axes[0, 2], diff, f"|{R} − {O}|, max {diff.max():.2e}", "magma", 0, None)
+    where = f" on the {ref.shape[0]}×{ref.shape[1]} centre" if note else ""
+    _panel(fig, axes[0, 2], diff, f"|{R} − {O}|{where}, max {diff.max():.2e}", "magma", 0, None)
     rel = diff / (np.abs(ref).max() or 1.0)
-    _panel(fig, axes[1, 2], np.log10(rel + 1e-300).clip(-20, 0), f"log10 relative |{R} − {O}|",
+    _panel(fig, axes[1, 2], np.log10(rel + 1e-300).clip(-20, 0), f"log10 relative |{R} − {O}|{where}",
            "magma", -20, 0, "log10")
     fig.suptitle(f"{result.case} · {result.dtype} · object.canvas, group 0 "
                  f"(M = {result.config.padded_size})" + (f"\ndifferences on the {note}" if note else ""), fontsize=12)

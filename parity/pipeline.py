@@ -123,6 +123,10 @@ class Check:
     def backends(self, ctx: RunContext) -> list[str]:
         return list(ctx.candidates)
 
+    def wanted(self, ctx: RunContext) -> bool:
+        """Whether the run asked for this check (gradients and training are asked for)."""
+        return True
+
     def run(self, ctx: RunContext, name: str) -> list[CheckResult]:
         raise NotImplementedError
 
@@ -285,9 +289,10 @@ class GoldenCheck(Check):
 class GradientAgreement(Check):
     name = "gradients"
 
+    def wanted(self, ctx):
+        return ctx.grad
+
     def run(self, ctx, cand):
-        if not ctx.grad:
-            return []
         if not _has_gradients(ctx.models[cand]):
             return [self.not_run(cand, f"{cand} computes no loss and gradients (an adapter: give loss=)")]
         results = ctx.gradient_results()
@@ -302,9 +307,10 @@ class GradientAgreement(Check):
 class TrainingAgreement(Check):
     name = "training"
 
+    def wanted(self, ctx):
+        return bool(ctx.train_steps)
+
     def run(self, ctx, cand):
-        if not ctx.train_steps:
-            return []
         if not _trainable(ctx.models[cand]):
             return [self.not_run(cand, f"{cand} takes no optimizer steps (adapters do not train)")]
         check = ctx.call(cand, "training", training_checks, ctx.cfg, ctx.weights, ctx.batch, ctx.profiles,
@@ -325,7 +331,7 @@ def run_pipeline(ctx: RunContext, checks: Sequence[Check] = PIPELINE) -> list[Ch
     results: list[CheckResult] = []
     with tempfile.TemporaryDirectory(prefix="parity-ckpt-") as workdir:
         ctx.workdir = Path(workdir)
-        for check in checks:
+        for check in (c for c in checks if c.wanted(ctx)):
             for name in check.backends(ctx):
                 results += _run_one(check, ctx, name)
     return results
@@ -337,9 +343,9 @@ def _run_one(check: Check, ctx: RunContext, name: str) -> list[CheckResult]:
         failure = ctx.failed[broken[0]]
         if check.name == "forward":
             return [CheckResult(check.name, name, ERROR, failure.line(), failure=failure)]
-        how = "is mis-wired" if failure.kind == WIRING else "raised"
-        return [check.not_run(name, f"{broken[0]} {how} during {failure.during.removeprefix(broken[0] + ' ')} "
-                                    f"(see the forward check)")]
+        how = "is mis-wired (found in" if failure.kind == WIRING else "raised (in"
+        return [check.not_run(name, f"{broken[0]} {how} {failure.during.removeprefix(broken[0] + ' ')}; "
+                                    f"see the forward check)")]
     try:
         return check.run(ctx, name)
     except BackendRaised as exc:

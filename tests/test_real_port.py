@@ -1,0 +1,217 @@
+"""A real port from the outside, as its author would use the harness.
+
+tests/real_port/ptyport is a PyTorch PtychoPINN-style model written without the harness in mind
+(its own config and parameter names, channels-first, module-level physics functions, the phase
+decoder called through `.forward()`, a (B, M, M) canvas, 1/s multiplied in, single precision at
+N=128, unused parameters, no canvas at gridsize 1, a checkpoint folder of its own and its own
+inference entry). tests/real_port/ptyport_parity.py wraps it with the public adapter API only.
+Its deliberate bugs are switched on by PTYPORT_BUG (physics, checkpoint, crash, canvas) and a
+mis-wired tap by PTYPORT_TAP=submodule. In process here; through an entry point in a pytester
+project in the last test.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from parity.adapters import map_weights
+from parity.backends import register
+from parity.cases import get_case
+from parity.config import ForwardConfig
+from parity.engine import run_case
+from parity.plugin_devices import require_backend
+from parity.results import ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PASSED, EXIT_RAISED, NOT_RUN, PASSED
+from parity.weights import init_weights
+
+PORT = Path(__file__).resolve().parent / "real_port"
+sys.path.insert(0, str(PORT))
+import ptyport  # noqa: E402
+import ptyport_parity  # noqa: E402
+
+
+@pytest.fixture
+def ptyport_run(monkeypatch, clean_registry, parity_ref):
+    """ptyport (with the named bug, or none) against the session's reference on one case."""
+    require_backend(parity_ref)
+
+    def run(case="gs2-big", bug=None, tap=None, **kwargs):
+        for var, value in (("PTYPORT_BUG", bug), ("PTYPORT_TAP", tap)):
+            if value:
+                monkeypatch.setenv(var, value)
+            else:
+                monkeypatch.delenv(var, raising=False)
+        register(ptyport_parity.backend())
+        return run_case(get_case(case), dtype="float64", ref=parity_ref, candidates=["ptyport"], **kwargs)
+
+    return run
+
+
+def _states(result) -> dict:
+    return {(r.check, r.label or r.backend): r.status for r in result.results if r.backend == "ptyport"}
+
+
+def test_the_port_agrees_and_gets_every_check_its_adapter_allows(ptyport_run, parity_ref):
+    result = ptyport_run(grad=True, train_steps=1)
+    assert result.passed and result.exit_code == EXIT_PASSED, result.report()
+    states = _states(result)
+    for key in [("forward", "ptyport"), ("paths", "ptyport"), ("checkpoint", "ptyport → ptyport"),
+                ("cross-checkpoint", f"{parity_ref} → ptyport"), ("cross-checkpoint", f"ptyport → {parity_ref}"),
+                ("golden", "ptyport")]:
+        assert states[key] == PASSED, (key, result.report())
+    training = next(r for r in result.results if r.check == "training")
+    assert training.status == NOT_RUN and "ptyport takes no optimizer steps" in training.summary
+    forward = result.comparisons["ptyport"]
+    assert all(s.provided for s in forward.stages)  # every one of the 14 stages, tapped or derived
+    assert max(s.rel_error for s in forward.stages) < 1e-12
+    assert "ptyport: reconstructing 8 groups" in result.output["ptyport"]  # captured, not interleaved
+    if parity_ref == "tensorflow":  # numpy computes no gradients
+        gradients = result.gradients["ptyport"]
+        assert states[("gradients", "ptyport")] == PASSED
+        missing = {s.stage for s in gradients.comparison.stages if not s.provided}
+        assert missing == {"loss.nll", "loss.mae", "grad.log_scale"}  # ptyport's loss is one number; 1/s a buffer
+
+
+def test_at_gridsize_1_the_port_has_no_canvas_and_says_so(ptyport_run):
+    result = ptyport_run(case="gs1")
+    assert result.passed, result.report()
+    stages = {s.stage: s for s in result.comparisons["ptyport"].stages}
+    assert not stages["object.canvas"].provided and stages["object.canvas"].message == "not provided by ptyport"
+    assert stages["object.extracted"].provided and stages["object.extracted"].rel_error < 1e-12  # derived
+    golden = next(r for r in result.results if r.check == "golden" and r.backend == "ptyport")
+    assert "not compared: canvas" in golden.summary
+
+
+def test_a_physics_bug_is_caught_and_blamed_on_the_port(ptyport_run):
+    result = ptyport_run(bug="physics")
+    assert result.exit_code == EXIT_DIVERGED and result.verdict() == "DIVERGED"
+    first = result.comparisons["ptyport"].first_divergence
+    assert first.stage == "object.extracted"
+    assert result.arbitrations["ptyport"]["blame"] == "ptyport"
+
+
+def test_a_checkpoint_that_loses_the_intensity_scale_is_the_seed_scenario(ptyport_run):
+    """The training path is healthy; only saved -> loaded inference collapses."""
+    result = ptyport_run(bug="checkpoint")
+    states = _states(result)
+    assert states[("forward", "ptyport")] == PASSED and states[("paths", "ptyport")] == PASSED
+    assert result.verdict() == "CHECKPOINT DIFFERS" and result.exit_code == EXIT_DIVERGED
+    round_trip = next(c for c in result.checkpoints if c.direction == "ptyport → ptyport")
+    assert round_trip.first_stage == "scaled_input"
+    train = result.summaries["ptyport"]["train"]["patch_stats"]["var_zero_mean"]
+    reloaded = result.summaries["ptyport"]["reloaded"]["patch_stats"]["var_zero_mean"]
+    assert abs(reloaded - train) > 0.1 * train
+
+
+def test_a_tap_on_a_submodule_called_through_forward_is_a_wiring_error(ptyport_run):
+    result = ptyport_run(tap="submodule")
+    assert result.exit_code == EXIT_BAD_INPUT and result.verdict() == "WIRING ERROR"
+    error = next(r for r in result.results if r.status == ERROR)
+    assert error.check == "forward" and error.failure.kind == "wiring"
+    assert "tap 'decoder.phase' on submodule 'phs' never fired" in error.summary
+    assert "`.forward(...)` bypasses module hooks" in error.summary
+    assert all(r.status == NOT_RUN for r in result.results if r.backend == "ptyport" and r is not error)
+
+
+def test_a_crash_inside_the_port_is_a_verdict_with_its_file_and_line(ptyport_run):
+    result = ptyport_run(bug="crash")
+    assert result.exit_code == EXIT_RAISED and result.verdict() == "BACKEND RAISED"
+    failure = result.errors[0].failure
+    assert failure.type == "RuntimeError" and failure.during == "ptyport forward_train"
+    source = (PORT / "ptyport" / "physics.py").read_text().splitlines()
+    line = next(i for i, text in enumerate(source, 1) if "mixes precisions: raises" in text)
+    assert failure.where == f"{PORT / 'ptyport' / 'physics.py'}:{line} in far_field"
+
+
+def test_parameters_without_a_counterpart_are_declared_unused_not_left_over():
+    cfg = ForwardConfig()
+    model = ptyport.PtyNet(ptyport_parity.port_config(cfg))
+    shapes = {k: tuple(v.shape) for k, v in model.named_parameters()}
+    weights = init_weights(cfg, 0, "float64")
+    mapping = ptyport_parity.weight_mapping(cfg)
+    assert map_weights(weights, mapping, shapes).leftover == ["probe_refine"]
+    declared = map_weights(weights, mapping, shapes, unused=["probe_*"]).check()
+    assert declared.unused == ["probe_refine"] and declared.leftover == []
+
+
+def test_neutral_weights_come_back_out_through_the_inverse_mapping(ptyport_run, clean_registry):
+    cfg, weights, _ = get_case("gs2-big").inputs("float64")
+    register(ptyport_parity.backend())
+    from parity.backends import get_backend
+
+    model = get_backend("ptyport").build(cfg, weights)
+    out = model.weights()
+    assert out.keys() == weights.keys()
+    assert all(np.array_equal(out[k], weights[k]) for k in weights)
+
+
+def _project(tmp_path: Path) -> dict:
+    """An installed-looking distribution on PYTHONPATH whose entry point registers ptyport."""
+    site = tmp_path / "site"
+    dist = site / "ptyport_parity-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ptyport-parity\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[ptycho_parity.backends]\nptyport = ptyport_parity:backend\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(PORT), os.environ.get("PYTHONPATH", "")]))
+    for var in ("PTYPORT_BUG", "PTYPORT_TAP"):
+        env.pop(var, None)
+    return env
+
+
+USER_TEST = '''
+import pytest
+
+pytestmark = pytest.mark.parity
+
+
+@pytest.mark.parametrize("case", ["gs1", "gs2-big"])
+def test_parity_ptyport(parity_check, case):
+    result = parity_check(case, "ptyport", grad=True)
+    assert result.passed, result.report()
+'''
+
+
+def test_the_port_through_its_entry_point_with_pytest_and_parity_check(pytester, tmp_path):
+    require_backend("tensorflow")  # the user's test and `parity check` use the default reference
+    env = _project(tmp_path)
+    pytester.makepyfile(test_user=USER_TEST)
+    for key, value in env.items():
+        pytester._monkeypatch.setenv(key, value)
+    for var in ("PTYPORT_BUG", "PTYPORT_TAP"):
+        pytester._monkeypatch.delenv(var, raising=False)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "parity").assert_outcomes(passed=2)
+
+    parity = Path(sys.executable).with_name("parity")
+
+    def check(out: str, *args, **variables):
+        return subprocess.run([str(parity), "check", "--candidate", "ptyport", "--dtype", "float64",
+                               "--out", str(tmp_path / out), *args], capture_output=True, text=True,
+                              env=dict(env, **variables), timeout=600)
+
+    agree = check("agree", "--case", "gs1", "--grad", "--no-figures")
+    assert agree.returncode == 0, agree.stdout[-3000:] + agree.stderr[-2000:]
+    assert "tensorflow on cpu (reference) vs ptyport on cpu" in agree.stdout
+    assert "passed   gradients ptyport" in agree.stdout and "passed   checkpoint ptyport → ptyport" in agree.stdout
+
+    # the canvas of another size: a verdict, the report and its figures, never a crash
+    canvas = check("canvas", "--case", "gs2-big", PTYPORT_BUG="canvas")
+    assert canvas.returncode == 1, canvas.stdout[-3000:] + canvas.stderr[-2000:]
+    assert "shape mismatch: tensorflow (8, 78, 78, 1) vs ptyport (8, 68, 68, 1)" in canvas.stdout
+    report = (tmp_path / "canvas" / "report.md").read_text()
+    assert "on the common centre 68×68" in report and "![canvas_float64](gs2-big/canvas_float64.png)" in report
+    assert (tmp_path / "canvas" / "gs2-big" / "canvas_float64.png").stat().st_size > 10_000
+
+    diverge = check("diverge", "--case", "gs2-small", "--no-figures", PTYPORT_BUG="physics")
+    wiring = check("wiring", "--case", "gs1", "--no-figures", PTYPORT_TAP="submodule")
+    crash = check("crash", "--case", "gs1", "--no-figures", PTYPORT_BUG="crash")
+    assert (diverge.returncode, wiring.returncode, crash.returncode) == (1, 2, 3), (
+        diverge.stdout[-1500:], wiring.stdout[-1500:], crash.stdout[-1500:])
+    assert "ptyport disagrees with tensorflow and with numpy" in diverge.stdout
+    assert "tap 'decoder.phase' on submodule 'phs' never fired" in wiring.stdout
+    assert "Traceback" not in crash.stdout + crash.stderr
+    assert "ptyport forward_train raised RuntimeError" in crash.stdout and "physics.py:" in crash.stdout
+    crash_report = (tmp_path / "crash" / "report.md").read_text()
+    assert "BACKEND RAISED" in crash_report and "Traceback (most recent call last)" in crash_report

@@ -95,7 +95,8 @@ class GradientCheck:
         if first is None:
             worst = self.comparison.worst
             return (f"gradients {self.comparison.ref_name} vs {self.candidate}: loss and every gradient agree"
-                    + (f" (worst {worst.stage}: {worst.rel_error:.2e})" if worst and worst.rel_error is not None else ""))
+                    + (f" (worst {worst.stage}: {worst.rel_error:.2e})" if worst and worst.rel_error is not None else "")
+                    + (f"; not provided by {self.candidate}: {', '.join(s.stage for s in skipped)}" if skipped else ""))
         text = f"gradients {self.comparison.ref_name} vs {self.candidate}: first divergence (backward order) at {first.stage}: {first.message}"
         if self.blame:
             text += f"; {self.blame['verdict']}"

@@ -3,7 +3,6 @@ an nn.Sequential with its own names, channels-first, a module-level input functi
 parity.adapters, compared in process, then installed through an entry point in a pytester project
 that runs `pytest -k parity` and `parity check --candidate my-port` on it."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ from parity.config import ForwardConfig
 from parity.engine import run_case
 from parity.plugin_devices import require_backend
 from parity.weights import WeightError, init_weights
+from tests.distributions import fake_distribution
 
 EXAMPLE = Path(__file__).resolve().parent / "adapter_example"
 sys.path.insert(0, str(EXAMPLE))
@@ -42,13 +42,20 @@ def _registry(clean_registry):  # backends registered here end with their test
     yield
 
 
-def test_adapter_agrees_where_the_port_is_right_and_says_what_it_does_not_provide(my_port):
+def test_adapter_agrees_where_the_port_is_right_and_says_what_it_does_not_provide(my_port, tmp_path):
+    from parity import dump
+
     result = my_port()
     assert result.passed
     stages = {s.stage: s for s in result.comparisons["my-port"].stages}
     assert stages["encoder.out"].provided and stages["encoder.out"].rel_error < 1e-12
     assert stages["scaled_input"].rel_error < 1e-12 and stages["input.diffraction"].rel_error < 1e-12
     assert stages["decoder.amp"].provided is False and stages["decoder.amp"].message == "not provided by my-port"
+    report = dump.write_report([result], tmp_path, {}).read_text()
+    row = next(line for line in report.splitlines() if line.startswith("| `decoder.amp`"))
+    assert row.endswith("| *not provided by my-port* |")  # never "ok"
+    checkpoint = next(r for r in result.results if r.check == "checkpoint" and r.backend == "my-port")
+    assert checkpoint.status == "not run" and "checkpoints are off" in checkpoint.summary
 
 
 def test_adapter_blames_a_deliberate_bug_on_the_port(my_port):
@@ -107,16 +114,8 @@ def test_keras_functional_model_through_the_adapter():
 
 
 def _project(tmp_path: Path) -> dict:
-    """An installed-looking distribution on PYTHONPATH whose entry point registers my-port."""
-    site = tmp_path / "site"
-    dist = site / "myport-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myport\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[ptycho_parity.backends]\nmy-port = myport:backend\n")
-    (site / "myport.py").write_text((EXAMPLE / "myport.py").read_text())
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]))
-    env.pop("MYPORT_BUG", None)
-    return env
+    return fake_distribution(tmp_path, "myport", "my-port = myport:backend",
+                             files={"myport.py": (EXAMPLE / "myport.py").read_text()}, drop=["MYPORT_BUG"])
 
 
 USER_TEST = '''
@@ -149,3 +148,33 @@ def test_adapter_through_an_entry_point_with_pytest_and_parity_check(pytester, t
                          env=dict(env, MYPORT_BUG="avgpool"), timeout=600)
     assert bad.returncode == 1
     assert "my-port disagrees with tensorflow and with numpy at encoder.out" in bad.stdout
+
+
+def test_tap_transform_when_and_calls():
+    canvas = Tap("object.canvas", "m:f", function=True, transform=lambda a: a[..., None],
+                 when=lambda cfg: cfg.gridsize > 1)
+    assert canvas.convert(np.zeros((2, 5, 5))).shape == (2, 5, 5, 1)
+    assert canvas.active(ForwardConfig(gridsize=2)) and not canvas.active(ForwardConfig(gridsize=1))
+    from parity.adapters.taps import _check_fired
+    from parity.results import WiringError
+
+    _check_fired(canvas, 1, "p")
+    with pytest.raises(WiringError, match="tap 'object.canvas' on function 'm:f' fired 2 times, declared calls=1"):
+        _check_fired(canvas, 2, "p")
+    with pytest.raises(WiringError, match="never fired during the forward call"):
+        _check_fired(canvas, 0, "p")
+    _check_fired(Tap("x", "m", calls=None), 3, "p")  # at least once
+
+
+def test_a_derived_stage_without_its_inputs_is_a_wiring_error(clean_registry):
+    import torch
+
+    from parity.adapters import torch_backend
+    from parity.results import WiringError
+
+    backend = torch_backend("lone", lambda cfg, w, device: torch.nn.Identity(),
+                            run=lambda m, batch, cfg: m(torch.zeros(1)), taps=[],
+                            derived=[Derived("diffraction.intensity", lambda t, cfg: t["diffraction.scaled"] ** 2)])
+    cfg, weights, batch = get_case("gs1").inputs("float64")
+    with pytest.raises(WiringError, match="derived stage 'diffraction.intensity' needs 'diffraction.scaled'"):
+        backend.build(cfg, weights).forward_train(batch)

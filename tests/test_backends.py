@@ -124,3 +124,16 @@ def test_a_backend_without_a_stage_is_reported_not_provided(tmp_path):
     assert [s.stage for s in failing] == ["diffraction.intensity"]
     assert "not provided by numpy-partial" in failing[0].message
     assert np.isfinite(result.comparisons["numpy-partial"].stages[0].rel_error)
+
+
+def test_exit_codes_follow_the_worst_kind_of_result():
+    from parity.results import CheckResult, Failure, exit_code
+
+    def result(status, kind=None):
+        failure = Failure(kind, "E", "m", None, "x", "") if kind else None
+        return CheckResult("forward", "x", status, "", failure=failure)
+
+    assert exit_code([result("passed"), result("not run")]) == 0
+    assert exit_code([result("passed"), result("failed")]) == 1
+    assert exit_code([result("failed"), result("error", "raised")]) == 3
+    assert exit_code([result("error", "raised"), result("error", "wiring")]) == 2  # fix the wiring first

@@ -84,3 +84,29 @@ def test_norm_metric_sees_the_tensor_not_its_worst_element():
     assert "‖Δ‖₂/‖ref‖₂" in every.message and "10000 of 10000 elements over" in every.message
     with pytest.raises(ValueError, match="metric must be one of"):
         compare_stage("w", ref, ref, 1e-4, metric="mean")
+
+
+def test_a_shape_mismatch_is_also_compared_on_the_common_centre():
+    ref = np.zeros((2, 8, 8, 1))
+    ref[:, 3:5, 3:5, 0] = 2.0
+    ref[:, 0, 0, 0] = 5.0  # outside the candidate's smaller frame: not in the centre comparison
+    other = ref[:, 2:6, 2:6, :].copy()
+    other[1, 1, 2, 0] += 0.02  # |Δ| = 0.02 against max|ref centre| = 2: 1e-2
+    s = compare_stage("object.canvas", ref, other, 1e-3, "tf", "port")
+    assert not s.passed and s.message.startswith("shape mismatch: tf (2, 8, 8, 1) vs port (2, 4, 4, 1); on the common centre 4×4")
+    assert s.overlap["shape"] == [2, 4, 4, 1] and s.overlap["rel_error"] == pytest.approx(1e-2)
+    assert s.overlap["passed"] is False
+    odd = compare_stage("x", ref, np.zeros((2, 5, 5, 1)), 1e-3)
+    assert odd.overlap is None and "common centre" not in odd.message  # 8 - 5 is odd: no shared centre
+
+
+def test_a_dtype_mismatch_is_compared_at_the_lower_precision():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(1, 4, 4, 2)) + 1j * rng.normal(size=(1, 4, 4, 2))
+    port = ref.astype(np.complex64)
+    s = compare_stage("object.patches", ref, port, 1e-6, "tf", "port")
+    assert not s.passed  # a stage of the wrong dtype never passes
+    assert s.message.startswith("dtype mismatch: tf complex128 vs port complex64; compared at complex64: ")
+    assert s.rel_error == 0.0 and "(within the tolerance 1.0e-06)" in s.message  # equal once both are single
+    shifted = compare_stage("object.patches", ref, (ref * 1.01).astype(np.complex64), 1e-6)
+    assert shifted.rel_error == pytest.approx(0.01, rel=1e-5) and "over the tolerance" in shifted.message

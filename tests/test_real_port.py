@@ -10,7 +10,6 @@ mis-wired tap by PTYPORT_TAP=submodule. In process here; through an entry point 
 project in the last test.
 """
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +25,7 @@ from parity.engine import run_case
 from parity.plugin_devices import require_backend
 from parity.results import ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PASSED, EXIT_RAISED, NOT_RUN, PASSED
 from parity.weights import init_weights
+from tests.distributions import fake_distribution
 
 PORT = Path(__file__).resolve().parent / "real_port"
 sys.path.insert(0, str(PORT))
@@ -149,16 +149,8 @@ def test_neutral_weights_come_back_out_through_the_inverse_mapping(ptyport_run, 
 
 
 def _project(tmp_path: Path) -> dict:
-    """An installed-looking distribution on PYTHONPATH whose entry point registers ptyport."""
-    site = tmp_path / "site"
-    dist = site / "ptyport_parity-0.1.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ptyport-parity\nVersion: 0.1\n")
-    (dist / "entry_points.txt").write_text("[ptycho_parity.backends]\nptyport = ptyport_parity:backend\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(PORT), os.environ.get("PYTHONPATH", "")]))
-    for var in ("PTYPORT_BUG", "PTYPORT_TAP"):
-        env.pop(var, None)
-    return env
+    return fake_distribution(tmp_path, "ptyport-parity", "ptyport = ptyport_parity:backend", paths=[PORT],
+                             drop=["PTYPORT_BUG", "PTYPORT_TAP"])
 
 
 USER_TEST = '''
@@ -215,3 +207,16 @@ def test_the_port_through_its_entry_point_with_pytest_and_parity_check(pytester,
     assert "ptyport forward_train raised RuntimeError" in crash.stdout and "physics.py:" in crash.stdout
     crash_report = (tmp_path / "crash" / "report.md").read_text()
     assert "BACKEND RAISED" in crash_report and "Traceback (most recent call last)" in crash_report
+
+
+def test_the_readme_walk_through_is_the_tested_example():
+    """Every code block of README "Check your own implementation" is taken from the example port's
+    adapter or its user test (line for line), so the walk-through cannot drift from what runs here."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Check your own implementation", 1)[1].split("\n## ", 1)[0]
+    blocks = [b.split("```", 1)[0] for b in section.split("```python\n")[1:]]
+    sources = (PORT / "ptyport_parity.py").read_text() + USER_TEST
+    assert len(blocks) >= 6
+    for block in blocks:
+        for line in block.strip("\n").splitlines():
+            assert line in sources, f"README line not in the tested example: {line!r}"

@@ -1,6 +1,5 @@
 """The network: an encoder, an amplitude and a phase decoder, and the physics around them."""
 
-import math
 import os
 from dataclasses import asdict, dataclass
 

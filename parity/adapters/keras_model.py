@@ -1,0 +1,52 @@
+"""`keras_backend`: an existing Keras functional model as a parity backend."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from parity.adapters.taps import Derived, Tap
+from parity.backends import Backend
+from parity.stages import INFER_STAGES, TRAIN_STAGES
+
+
+def keras_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray], str], Any],
+                  inputs: Callable[[Any, Any], Any], layers: Mapping[str, str], layout: Mapping[str, str] = {},
+                  derived: Sequence[Derived] = ()) -> Backend:
+    """A backend for an existing Keras functional model: a sub-model that outputs the named
+    layers' outputs (stage → layer name); `inputs(batch, cfg)` gives what the model is called with."""
+
+    def build(cfg, weights, device="cpu", **state):
+        import keras
+
+        model = make_model(cfg, weights, device)
+        stages = list(layers)
+        probe = keras.Model(inputs=model.inputs, outputs=[model.get_layer(layers[s]).output for s in stages])
+        taps = [Tap(s, layers[s], layout=layout.get(s, "BHWC")) for s in stages]
+
+        class KerasModel:
+            backend = name
+
+            def _trace(self, batch, wanted):
+                x = inputs(batch, cfg)
+                outs = probe(x if isinstance(x, (list, tuple, dict)) else [x])  # the model's input structure
+                outs = outs if isinstance(outs, (list, tuple)) else [outs]
+                seen = {tap.stage: tap.convert(out) for tap, out in zip(taps, outs)}
+                for item in derived:
+                    seen[item.stage] = np.asarray(item.fn(seen, cfg))
+                return {s: seen[s] for s in wanted if s in seen}
+
+            def forward_train(self, batch):
+                return self._trace(batch, TRAIN_STAGES)
+
+            def forward_infer(self, batch):
+                return self._trace(batch, INFER_STAGES)
+
+        return KerasModel()
+
+    from models_tf import device as tf_device
+
+    return Backend(name, "tensorflow", ("cpu", "cuda"), build_fn=build, configure_fn=tf_device.configure,
+                   stages=tuple(s for s in TRAIN_STAGES if s in set(layers) | {d.stage for d in derived}),
+                   checkpoints=False, neutral_out=False, builds_from_state=False)

@@ -1,0 +1,204 @@
+"""Taps and derived stages: where each stage's value lives in a user's model, read during one
+forward call, with the wiring checked before any number is compared."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import numpy as np
+
+from parity.adapters.weights import _to_numpy, neutral_weights
+from parity.results import WiringError
+from parity.stages import INFER_STAGES, TRAIN_STAGES
+
+
+@dataclass(frozen=True)
+class Tap:
+    """Where a stage's value lives in the user's model, and how to read it."""
+
+    stage: str
+    target: str  # dotted submodule path, or "module.path:function" with function=True
+    function: bool = False
+    pre: bool = False  # a submodule's input instead of its output
+    pick: Optional[int] = None  # one element of a tuple output
+    arg: int = 0  # with pre=True: which positional input
+    layout: str = "BHWC"  # or "BCHW" (converted to channels-last)
+    squeeze: tuple[int, ...] = ()  # singleton axes to drop before the layout conversion
+    transform: Optional[Callable[[np.ndarray], np.ndarray]] = None  # any other conversion, applied last
+    when: Optional[Callable[[Any], bool]] = None  # the configs the stage exists in (None: every one)
+    calls: Optional[int] = 1  # how often it must fire per forward call (None: at least once)
+    occurrence: int = 0  # which call's value is kept (0 the first, -1 the last)
+    infer: bool = True  # False: the inference entry point (run_infer) does not pass through it
+
+    def active(self, cfg) -> bool:
+        return self.when is None or bool(self.when(cfg))
+
+    def describe(self) -> str:
+        kind = "function" if self.function else "submodule input" if self.pre else "submodule"
+        return f"tap {self.stage!r} on {kind} {self.target!r}"
+
+    def convert(self, value: Any) -> np.ndarray:
+        if self.pick is not None:
+            value = value[self.pick]
+        array = _to_numpy(value)
+        if self.squeeze:
+            array = np.squeeze(array, axis=self.squeeze)
+        if self.layout == "BCHW":
+            array = np.moveaxis(array, 1, -1)
+        elif self.layout != "BHWC":
+            raise ValueError(f"tap {self.stage}: layout must be 'BHWC' or 'BCHW', got {self.layout!r}")
+        if self.transform is not None:
+            array = np.asarray(self.transform(array))
+        return np.ascontiguousarray(array)
+
+
+@dataclass(frozen=True)
+class Derived:
+    """A stage computed from other (tapped or derived) stages: fn(trace, cfg) -> array."""
+
+    stage: str
+    fn: Callable[[Mapping[str, np.ndarray], Any], np.ndarray]
+    when: Optional[Callable[[Any], bool]] = None  # the configs the stage exists in (None: every one)
+
+    def active(self, cfg) -> bool:
+        return self.when is None or bool(self.when(cfg))
+
+
+def _resolve_function(target: str):
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        raise ValueError(f"function tap {target!r}: write it as 'module.path:function'")
+    return importlib.import_module(module_name), attr
+
+
+@contextlib.contextmanager
+def _wrapped_function(target: str, sink: Callable[[Any, tuple], None]) -> Iterator[None]:
+    """Replace module.function by a wrapper that reports every call, for one forward pass."""
+    module, attr = _resolve_function(target)
+    original = getattr(module, attr)
+
+    def wrapper(*args, **kwargs):
+        result = original(*args, **kwargs)
+        sink(result, args)
+        return result
+
+    setattr(module, attr, wrapper)
+    try:
+        yield
+    finally:
+        setattr(module, attr, original)
+
+
+@dataclass
+class AdapterSpec:
+    """Everything an adapter knows about a user's model besides how to build it (torch_backend)."""
+
+    name: str
+    run: Callable[[Any, Any, Any], Any]
+    taps: Sequence[Tap] | Callable[[Any], Sequence[Tap]]
+    derived: Sequence[Derived] = ()
+    run_infer: Optional[Callable[[Any, Any, Any], Any]] = None
+    mapping: Optional[Callable[[Any], Mapping[str, tuple[str, str]]]] = None
+    get_state: Optional[Callable[[Any], Mapping[str, Any]]] = None
+    loss: Optional[Callable[[Any, Any, Any], Any]] = None
+    save: Optional[Callable[[Any, Any], Any]] = None
+
+    def taps_for(self, cfg) -> list[Tap]:
+        taps = self.taps(cfg) if callable(self.taps) else self.taps
+        return [t for t in taps if t.active(cfg)]
+
+    def stages_for(self, cfg) -> tuple[str, ...]:
+        names = {t.stage for t in self.taps_for(cfg)} | {d.stage for d in self.derived if d.active(cfg)}
+        return tuple(s for s in TRAIN_STAGES if s in names)
+
+    def infer_stages_for(self, cfg) -> tuple[str, ...]:
+        """The stages the inference path gives: every provided one up to object.trimmed, less
+        the taps the user's own inference entry point does not pass."""
+        off = {t.stage for t in self.taps_for(cfg) if not t.infer} if self.run_infer is not None else set()
+        return tuple(s for s in self.stages_for(cfg) if s in INFER_STAGES and s not in off)
+
+
+def _check_fired(tap: Tap, fired: int, name: str) -> None:
+    if fired == 0:
+        hint = (" A submodule called through `.forward(...)` bypasses module hooks: tap the function it "
+                "calls (function=True) or the caller instead." if not tap.function else
+                " The model may call the function through another name (`from module import function` binds "
+                "it before the tap wraps it): tap the name the model's code looks up.")
+        raise WiringError(f"{name}: {tap.describe()} never fired during the forward call.{hint}")
+    if tap.calls is not None and fired != tap.calls:
+        raise WiringError(f"{name}: {tap.describe()} fired {fired} times, declared calls={tap.calls} "
+                          f"(give calls=None and an occurrence if it is meant to fire more than once)")
+
+
+class AdapterModel:
+    """A user's model behind the parity model interface (forward_train / forward_infer, and where
+    the adapter says how: save, weights, state, loss_and_gradients)."""
+
+    def __init__(self, spec: AdapterSpec, model: Any, cfg, submodule: Callable[[Any, str], Any], hook: Callable,
+                 no_grad: Callable[[], Any] = contextlib.nullcontext):
+        self.spec, self.backend, self.model, self.cfg = spec, spec.name, model, cfg
+        self._submodule, self._hook, self._no_grad = submodule, hook, no_grad
+        self.partial_gradients = True  # tensors the mapping does not cover read "not provided"
+
+    def _target(self, tap: Tap):
+        try:
+            return self._submodule(self.model, tap.target)
+        except (AttributeError, KeyError, IndexError) as exc:
+            raise WiringError(f"{self.backend}: {tap.describe()}: the model has no such submodule ({exc})") from None
+
+    def _trace(self, batch, stages: Sequence[str], run: Callable, required: Sequence[str]) -> dict[str, np.ndarray]:
+        seen: dict[str, list] = {}
+        taps = self.spec.taps_for(self.cfg)
+        with contextlib.ExitStack() as stack:
+            for tap in taps:
+                def sink(value, args, tap=tap):
+                    seen.setdefault(tap.stage, []).append(args[tap.arg] if tap.pre else value)
+                if tap.function:
+                    try:
+                        stack.enter_context(_wrapped_function(tap.target, sink))
+                    except (ImportError, AttributeError, ValueError) as exc:
+                        raise WiringError(f"{self.backend}: {tap.describe()}: {exc}") from None
+                else:
+                    stack.enter_context(self._hook(self._target(tap), tap.pre, sink))
+            with self._no_grad():
+                run(self.model, batch, self.cfg)
+        trace = {}
+        for tap in taps:
+            values = seen.get(tap.stage, [])
+            if tap.stage in required:
+                _check_fired(tap, len(values), self.backend)
+            if values:
+                trace[tap.stage] = tap.convert(values[tap.occurrence])
+        for item in self.spec.derived:
+            if item.active(self.cfg) and item.stage in stages:
+                try:
+                    trace[item.stage] = np.asarray(item.fn(trace, self.cfg))
+                except KeyError as exc:
+                    raise WiringError(f"{self.backend}: derived stage {item.stage!r} needs {exc.args[0]!r}, which "
+                                      f"no tap provides for this config (give the Derived a when=)") from None
+        return {s: trace[s] for s in stages if s in trace}
+
+    def forward_train(self, batch) -> dict[str, np.ndarray]:
+        return self._trace(batch, TRAIN_STAGES, self.spec.run, TRAIN_STAGES)
+
+    def forward_infer(self, batch) -> dict[str, np.ndarray]:
+        if self.spec.run_infer is None:
+            return self._trace(batch, INFER_STAGES, self.spec.run, TRAIN_STAGES)
+        return self._trace(batch, INFER_STAGES, self.spec.run_infer, self.spec.infer_stages_for(self.cfg))
+
+    # -- what the checkpoint and gradient checks need, where the adapter says how ---------------
+    def save(self, path) -> Any:
+        written = self.spec.save(self.model, path)
+        return path if written is None else written
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The model's parameters as neutral weights, through the inverse of the weight mapping."""
+        return neutral_weights(self.model.state_dict(), self.spec.mapping(self.cfg))
+
+    def state(self) -> dict:
+        state = dict(self.spec.get_state(self.model))
+        state.setdefault("probe", None)
+        return state

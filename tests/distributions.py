@@ -24,3 +24,11 @@ def fake_distribution(tmp_path: Path, name: str, entry_point: str, paths: Sequen
     for var in drop:
         env.pop(var, None)
     return env
+
+
+def use_environment(pytester, env: Mapping[str, str], drop: Sequence[str] = ()) -> None:
+    """Run the pytester project's subprocesses in `env`, without the variables in `drop`."""
+    for key, value in env.items():
+        pytester._monkeypatch.setenv(key, value)
+    for var in drop:
+        pytester._monkeypatch.delenv(var, raising=False)

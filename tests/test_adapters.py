@@ -17,7 +17,7 @@ from parity.config import ForwardConfig
 from parity.engine import run_case
 from parity.plugin_devices import require_backend
 from parity.weights import WeightError, init_weights
-from tests.distributions import fake_distribution
+from tests.distributions import fake_distribution, use_environment
 
 EXAMPLE = Path(__file__).resolve().parent / "adapter_example"
 sys.path.insert(0, str(EXAMPLE))
@@ -134,9 +134,7 @@ def test_adapter_through_an_entry_point_with_pytest_and_parity_check(pytester, t
     require_backend("tensorflow")  # the user's test and `parity check` use the default reference
     env = _project(tmp_path)
     pytester.makepyfile(test_user=USER_TEST)
-    for key, value in env.items():
-        pytester._monkeypatch.setenv(key, value)
-    pytester._monkeypatch.delenv("MYPORT_BUG", raising=False)
+    use_environment(pytester, env, drop=["MYPORT_BUG"])
     pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "parity").assert_outcomes(passed=1)
     parity = Path(sys.executable).with_name("parity")
     good = subprocess.run([str(parity), "check", "--candidate", "my-port", "--case", "gs2-big", "--dtype", "float64",

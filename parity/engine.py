@@ -125,7 +125,7 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
     summaries = {name: {path: _summarise(traces[name], cfg) for path, traces in
                         (("train", ctx.train), ("infer", ctx.infer), ("reloaded", ctx.reloaded)) if name in traces}
                  for name in names}
-    for name, (losses, grads) in (ctx._gradients or {}).items():
+    for name, (losses, grads) in (ctx.gradients or {}).items():
         summaries[name].setdefault("train", {})["gradients"] = gradient_summary(losses, grads)
     return CaseResult(
         case=case.name, dtype=dtype, device=device, config=cfg, ref=ref, candidates=candidates, devices=devices,

@@ -1,61 +1,17 @@
-"""The records of the checkpoint checks and the computations of the gradient and Adam-step
-checks that `parity.pipeline` runs for each candidate (docs/design.md §10, §11)."""
+"""Loss and gradients, and K Adam steps, of each candidate against the reference (or, where the
+reference cannot train, against the candidate itself on the CPU) (docs/design.md §11)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
 from parity.backends import get_backend
+from parity.checks.base import Check, _has_gradients, _status, _trainable
 from parity.compare import StageComparison, TraceComparison
 from parity.config import ForwardConfig
 from parity.data import Batch
+from parity.results import NOT_RUN, CheckResult
 from parity.training import AdamConfig, GradientCheck, TrainingCheck, compare_gradients, compare_training
-
-REF = "tensorflow"  # the default reference
-
-
-@dataclass
-class CheckpointCheck:
-    """A model saved, loaded back into a fresh object (`saved` → `loaded_by`), its inference path
-    compared stage by stage with the saved model's in-memory training path."""
-
-    saved: str  # the backend whose checkpoint was written
-    loaded_by: str  # the backend that loaded it (the same one, or the other through neutral weights)
-    comparison: TraceComparison
-
-    @property
-    def direction(self) -> str:
-        return f"{self.saved} → {self.loaded_by}"
-
-    @property
-    def passed(self) -> bool:
-        return self.comparison.passed
-
-    @property
-    def first_stage(self) -> Optional[str]:
-        first = self.comparison.first_divergence
-        return first.stage if first else None
-
-    def describe(self, prefix: bool = True) -> str:
-        head = f"checkpoint {self.direction}: " if prefix else ""
-        if self.passed:
-            return head + "reloaded inference path matches the training path"
-        first = self.comparison.first_divergence
-        return (head + f"the reloaded inference path parts from the in-memory training path at {self.first_stage}"
-                + (f" ({first.message})" if first and first.message else ""))
-
-    def to_dict(self) -> dict:
-        worst = self.comparison.worst
-        return {"saved": self.saved, "loaded_by": self.loaded_by, "direction": self.direction,
-                "passed": self.passed, "first_divergence": self.first_stage,
-                "worst_stage": worst.stage if worst else None,
-                "worst_rel_error": worst.rel_error if worst else None,
-                "stages": [st.to_dict() for st in self.comparison.stages]}
-
-
-def _trainable(model) -> bool:
-    return callable(getattr(model, "loss_and_gradients", None)) and callable(getattr(model, "train_steps", None))
 
 
 def _not_run(ref: str, cand: str, what: str, why: str) -> TraceComparison:
@@ -132,3 +88,38 @@ def training_checks(cfg: ForwardConfig, weights, batch: Batch, profiles: Mapping
         else:
             checks[cand] = compare_training(cfg, ref_records, records, profiles[cand], base, cand)
     return checks
+
+
+class GradientAgreement(Check):
+    name = "gradients"
+
+    def wanted(self, ctx):
+        return ctx.grad
+
+    def run(self, ctx, cand):
+        if not _has_gradients(ctx.models[cand]):
+            return [self.not_run(cand, f"{cand} computes no loss and gradients (an adapter: give loss=)")]
+        results = ctx.gradient_results()
+        check = ctx.call(cand, "gradients", gradient_checks, ctx.models, results, ctx.batch, ctx.profiles, ctx.ref,
+                         [cand], ctx.weights, ctx.devices)[cand]
+        status = _status(check.passed)
+        if check.passed and all(not s.provided for s in check.comparison.stages):
+            status = NOT_RUN
+        return [CheckResult(self.name, cand, status, check.describe(), check)]
+
+
+class TrainingAgreement(Check):
+    name = "training"
+
+    def wanted(self, ctx):
+        return bool(ctx.train_steps)
+
+    def run(self, ctx, cand):
+        if not _trainable(ctx.models[cand]):
+            return [self.not_run(cand, f"{cand} takes no optimizer steps (adapters do not train)")]
+        check = ctx.call(cand, "training", training_checks, ctx.cfg, ctx.weights, ctx.batch, ctx.profiles,
+                         ctx.devices, ctx.ref, [cand], ctx.train_steps, ctx.adam)[cand]
+        status = _status(check.passed)
+        if check.passed and all(not s.provided for step in check.steps for s in step.stages):
+            status = NOT_RUN
+        return [CheckResult(self.name, cand, status, check.describe(), check)]

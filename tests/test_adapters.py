@@ -105,12 +105,20 @@ def test_keras_functional_model_through_the_adapter():
         model.get_layer("second").set_weights([weights["encoder.block0.conv1.kernel"], weights["encoder.block0.conv1.bias"]])
         return model
 
+    def save(model, path):  # the user's own format: a .keras file
+        model.save(f"{path}.keras")
+        return f"{path}.keras"
+
     register(keras_backend("my-keras", make_model, inputs=lambda batch, cfg: batch.diffraction,
-                           layers={"scaled_input": "diff"}))
-    result = run_case(get_case("gs2-big"), dtype="float64", candidates=["my-keras"], use_golden=False,
-                      checkpoints=False)
+                           layers={"scaled_input": "diff"}, save=save,
+                           load=lambda path, cfg, device: keras.models.load_model(path)))
+    result = run_case(get_case("gs2-big"), dtype="float64", candidates=["my-keras"], use_golden=False)
     stages = {s.stage: s for s in result.comparisons["my-keras"].stages}
-    assert result.passed and stages["scaled_input"].rel_error < 1e-12
+    assert result.passed and stages["scaled_input"].rel_error < 1e-12, result.report()
+    states = {(r.check, r.label): (r.status, r.summary) for r in result.results if r.backend == "my-keras"}
+    assert states[("checkpoint", "my-keras → my-keras")][0] == "passed"
+    assert states[("cross-checkpoint", "my-keras → tensorflow")] == (
+        "not run", "not run: my-keras gives no neutral weights out (no weight mapping)")
 
 
 def _project(tmp_path: Path) -> dict:

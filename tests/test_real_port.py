@@ -217,3 +217,15 @@ def test_the_readme_walk_through_is_the_tested_example():
     for block in blocks:
         for line in block.strip("\n").splitlines():
             assert line in sources, f"README line not in the tested example: {line!r}"
+
+
+def test_where_the_port_computes_in_single_precision_it_is_compared_at_it(ptyport_run):
+    """At N=128 ptyport takes its FFT in complex64 even in a float64 run: the stage is reported as
+    a dtype mismatch *and* compared at float32, where it agrees to float32 rounding."""
+    result = ptyport_run(case="gs2-big-n128", checkpoints=False, use_golden=False)
+    first = result.comparisons["ptyport"].first_divergence
+    assert first.stage == "diffraction.amplitude" and result.exit_code == EXIT_DIVERGED
+    assert first.message.startswith("dtype mismatch: tensorflow float64 vs ptyport float32; compared at float32")
+    assert 1e-9 < first.rel_error < 1e-6  # float32 rounding, not a bug
+    stages = {s.stage: s for s in result.comparisons["ptyport"].stages}
+    assert all(stages[s].passed for s in ("encoder.out", "object.canvas", "probe.illuminated"))  # before the FFT

@@ -102,3 +102,11 @@ def test_check_with_gradients_and_training_writes_both_sections(tmp_path, capsys
     report = (out / "report.md").read_text()
     assert "Gradients (" in report and "Training — " in report and "training_float64.png" in report
     assert (out / "gs1" / "training_float64.png").stat().st_size > 10_000
+
+
+def test_check_help_documents_every_exit_code(capsys):
+    with pytest.raises(SystemExit):
+        main(["check", "--help"])
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the description
+    assert ("exit codes: 0 every check passed (or was not run, with its reason), 1 a divergence, "
+            "2 bad input or adapter wiring (a tap that never fired), 3 a backend raised") in text

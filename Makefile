@@ -1,4 +1,5 @@
-# Two commands do everything on a fresh machine: `make parity` and `make test`.
+# Two commands do everything on a fresh machine: `make parity` and `make test` (the gate tier;
+# `make test-full` runs every test on every case, as CI does).
 # Both create the virtualenv on first use; `make venv` is quick when nothing changed.
 PYTHON ?= python3
 VENV ?= .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRA)
 PYTEST_ARGS ?=
 
-.PHONY: venv parity test coverage clean gpu-check wheels
+.PHONY: venv parity test test-full coverage clean gpu-check wheels
 
 venv: $(STAMP)
 
@@ -23,6 +24,10 @@ parity: venv
 
 test: venv
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+
+# The full tier: the tests marked `full` too, and every parity test on the extended cases.
+test-full: venv
+	$(BIN)/python -m pytest -n auto --tier full --parity-cases all $(PYTEST_ARGS)
 
 # Line and branch coverage of both model packages driven by the parity tests alone, every case.
 coverage: venv

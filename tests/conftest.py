@@ -40,3 +40,35 @@ def clean_registry(monkeypatch):
     from parity import backends
 
     monkeypatch.setattr(backends, "_DISCOVERED", dict(backends._DISCOVERED))
+
+
+# -- tiers: the gate (`make test`, `pytest -k parity`) and the full tier (`make test-full`, CI) ------
+
+def pytest_addoption(parser):
+    parser.addoption("--tier", choices=("gate", "full"), default="gate",
+                     help="gate (default): every kind of check on the default cases and one float64 forward of "
+                          "every extended case, within a minute; full: everything, the tests marked `full` too")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "full: runs only in the full tier (make test-full, CI): the long "
+                                       "variants of a check the gate keeps in short form")
+    config.addinivalue_line("markers", "processes: starts Python processes (a wheel, a pytester project, the "
+                                       "CLI); runs after every other test")
+
+
+@pytest.hookimpl(trylast=True)  # after the parity plugin has ordered the tests case by case
+def pytest_collection_modifyitems(config, items):
+    """The gate drops the `full` tests; in both tiers the tests that start processes run last, so
+    the first failures come from the cheap in-process checks."""
+    if config.getoption("tier") == "gate":
+        dropped = [item for item in items if item.get_closest_marker("full")]
+        if dropped:
+            config.hook.pytest_deselected(items=dropped)
+            items[:] = [item for item in items if not item.get_closest_marker("full")]
+    items.sort(key=lambda item: item.get_closest_marker("processes") is not None)  # stable: keeps the case order
+
+
+@pytest.fixture(scope="session")
+def tier(pytestconfig) -> str:
+    return pytestconfig.getoption("tier")

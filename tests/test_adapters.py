@@ -138,6 +138,8 @@ def test_parity_my_port_matches_the_reference(parity_check):
 '''
 
 
+@pytest.mark.full
+@pytest.mark.processes
 def test_adapter_through_an_entry_point_with_pytest_and_parity_check(pytester, tmp_path):
     require_backend("tensorflow")  # the user's test and `parity check` use the default reference
     env = _project(tmp_path)

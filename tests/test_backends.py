@@ -57,6 +57,7 @@ def test_a_broken_entry_point_fails_only_the_run_that_asks_for_it(monkeypatch, t
                    "ImportError: No module named 'their_framework'"]
 
 
+@pytest.mark.full
 def test_check_with_two_candidates_prints_both_columns(tmp_path, capsys):
     code = main(["check", "--case", "gs1", "--dtype", "float64", "--candidate", "torch", "--candidate", "numpy",
                  "--no-figures", "--out", str(tmp_path)])

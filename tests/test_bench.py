@@ -12,6 +12,7 @@ from parity.cli import main
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.full
 def test_bench_writes_every_figure_and_compares(tmp_path, capsys):
     out, old = tmp_path / "bench.json", tmp_path / "old.json"
     # an earlier result holding a few of the figures, each 1.0: --compare prints new/old for those

@@ -50,6 +50,7 @@ def test_workflow_jobs():
         assert job["env"]["CI"] == "true"  # goldens are never written in CI
 
 
+@pytest.mark.processes
 def test_workflow_passes_actionlint():
     exe = shutil.which("actionlint")
     if exe is None:

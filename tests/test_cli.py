@@ -85,6 +85,7 @@ def test_negative_train_steps_is_one_line_exit_2(capsys):
     assert err.count("\n") == 1 and "--train-steps must be >= 0" in err
 
 
+@pytest.mark.full
 def test_check_with_gradients_and_training_writes_both_sections(tmp_path, capsys):
     import json
 

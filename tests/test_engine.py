@@ -152,6 +152,7 @@ def test_check_on_other_data(tmp_path, capsys, small_scan_arrays):
     assert "![" not in (tmp_path / "r" / "report.md").read_text()
 
 
+@pytest.mark.full
 def test_check_with_data_skips_cases_of_another_detector_size(tmp_path, capsys):
     from parity.fixture import FIXTURE_N128_PATH
 

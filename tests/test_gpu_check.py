@@ -21,6 +21,7 @@ def gpu_check():
     return module
 
 
+@pytest.mark.processes
 def test_dry_run_prints_the_gate_and_runs_nothing(tmp_path):
     done = subprocess.run([sys.executable, str(SCRIPT), "--dry-run", "--out", str(tmp_path / "out")],
                           capture_output=True, text=True, timeout=120)

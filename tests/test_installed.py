@@ -14,6 +14,8 @@ import pytest
 
 from parity.plugin_devices import require_backend
 
+pytestmark = [pytest.mark.full, pytest.mark.processes]  # builds a wheel into a fresh venv: minutes
+
 ROOT = Path(__file__).resolve().parent.parent
 
 USER_TEST = '''

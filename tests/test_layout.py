@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.processes
 def test_core_and_numpy_backend_never_import_a_framework_at_top_level():
     core = [p.relative_to(ROOT).with_suffix("") for p in sorted((ROOT / "parity").rglob("*.py")) if p.stem != "__main__"]
     modules = [".".join(p.parts[:-1] if p.name == "__init__" else p.parts) for p in core]  # subpackages too

@@ -200,6 +200,8 @@ def test_no_global_state_between_models(be):
         np.testing.assert_array_equal(first[stage], again[stage], err_msg=stage)
 
 
+@pytest.mark.full
+@pytest.mark.processes
 def test_save_then_load_in_a_fresh_process_gives_the_same_trace(be, tmp_path):
     cfg, weights, batch = get_case("gs2-big-probebig").inputs("float64")
     # a drifted log_scale must survive the round trip (upstream lost it on save)

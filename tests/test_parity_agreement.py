@@ -10,7 +10,7 @@ float64 ≤ 1e-12, float32 ≤ 1e-5). Runs come from the plugin's per-process ca
 import numpy as np
 import pytest
 
-from parity.cases import get_case
+from parity.cases import case_names, get_case
 from parity.compare import compare_traces
 from parity.stages import INFER_STAGES, TRAIN_STAGES
 from parity.tolerances import load_profile
@@ -29,6 +29,17 @@ def test_parity_torch_matches_reference_every_stage(parity_case, parity_dtype, p
     ref, port = parity_run(parity_case, parity_sides.ref, parity_dtype), parity_run(parity_case, "torch", parity_dtype)
     assert (ref.device, port.device) == (parity_sides.ref_device, parity_sides.port_device)
     result = compare_traces(ref.train, port.train, profile, ref.label, port.label)
+    assert [s.stage for s in result.stages] == list(TRAIN_STAGES)
+    assert result.passed, f"{parity_sides}: first divergence: {result.first_divergence.stage}\n{_report(result)}"
+
+
+@pytest.mark.parametrize("case", case_names("extended"))
+def test_parity_extended_case_forward_float64(case, parity_sides, parity_run, parity_device_name):
+    """Every config branch in the gate: one float64 forward comparison of each extended case (probe
+    mask, no object padding, N=128, the other activations, gridsize 3, ...). The full tier runs
+    every check on them (--parity-cases all)."""
+    ref, port = parity_run(case, parity_sides.ref, "float64"), parity_run(case, "torch", "float64")
+    result = compare_traces(ref.train, port.train, load_profile(parity_device_name, "float64"), ref.label, port.label)
     assert [s.stage for s in result.stages] == list(TRAIN_STAGES)
     assert result.passed, f"{parity_sides}: first divergence: {result.first_divergence.stage}\n{_report(result)}"
 

@@ -31,6 +31,8 @@ def test_parity_saved_and_loaded_model_infers_what_it_trained_on(parity_case, ba
 
 
 @pytest.mark.parametrize("backend_name", ["tensorflow", "torch", "numpy"])
+@pytest.mark.full
+@pytest.mark.processes
 def test_parity_checkpoints_load_in_a_fresh_process(backend_name, parity_run, pytestconfig, tmp_path):
     """Every case's model saved here and loaded in a new Python process: nothing the loader
     needs may live only in this process (the seed bug lost log_scale exactly there)."""

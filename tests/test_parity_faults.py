@@ -11,7 +11,13 @@ from parity.plugin_devices import require_backend
 pytestmark = pytest.mark.parity
 
 
-@pytest.mark.parametrize("fault", CATALOGUE, ids=[f.name for f in CATALOGUE])
+# the gate keeps the forward, checkpoint and data faults; the gradient and Adam-step faults (each a
+# gradient or training run of its own) are the full tier's
+FAULTS = [pytest.param(f, id=f.name, marks=[pytest.mark.full] if f.where in ("gradients", "training") else [])
+          for f in CATALOGUE]
+
+
+@pytest.mark.parametrize("fault", FAULTS)
 def test_parity_fault_is_caught_and_blamed(fault, parity_ref):
     """Against the session's reference (--parity-ref). With one that cannot train (numpy), the
     gradient faults are caught by the TensorFlow-made golden instead, and the Adam fault cannot be

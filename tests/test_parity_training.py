@@ -62,15 +62,25 @@ def test_parity_gradients_match_golden(parity_case, parity_dtype, parity_sides, 
         assert result.passed, result.message(golden_path(parity_case))
 
 
+@pytest.mark.full
 def test_parity_training_tracks(parity_case, parity_sides, parity_run, parity_device_name):
     """10 Adam steps (8 on an extended case) from identical weights on the case's batch, float64:
     the loss before each step and every trainable tensor after it agree."""
+    case = get_case(parity_case)
+    _training_tracks(case, STEPS if case.case_set == "default" else EXTENDED_STEPS, parity_sides, parity_run,
+                     parity_device_name)
+
+
+def test_parity_two_adam_steps_track(parity_sides, parity_run, parity_device_name):
+    """The gate's training check: 2 Adam steps on gs2-big (the full tier: 10 on every case)."""
+    _training_tracks(get_case("gs2-big"), 2, parity_sides, parity_run, parity_device_name)
+
+
+def _training_tracks(case, steps_run: int, parity_sides, parity_run, parity_device_name) -> None:
     from parity.backends import get_backend
 
     base, base_device = trainer(parity_sides)
-    case = get_case(parity_case)
     cfg, weights, batch = case.inputs("float64", data=parity_run.data)
-    steps_run = STEPS if case.case_set == "default" else EXTENDED_STEPS
     last = {}
 
     def steps(name, device, key):  # read in lockstep by compare_training; the last record is kept here

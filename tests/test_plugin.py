@@ -48,6 +48,8 @@ def project(frameworks_imported, pytester, monkeypatch):
     return goldens, run
 
 
+@pytest.mark.full
+@pytest.mark.processes
 def test_plugin_passes_fails_on_a_tampered_golden_and_xdist_agrees(project):
     goldens, run = project
     shutil.copy(golden_path("gs1"), goldens / "gs1.json")
@@ -147,6 +149,7 @@ def test_later_plain():
 '''
 
 
+@pytest.mark.processes
 def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester, monkeypatch):
     from parity.cases import case_names
     from parity.pytest_plugin import case_in_nodeid as _case_in

@@ -166,6 +166,8 @@ def test_parity_ptyport(parity_check, case):
 '''
 
 
+@pytest.mark.full
+@pytest.mark.processes
 def test_the_port_through_its_entry_point_with_pytest_and_parity_check(pytester, tmp_path):
     require_backend("tensorflow")  # the user's test and `parity check` use the default reference
     env = _project(tmp_path)

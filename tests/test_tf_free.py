@@ -10,6 +10,8 @@ import pytest
 
 from tests import tf_free
 
+pytestmark = [pytest.mark.full, pytest.mark.processes]  # a Python without TensorFlow, several processes
+
 MISSING = "backend 'tensorflow' needs the 'tensorflow' package, which is not installed"
 
 

@@ -25,9 +25,11 @@ parity: venv
 test: venv
 	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
 
-# The full tier: the tests marked `full` too, and every parity test on the extended cases.
+# The full tier: the tests marked `full` too. `PARITY_CASES=all` runs every parity test on the
+# extended cases as well (long on 2 cores: meant for runners that share the work).
+PARITY_CASES ?= default
 test-full: venv
-	$(BIN)/python -m pytest -n auto --tier full --parity-cases all $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n auto --tier full --parity-cases $(PARITY_CASES) $(PYTEST_ARGS)
 
 # Line and branch coverage of both model packages driven by the parity tests alone, every case.
 coverage: venv

@@ -81,6 +81,9 @@ def plan(cases: Sequence[Case], mode: str, goldens_dir: Optional[Path] = None,
             continue
         progress(f"[{i}/{len(cases)}] {case.name}: reference run ({' '.join(REFERENCE)}) ...")
         new = engine.reference_golden(case, data=data)
+        made = new["provenance"]  # what the run actually was, not what was asked for
+        progress(f"[{i}/{len(cases)}] {case.name}: made by {made.get('backend')} on {made.get('device')} "
+                 f"in {made.get('dtype')}")
         if old is None:
             missing = not path.exists()
             status = "new" if missing else "corrupt"

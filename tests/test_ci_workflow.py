@@ -12,10 +12,12 @@ ROOT = Path(__file__).resolve().parent.parent
 WORKFLOW = ROOT / ".github" / "workflows" / "parity.yml"
 
 
-def test_ci_run_is_make_test():
+def test_ci_run_is_the_full_tier():
     lines = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
              if line.strip() and not line.startswith("#")]
-    assert lines[-1] == "make test"
+    assert lines[-1] == "make test-full"
+    makefile = (ROOT / "Makefile").read_text()
+    assert "test-full: venv\n\t$(BIN)/python -m pytest -n auto --tier full --parity-cases $(PARITY_CASES)" in makefile
 
 
 def _runs(job: dict) -> str:
@@ -26,7 +28,7 @@ def test_workflow_jobs():
     flow = yaml.safe_load(WORKFLOW.read_text())
     jobs = flow["jobs"]
     assert set(jobs) == {"cpu", "gpu", "gpu-tensorflow"}
-    assert [s["run"] for s in jobs["cpu"]["steps"] if "run" in s] == ["make test"]
+    assert [s["run"] for s in jobs["cpu"]["steps"] if "run" in s] == ["make test-full"]
     assert jobs["gpu"]["runs-on"] == ["self-hosted", "gpu"]
     # the GPU gate holds one CUDA stack: torch's, no TensorFlow; numpy is the reference
     runs = _runs(jobs["gpu"])

@@ -141,7 +141,10 @@ def test_write_atomic_never_leaves_a_partial_file(tmp_path, monkeypatch):
 def gs1_plan(tmp_path_factory):
     """One reference run of gs1 planned against an empty folder (the only TensorFlow run here)."""
     folder = tmp_path_factory.mktemp("goldens")
-    return folder, plan([get_case("gs1")], "all", folder)
+    lines = []
+    planned = plan([get_case("gs1")], "all", folder, progress=lines.append)
+    assert lines[-1] == "[1/1] gs1: made by tensorflow on cpu in float64"  # the run it made, said
+    return folder, planned
 
 
 def _replan(planned, folder, mode):

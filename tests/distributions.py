@@ -32,3 +32,11 @@ def use_environment(pytester, env: Mapping[str, str], drop: Sequence[str] = ()) 
         pytester._monkeypatch.setenv(key, value)
     for var in drop:
         pytester._monkeypatch.delenv(var, raising=False)
+
+
+def run_user_tests(pytester, env: Mapping[str, str], source: str, passed: int, drop: Sequence[str] = ()) -> None:
+    """The user's test file `source`, run with `pytest -k parity` in a fresh process in `env`:
+    `passed` tests must pass."""
+    pytester.makepyfile(test_user=source)
+    use_environment(pytester, env, drop)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "parity").assert_outcomes(passed=passed)

@@ -17,7 +17,7 @@ from parity.config import ForwardConfig
 from parity.engine import run_case
 from parity.plugin_devices import require_backend
 from parity.weights import WeightError, init_weights
-from tests.distributions import fake_distribution, use_environment
+from tests.distributions import fake_distribution, run_user_tests
 
 EXAMPLE = Path(__file__).resolve().parent / "adapter_example"
 sys.path.insert(0, str(EXAMPLE))
@@ -143,9 +143,7 @@ def test_parity_my_port_matches_the_reference(parity_check):
 def test_adapter_through_an_entry_point_with_pytest_and_parity_check(pytester, tmp_path):
     require_backend("tensorflow")  # the user's test and `parity check` use the default reference
     env = _project(tmp_path)
-    pytester.makepyfile(test_user=USER_TEST)
-    use_environment(pytester, env, drop=["MYPORT_BUG"])
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "parity").assert_outcomes(passed=1)
+    run_user_tests(pytester, env, USER_TEST, passed=1, drop=["MYPORT_BUG"])
     parity = Path(sys.executable).with_name("parity")
     good = subprocess.run([str(parity), "check", "--candidate", "my-port", "--case", "gs2-big", "--dtype", "float64",
                            "--no-figures", "--out", str(tmp_path / "r1")], capture_output=True, text=True, env=env, timeout=600)

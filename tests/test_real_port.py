@@ -25,7 +25,7 @@ from parity.engine import run_case
 from parity.plugin_devices import require_backend
 from parity.results import ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PASSED, EXIT_RAISED, NOT_RUN, PASSED
 from parity.weights import init_weights
-from tests.distributions import fake_distribution, use_environment
+from tests.distributions import fake_distribution, run_user_tests
 
 PORT = Path(__file__).resolve().parent / "real_port"
 sys.path.insert(0, str(PORT))
@@ -171,9 +171,7 @@ def test_parity_ptyport(parity_check, case):
 def test_the_port_through_its_entry_point_with_pytest_and_parity_check(pytester, tmp_path):
     require_backend("tensorflow")  # the user's test and `parity check` use the default reference
     env = _project(tmp_path)
-    pytester.makepyfile(test_user=USER_TEST)
-    use_environment(pytester, env, drop=["PTYPORT_BUG", "PTYPORT_TAP"])
-    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-k", "parity").assert_outcomes(passed=2)
+    run_user_tests(pytester, env, USER_TEST, passed=2, drop=["PTYPORT_BUG", "PTYPORT_TAP"])
 
     parity = Path(sys.executable).with_name("parity")
 

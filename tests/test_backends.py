@@ -73,6 +73,7 @@ def test_check_with_two_candidates_prints_both_columns(tmp_path, capsys):
     assert {"numpy → numpy", "tensorflow → numpy", "numpy → tensorflow"} <= directions
 
 
+@pytest.mark.full
 def test_check_with_numpy_as_the_reference(tmp_path, capsys):
     assert main(["check", "--case", "gs1", "--dtype", "float64", "--ref", "numpy", "--candidate", "tensorflow",
                  "--no-figures", "--out", str(tmp_path)]) == 0

@@ -57,6 +57,7 @@ def test_cuda_asked_for_without_cuda_names_the_port():
         require_device(backend_devices("numpy", ["torch"], "cuda"))
 
 
+@pytest.mark.full
 def test_a_reference_that_cannot_train_gives_the_port_elsewhere_itself_on_the_cpu():
     """numpy has no gradients: a port on another device is compared with itself on the CPU (the
     models here are built on the CPU; only the devices the check reads are named otherwise)."""

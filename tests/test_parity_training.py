@@ -185,6 +185,7 @@ def test_torch_optim_adam_is_not_keras_adam():
     assert not check.passed
 
 
+@pytest.mark.full
 def test_training_leaves_the_runs_models_alone(parity_run):
     """`run_case(train_steps=K)` trains fresh models: the cached forward models keep their weights."""
     from parity.engine import run_case
@@ -200,6 +201,7 @@ def test_training_leaves_the_runs_models_alone(parity_run):
     assert "gradients" in result.summaries["tensorflow"]["train"]
 
 
+@pytest.mark.full
 def test_parity_gradient_divergence_is_blamed_by_central_differences(parity_gradients):
     """A gradient wrong on the reference side is blamed on the reference: numpy's central
     difference of the loss along the two gradients' difference sides with the port."""

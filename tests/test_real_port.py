@@ -45,7 +45,9 @@ def ptyport_run(monkeypatch, clean_registry, parity_ref):
             else:
                 monkeypatch.delenv(var, raising=False)
         register(ptyport_parity.backend())
-        return run_case(get_case(case), dtype="float64", ref=parity_ref, candidates=["ptyport"], **kwargs)
+        # the reference is never patched: its model and traces come from the process's cache
+        return run_case(get_case(case), dtype="float64", ref=parity_ref, candidates=["ptyport"], reuse=(parity_ref,),
+                        **kwargs)
 
     return run
 

@@ -86,6 +86,7 @@ def test_unknown_backend_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "unknown backend 'jax'" in err
 
 
+@pytest.mark.full  # the gate catches this fault in process (test_parity_faults); here through the CLI
 def test_network_stage_bug_in_torch_is_blamed_on_torch(tmp_path, capsys):
     from parity.faults import get_fault
 

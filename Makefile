@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRA)
 PYTEST_ARGS ?=
 
-.PHONY: venv parity test test-full coverage clean gpu-check wheels
+.PHONY: venv parity test test-full durations coverage clean gpu-check wheels
 
 venv: $(STAMP)
 
@@ -27,9 +27,15 @@ test: venv
 
 # The full tier: the tests marked `full` too. `PARITY_CASES=all` runs every parity test on the
 # extended cases as well (long on 2 cores: meant for runners that share the work).
+# Shards: `make test-full PYTEST_ARGS="--splits 4 --group 2"` runs the second of four groups of
+# about equal time (pytest-split, from the durations in .test_durations).
 PARITY_CASES ?= default
 test-full: venv
 	$(BIN)/python -m pytest -n auto --tier full --parity-cases $(PARITY_CASES) $(PYTEST_ARGS)
+
+# Re-measure .test_durations (what the shards are balanced on): one full-tier run.
+durations: venv
+	$(BIN)/python -m pytest -n auto --tier full --store-durations --durations-path .test_durations $(PYTEST_ARGS)
 
 # Line and branch coverage of both model packages driven by the parity tests alone, every case.
 coverage: venv

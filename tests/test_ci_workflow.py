@@ -3,6 +3,7 @@ self-hosted GPU job that refuses to skip CUDA."""
 
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -28,7 +29,10 @@ def test_workflow_jobs():
     flow = yaml.safe_load(WORKFLOW.read_text())
     jobs = flow["jobs"]
     assert set(jobs) == {"cpu", "gpu", "gpu-tensorflow"}
-    assert [s["run"] for s in jobs["cpu"]["steps"] if "run" in s] == ["make test-full"]
+    cpu = jobs["cpu"]  # the full tier in four shards of about equal time
+    assert cpu["strategy"]["matrix"]["shard"] == [1, 2, 3, 4]
+    assert [s["run"] for s in cpu["steps"] if "run" in s] == [
+        'make test-full PYTEST_ARGS="--splits 4 --group ${{ matrix.shard }}"']
     assert jobs["gpu"]["runs-on"] == ["self-hosted", "gpu"]
     # the GPU gate holds one CUDA stack: torch's, no TensorFlow; numpy is the reference
     runs = _runs(jobs["gpu"])
@@ -50,6 +54,23 @@ def test_workflow_jobs():
         assert upload and upload[0]["if"] == "failure()"
     for job in jobs.values():
         assert job["env"]["CI"] == "true"  # goldens are never written in CI
+
+
+@pytest.mark.full
+@pytest.mark.processes
+def test_the_four_shards_are_the_full_tier_once(tmp_path):
+    """pytest-split's groups from the stored durations: disjoint, and together every full-tier test."""
+    def collected(*args):
+        done = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                               "--tier", "full", *args], capture_output=True, text=True, cwd=ROOT, timeout=600)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return [line for line in done.stdout.splitlines() if "::" in line]
+
+    assert (ROOT / ".test_durations").is_file()
+    whole = collected()
+    shards = [collected("--splits", "4", "--group", str(k)) for k in range(1, 5)]
+    assert sum(len(s) for s in shards) == len(whole) and sorted(sum(shards, [])) == sorted(whole)
+    assert all(shards)
 
 
 @pytest.mark.processes

@@ -26,6 +26,7 @@ from parity.data import digests
 from parity.summaries import summarise
 from parity.tolerances import TOLERANCE_PATH, load_profile
 from parity.checks import REF, CheckpointCheck, _trainable  # noqa: F401
+from parity.checks.base import summarise_trace
 from parity.pipeline import PIPELINE, Check, RunContext, run_pipeline
 from parity.results import CaseResult, CheckResult  # noqa: F401 (the engine's result types)
 from parity.training import AdamConfig, gradient_summary
@@ -122,8 +123,9 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
 
     ctx.prepare(cached)
     results = run_pipeline(ctx, checks)
-    summaries = {name: {path: _summarise(traces[name], cfg) for path, traces in
-                        (("train", ctx.train), ("infer", ctx.infer), ("reloaded", ctx.reloaded)) if name in traces}
+    summaries = {name: {path: dict(ctx.train_summary(name)) if path == "train" else summarise_trace(traces[name], cfg)
+                        for path, traces in (("train", ctx.train), ("infer", ctx.infer), ("reloaded", ctx.reloaded))
+                        if name in traces}
                  for name in names}
     for name, (losses, grads) in (ctx.gradients or {}).items():
         summaries[name].setdefault("train", {})["gradients"] = gradient_summary(losses, grads)
@@ -133,15 +135,6 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
         provenance=_provenance(device, devices, dtype, flags), seconds=time.perf_counter() - start,
         traces=dict(ctx.train), batch=batch, golden_file=golden_file, reloaded=dict(ctx.reloaded),
         output=dict(ctx.output))
-
-
-def _summarise(trace, cfg) -> dict:
-    """The summaries of a trace; a port's arrays that cannot be summarised (a canvas of another
-    shape) say why instead of ending the run."""
-    try:
-        return summarise(trace, cfg)
-    except Exception as exc:  # noqa: BLE001 - the report shows it; the checks have judged the stages
-        return {"error": f"cannot summarise: {exc.__class__.__name__}: {exc}"}
 
 
 def _golden(ctx: RunContext, case: Case, use_golden: bool, data, goldens_dir, tolerance_path) -> Optional[str]:

@@ -60,6 +60,7 @@ class RunContext:
     output: dict = field(default_factory=dict)  # backend -> what it printed
     workdir: Optional[Path] = None
     gradients: Optional[dict] = None  # backend -> (loss terms, gradients), once computed
+    summaries: dict = field(default_factory=dict)  # backend -> summaries of its training path, once
 
     @property
     def backends(self) -> list[str]:
@@ -94,12 +95,30 @@ class RunContext:
             except BackendRaised as exc:
                 self.failed[name] = exc.failure
 
+    def train_summary(self, name: str) -> dict:
+        """The summaries of `name`'s training path, computed once per run (the golden check and
+        the engine's result both read them)."""
+        if name not in self.summaries:
+            self.summaries[name] = summarise_trace(self.train[name], self.cfg)
+        return self.summaries[name]
+
     def gradient_results(self) -> dict:
         """backend -> (loss terms, gradients), once per run, for every model that computes them."""
         if self.gradients is None:
             self.gradients = {name: self.call(name, "loss_and_gradients", model.loss_and_gradients, self.batch)
                                for name, model in self.models.items() if _has_gradients(model)}
         return self.gradients
+
+
+def summarise_trace(trace, cfg) -> dict:
+    """The summaries of a trace; a port's arrays that cannot be summarised (a canvas of another
+    shape) say why instead of ending the run."""
+    from parity.summaries import summarise
+
+    try:
+        return summarise(trace, cfg)
+    except Exception as exc:  # noqa: BLE001 - the report shows it; the checks have judged the stages
+        return {"error": f"cannot summarise: {exc.__class__.__name__}: {exc}"}
 
 
 def _has_gradients(model) -> bool:
@@ -130,7 +149,7 @@ class Check:
 
 
 def _trainable(model) -> bool:
-    return callable(getattr(model, "loss_and_gradients", None)) and callable(getattr(model, "train_steps", None))
+    return _has_gradients(model) and callable(getattr(model, "train_steps", None))
 
 
 def _provided(ctx, name: str, stages: Sequence[str]) -> list[str]:

@@ -18,7 +18,7 @@ class GoldenCheck(Check):
 
     def run(self, ctx, name):
         from parity import goldens
-        from parity.summaries import SECTION_STAGES, summarise
+        from parity.summaries import SECTION_STAGES
 
         if ctx.golden is None:
             return [self.not_run(name, ctx.golden_why)]
@@ -27,7 +27,7 @@ class GoldenCheck(Check):
         sections = [s for s, stages in SECTION_STAGES.items() if all(st in provided for st in stages)]
         if not sections:
             return [self.not_run(name, f"{name} provides none of the stages a golden summarises")]
-        summaries = summarise({s: ctx.train[name][s] for s in provided}, ctx.cfg)
+        summaries = {k: v for k, v in ctx.train_summary(name).items() if k in sections}
         skipped = [s for s in SECTION_STAGES if s not in sections]
         if ctx.grad and name in (ctx.gradients or {}):
             from parity.training import gradient_summary

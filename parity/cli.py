@@ -89,7 +89,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
             result = run_case(case, device=args.device, ref_device=args.ref_device, dtype=dtype, data=args.data,
                               goldens_dir=args.goldens,
-                              ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps)
+                              ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps,
+                              reuse=args.reuse)
             figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures)
             print(f"{result.verdict()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
             for line in result.check_lines(every=not args.brief):
@@ -299,7 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, reuse: Sequence[str] = ()) -> int:
+    """The command line. `reuse`: backends whose model and traces `parity check` may take from
+    this process's cache (`parity.cache`) instead of building them; for in-process callers that
+    patch only the other backends (tests of a broken port against the untouched reference). The
+    console command builds everything."""
     from parity.config import ConfigError
     from parity.data import DataError
     from parity.goldens import GoldenError
@@ -311,6 +316,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bad_input = (UsageError, DataError, ConfigError, WeightError, ToleranceError, GoldenError, BackendError)
 
     args = build_parser().parse_args(argv)
+    args.reuse = tuple(reuse)
     if args.command in ("check", "refresh", "faults"):  # the engine's errors exist once it is importable
         from parity.engine import DeviceUnavailable
 

@@ -119,9 +119,9 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
         if name not in reuse:
             return None
         run = cached_run(case, name, devices[name], dtype, data)
-        return run.model, run.train, run.infer
+        return run.model, run.train, (lambda: run.infer)
 
-    ctx.prepare(cached)
+    ctx.prepare(cached, infer=any(c.needs_infer for c in checks if c.wanted(ctx)))
     results = run_pipeline(ctx, checks)
     summaries = {name: {path: dict(ctx.train_summary(name)) if path == "train" else summarise_trace(traces[name], cfg)
                         for path, traces in (("train", ctx.train), ("infer", ctx.infer), ("reloaded", ctx.reloaded))
@@ -159,7 +159,9 @@ def _golden(ctx: RunContext, case: Case, use_golden: bool, data, goldens_dir, to
 
 @dataclass
 class BackendRun:
-    """One backend's run of one case: both paths, their summaries and the input digests."""
+    """One backend's run of one case: both paths, their summaries and the input digests. The
+    inference path runs on first use of `infer` (a test that compares only the training path,
+    such as the gate's forward of each extended case, does not pay for a second forward)."""
 
     case: str
     backend: str
@@ -167,11 +169,18 @@ class BackendRun:
     dtype: str
     config: ForwardConfig
     train: dict = field(repr=False)
-    infer: dict = field(repr=False)
     summaries: dict  # the train path's summaries (the golden content)
     digests: dict  # {"inputs": {array: sha256}, "weights": sha256}
     provenance: dict
     model: object = field(default=None, repr=False)  # the built model, for checkpoints
+    batch: object = field(default=None, repr=False)  # what `infer` runs the model on
+    _infer: Optional[dict] = field(default=None, repr=False)
+
+    @property
+    def infer(self) -> dict:
+        if self._infer is None:
+            self._infer = self.model.forward_infer(self.batch)
+        return self._infer
 
     @property
     def label(self) -> str:
@@ -186,13 +195,14 @@ def case_digests(case: Case, dtype: str, data: Optional[str | Path] = None) -> d
 
 def run_backend(case: Case, backend: str, device: str = "cpu", dtype: str = "float64",
                 data: Optional[str | Path] = None) -> BackendRun:
-    """Build `backend`'s model for `case` and run both paths once."""
+    """Build `backend`'s model for `case` and run its training path (the inference path on first
+    use of `BackendRun.infer`)."""
     flags = require_device({backend: device})
     cfg, weights, batch = case.inputs(dtype, data=data)
     model = get_backend(backend).build(cfg, weights, device=device)
-    train, infer = model.forward_train(batch), model.forward_infer(batch)
+    train = model.forward_train(batch)
     return BackendRun(case=case.name, backend=backend, device=device, dtype=dtype, config=cfg,
-                      train=train, infer=infer, summaries=summarise(train, cfg),
+                      train=train, batch=batch, summaries=summarise(train, cfg),
                       digests={"inputs": digests(batch), "weights": weights_digest(weights)},
                       provenance=_provenance(device, {backend: device}, dtype, flags), model=model)
 

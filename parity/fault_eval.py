@@ -38,6 +38,15 @@ class Observation:
 
 
 
+def _evaluated_checks() -> tuple:
+    """The checks whose results `evaluate` reads (the train ↔ infer paths are not among them, so
+    no inference path is run for a fault)."""
+    from parity.pipeline import PIPELINE
+
+    return tuple(c for c in PIPELINE if c.name in ("forward", "checkpoint", "cross-checkpoint", "gradients",
+                                                   "training"))
+
+
 def uint16_fixture(directory: Path) -> Path:
     """The shipped fixture with its diffraction as raw uint16 counts (amplitude², exact)."""
     from parity.fixture import FIXTURE_PATH, write_npz_reproducibly
@@ -80,13 +89,15 @@ def evaluate(fault: Fault, ref: str = "tensorflow") -> Observation:
 
     if fault.where == "golden":
         return _evaluate_data_fault(fault, ref)
+    checks = _evaluated_checks()
     if fault.where in ("gradients", "training") and not _trains(ref, fault.case):
         return _evaluate_without_trainer(fault, ref)
     with fault.inject():
         # the reference is never patched: its model and traces come from the process's cache
         result = run_case(get_case(fault.case), device="cpu", dtype=DTYPE, use_golden=False,
                           checkpoints=fault.where == "checkpoint", grad=fault.where == "gradients",
-                          train_steps=TRAIN_STEPS if fault.where == "training" else 0, ref=ref, reuse=(ref,))
+                          train_steps=TRAIN_STEPS if fault.where == "training" else 0, ref=ref, reuse=(ref,),
+                          checks=checks)
     for error in result.errors:  # the injected port raised: caught, at the check that called it
         return Observation(fault.name, True, error.check, None, error.backend, None, error.summary)
     cand = result.candidates[0]

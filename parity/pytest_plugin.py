@@ -19,8 +19,10 @@ case name), `parity_dtype` once per chosen dtype, `parity_target` once per case 
 reference and torch) × dtype, each backend on its own device (id: `gs2-big-torch-cuda-float32`),
 and `parity_sides` once, its id saying where each side runs (`tensorflow-cpu-vs-torch-cuda`).
 
-Ordering: the tests of one case run together (after the others); under `-n N` (the default
-`--dist load`) all tests of a case go to one worker, so a case is computed by one worker.
+Ordering (fail fast): the default cases' tests first, case by case, those marked `parity_first`
+at the head of their case (float64 first); then tests of no case; then the extended cases. Under
+`-n N` (the default `--dist load`) all tests of a case go to one worker, so a case is computed by
+one worker.
 
 Fixtures: `parity_run(case, backend, dtype)` → a cached `parity.engine.BackendRun` (each
 (case, backend, device, dtype) computed once per test process while its case's tests run), and
@@ -85,6 +87,8 @@ def pytest_configure(config):
     share_cores_between_workers(config)
     REQUIRE_REFERENCE.append(bool(config.getoption("require_reference")))
     config.addinivalue_line("markers", "parity: backend-agreement and golden tests (`pytest -k parity`)")
+    config.addinivalue_line("markers", "parity_first: runs first among its case's tests (the cheapest, most "
+                                       "discriminating check, so a forward bug fails within seconds)")
     config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped where there is none "
                                        "(failed instead with --require-cuda)")
     data = config.getoption("parity_data")
@@ -178,14 +182,25 @@ def case_in_nodeid(nodeid: str) -> str | None:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The tests of one case run one after the other, after every other test, so the case's
-    models and traces are computed once and dropped when the next case starts (RunCache keeps
-    only the latest few)."""
+    """Fail fast, one case at a time: the tests of the default cases first, case by case, each
+    case's tests marked `parity_first` at its head (float64 before float32); then the tests of no
+    case; then the extended cases' tests. A case's tests run one after the other, so its models
+    and traces are computed once and dropped when the next case starts (RunCache keeps only the
+    latest few)."""
     from parity.cases import case_names
 
+    default = set(case_names("default"))
     rank = {name: i for i, name in enumerate(case_names("all"))}
     cases = {item.nodeid: case_in_nodeid(item.nodeid) for item in items}  # what the xdist scheduler sees
-    items[:] = sorted(items, key=lambda item: -1 if cases[item.nodeid] is None else rank[cases[item.nodeid]])
+
+    def order(item):
+        case = cases[item.nodeid]
+        bucket = 1 if case is None else 0 if case in default else 2
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        return (bucket, rank.get(case, -1), item.get_closest_marker("parity_first") is None,
+                params.get("parity_dtype", "float64") != "float64")
+
+    items[:] = sorted(items, key=order)
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: only called where xdist runs

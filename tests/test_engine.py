@@ -103,7 +103,8 @@ def test_check_exit_1_on_divergence_names_stage_and_side(tmp_path, capsys, monke
         return honest(patches, offsets + 1e-3, cfg)
 
     monkeypatch.setattr(torch_physics, "object_canvas", shifted_canvas)
-    code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--no-figures", "--out", str(tmp_path)])
+    code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--no-figures", "--out", str(tmp_path)],
+                reuse=("tensorflow",))  # only the port is patched
     text = capsys.readouterr().out
     assert code == 1
     assert "DIVERGED" in text
@@ -179,7 +180,7 @@ def test_check_compares_each_backend_with_the_golden(tmp_path, capsys):
     golden["digests"]["float64"]["inputs"]["probe"] = "0" * 64
     (tmp_path / "gs1.json").write_text(json.dumps(golden))
     code = main(["check", "--case", "gs1", "--dtype", "float64", "--goldens", str(tmp_path), "--no-figures",
-                 "--out", str(tmp_path / "r")])
+                 "--out", str(tmp_path / "r")], reuse=("tensorflow",))  # the reference from the cache
     out = capsys.readouterr().out
     assert code == 1 and "GOLDEN DIFFERS" in out
     assert "inputs changed: probe (gs1, torch cpu float64" in out and "patch_stats.global_std: golden" in out

@@ -23,6 +23,7 @@ def _report(result) -> str:
     return "\n".join(f"{s.stage:24s} rel={s.rel_error} tol={s.tolerance} {s.message}" for s in result.stages)
 
 
+@pytest.mark.parity_first  # the gate's cheapest, most discriminating check: each case starts with it
 def test_parity_torch_matches_reference_every_stage(parity_case, parity_dtype, parity_sides, parity_run,
                                                      parity_device_name):
     profile = load_profile(parity_device_name, parity_dtype)  # chosen by the port's device

@@ -136,6 +136,11 @@ def test_by_case(parity_case, parity_dtype):
     pass
 
 
+@pytest.mark.parity_first
+def test_first(parity_case, parity_dtype):
+    pass
+
+
 def test_by_target(parity_target):
     pass
 
@@ -155,19 +160,23 @@ def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester, monkeypat
     from parity.pytest_plugin import case_in_nodeid as _case_in
 
     pytester.makepyfile(test_order=ORDER_TEST)
-    collected = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q", "--parity-dtype", "float64")
+    collected = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q")
     ids = [line for line in collected.stdout.lines if "::" in line]
-    assert len(ids) == 2 + 4 * 3
-    assert ids[:2] == ["test_order.py::test_plain", "test_order.py::test_later_plain"]
-    cases = [_case_in(i) for i in ids[2:]]
-    # each case's tests form one block, in the case table's order
+    assert len(ids) == 2 + 4 * (2 + 2 + 4)  # per case: test_by_case and test_first in two dtypes, four targets
+    # fail fast: the cases first, each case's tests one block, in the case table's order ...
+    cases = [_case_in(i) for i in ids[:-2]]
     assert [c for i, c in enumerate(cases) if i == 0 or c != cases[i - 1]] == case_names("default")
+    # ... each opening with its parity_first test, float64 first; the tests of no case after them
+    heads = [ids[i:i + 2] for i, c in enumerate(cases) if i == 0 or c != cases[i - 1]]
+    assert heads == [[f"test_order.py::test_first[{c}-float64]", f"test_order.py::test_first[{c}-float32]"]
+                     for c in case_names("default")]
+    assert ids[-2:] == ["test_order.py::test_plain", "test_order.py::test_later_plain"]
     # and under xdist each case runs on one worker, whichever it is (the thread shares of the
     # workers of this run, not of the run around it)
     for variable in ("PARITY_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
         monkeypatch.delenv(variable, raising=False)
     run = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "-v", "--parity-dtype", "float64")
-    run.assert_outcomes(passed=14)
+    run.assert_outcomes(passed=2 + 4 * 4)
     workers: dict[str, set] = {}
     for line in run.stdout.lines:
         if " PASSED " in line and _case_in(line.split()[-1]):

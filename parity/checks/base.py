@@ -78,20 +78,25 @@ class RunContext:
             if sink.getvalue():
                 self.output[backend] = self.output.get(backend, "") + sink.getvalue()
 
-    def prepare(self, reuse: Callable[[str], Optional[Any]] = lambda name: None) -> None:
-        """Build every backend's model and run both paths; a backend that raises is recorded in
-        `failed` (its checks then read error or not run), never raised."""
+    def prepare(self, reuse: Callable[[str], Optional[Any]] = lambda name: None, infer: bool = True) -> None:
+        """Build every backend's model and run its training path, and its inference path where
+        `infer` (a check of the run reads it); a backend that raises is recorded in `failed` (its
+        checks then read error or not run), never raised. `reuse(name)`: (model, train trace, a
+        callable giving the infer trace) from a cache, or None to build."""
         for name in self.backends:
             try:
                 cached = reuse(name)
                 if cached is not None:
-                    self.models[name], self.train[name], self.infer[name] = cached
+                    self.models[name], self.train[name], cached_infer = cached
+                    if infer:
+                        self.infer[name] = cached_infer()
                     continue
                 model = self.call(name, "build", get_backend(name).build, self.cfg, self.weights,
                                   device=self.devices[name])
                 self.models[name] = model
                 self.train[name] = self.call(name, "forward_train", model.forward_train, self.batch)
-                self.infer[name] = self.call(name, "forward_infer", model.forward_infer, self.batch)
+                if infer:
+                    self.infer[name] = self.call(name, "forward_infer", model.forward_infer, self.batch)
             except BackendRaised as exc:
                 self.failed[name] = exc.failure
 
@@ -133,6 +138,7 @@ class Check:
     """One kind of check. `backends(ctx)`: whom it applies to; `run(ctx, name)`: the result."""
 
     name = ""
+    needs_infer = False  # reads each backend's inference path (ctx.infer), which then runs
 
     def backends(self, ctx: RunContext) -> list[str]:
         return list(ctx.candidates)

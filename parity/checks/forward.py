@@ -41,6 +41,7 @@ class PathConsistency(Check):
     """forward_infer against forward_train of the same model: the object stages must be identical."""
 
     name = "paths"
+    needs_infer = True
 
     def backends(self, ctx):
         return ctx.backends

@@ -23,7 +23,7 @@ parity: venv
 	$(BIN)/parity check
 
 test: venv
-	$(BIN)/python -m pytest -n auto $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The full tier: the tests marked `full` too. `PARITY_CASES=all` runs every parity test on the
 # extended cases as well (long on 2 cores: meant for runners that share the work).
@@ -31,16 +31,16 @@ test: venv
 # about equal time (pytest-split, from the durations in .test_durations).
 PARITY_CASES ?= default
 test-full: venv
-	$(BIN)/python -m pytest -n auto --tier full --parity-cases $(PARITY_CASES) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --tier full --parity-cases $(PARITY_CASES) $(PYTEST_ARGS)
 
 # Re-measure .test_durations (what the shards are balanced on): one full-tier run.
 durations: venv
-	$(BIN)/python -m pytest -n auto --tier full --store-durations --durations-path .test_durations $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --tier full --store-durations --durations-path .test_durations $(PYTEST_ARGS)
 
 # Line and branch coverage of both model packages driven by the parity tests alone, every case.
 coverage: venv
 	$(BIN)/python -m coverage erase
-	$(BIN)/python -m coverage run -m pytest -p no:xdist -q -k parity --parity-cases all $(PYTEST_ARGS)
+	$(BIN)/python -m coverage run -m pytest -n 0 -q -k parity --parity-cases all $(PYTEST_ARGS)
 	$(BIN)/python -m coverage report
 
 # The device check for a GPU machine with torch + CUDA and no TensorFlow and no network: the working

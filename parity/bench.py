@@ -4,10 +4,17 @@ the figures compare (docs/design.md §12).
 Measured: the import time of each framework (the first import in this process), per backend ×
 case the build time, per backend × case × dtype the median forward (≥ 5 after a warm-up), one
 loss-and-gradients call and one Adam step, the harness's own work per case (summaries,
-comparison, arbitration, checkpoints, dump, golden), then `pytest -k parity` cold in a
-subprocess with the runner setting the project uses by default, and peak RSS. The *bare cost*
-is what the parity tests cannot avoid: the imports plus, per backend × case × dtype, one build
-and one training forward (and, with the training tests, one gradient and their Adam steps).
+comparison, arbitration, checkpoints, dump, golden), per extended case one cold build and
+forward in float64, then the test tiers cold in subprocesses (the gate `pytest -k parity`, `make
+test`'s whole gate, optionally the full tier unsharded and in shards): for each its wall time, the
+time to its first test result and the peak RSS of every test process (`parity.bench_probe`).
+
+The *bare cost* is what the tests cannot avoid. `bare_forward_s`: the imports plus, per backend ×
+case × dtype, one build and one training forward; `bare_with_training_s` adds one gradient per
+backend × case × dtype and the full tier's TRAIN_STEPS Adam steps in float64; `gate_bare_s` is the
+gate's own: the imports, per backend × default case × dtype one build, forward and gradient, the
+gate's GATE_TRAIN_STEPS Adam steps on GATE_TRAIN_CASE, and one build and forward of every
+extended case in float64.
 """
 
 from __future__ import annotations
@@ -22,12 +29,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 SCHEMA = 1
 BACKENDS = ("tensorflow", "torch")  # reference first; numpy stands in for TensorFlow where it is missing
 DTYPES = ("float32", "float64")
-TRAIN_STEPS = 10  # what test_parity_training_tracks runs per default case, float64
+TRAIN_STEPS = 10  # what test_parity_training_tracks runs per default case, float64 (full tier)
+GATE_TRAIN_STEPS, GATE_TRAIN_CASE = 2, "gs2-big"  # test_parity_two_adam_steps_track (the gate)
 
 
 def _timed(fn: Callable) -> tuple[float, object]:
@@ -95,6 +103,23 @@ def backend_times(case_names: Sequence[str], repeat: int, progress: Callable[[st
     return rows
 
 
+def extended_times(case_names: Sequence[str], progress: Callable[[str], None]) -> list[dict]:
+    """Per extended case, float64, per backend: one build and one forward, cold (what the gate's
+    test_parity_extended_case_forward_float64 does once per case)."""
+    from parity.backends import get_backend
+    from parity.cases import get_case
+
+    rows = []
+    for name in case_names:
+        cfg, weights, batch = get_case(name).inputs("float64")
+        for backend in bench_backends():
+            progress(f"  {name} float64 {backend} (extended, cold)")
+            build, model = _timed(lambda: get_backend(backend).build(cfg, weights))
+            forward, _ = _timed(lambda: model.forward_train(batch))
+            rows.append({"case": name, "dtype": "float64", "backend": backend, "build_s": build, "forward_s": forward})
+    return rows
+
+
 def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) -> list[dict]:
     """Per case (float64): what the harness adds on top of the backends' compute."""
     from parity import dump, goldens
@@ -139,50 +164,54 @@ def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) ->
     return rows
 
 
-# Runs pytest and then reports its own peak RSS (VmHWM: the high-water mark of this process's own
-# memory since exec) and its children's. Measuring from the bench process instead would be wrong:
-# a child forked from it starts with the bench's resident size in its ru_maxrss.
-_PYTEST_WRAPPER = """
-import resource, sys
-import pytest
-code = pytest.main(sys.argv[1:])
-try:
-    with open("/proc/self/status") as status:
-        own = next((line.split()[1] for line in status if line.startswith("VmHWM:")), "")
-except OSError:
-    own = ""
-children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-print(f"\\n{MARKER} {own or -1} {children}")
-sys.exit(int(code))
-"""
-MARKER = "parity-bench-peak-rss-kb"
-
-
-def pytest_wall(args: Sequence[str], cwd: Path) -> dict:
+def pytest_wall(args: Sequence[str], cwd: Path, label: str = "") -> dict:
     """`python -m pytest …` cold in a fresh subprocess: wall time, exit code, the last line pytest
-    printed, and the peak RSS of the pytest process itself and of its largest child (MB; −1 where
-    /proc is missing)."""
-    cmd = [sys.executable, "-c", _PYTEST_WRAPPER.replace("{MARKER}", MARKER), "-q", "-p", "no:cacheprovider", *args]
-    env = {k: v for k, v in os.environ.items() if k != "CI"}
-    seconds, done = _timed(lambda: subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env))
+    printed, the seconds from the start to its first test result, and the peak RSS (MB) of every
+    test process (the main one and each xdist worker; −1 where /proc is missing), from the probe
+    plugin `parity.bench_probe`."""
+    from parity.bench_probe import ENV
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "parity.bench_probe", *args]
+    with tempfile.TemporaryDirectory(prefix="parity-bench-probe-") as probe:
+        env = {k: v for k, v in os.environ.items() if k != "CI"}
+        env[ENV] = probe
+        launched = time.time()
+        seconds, done = _timed(lambda: subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env))
+        records = [json.loads(p.read_text()) for p in sorted(Path(probe).glob("*.json"))]
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
-    report = [line.split() for line in lines if line.startswith(MARKER)]
-    own_kb, children_kb = (int(report[-1][1]), int(report[-1][2])) if report else (-1, -1)
-    summary = next((line for line in reversed(lines) if not line.startswith(MARKER)), "")
-    return {"command": " ".join(["pytest", *args]), "wall_s": seconds, "returncode": done.returncode,
-            "summary": summary, "peak_rss_mb": own_kb / 1e3 if own_kb >= 0 else -1.0,
-            "peak_rss_mb_children": children_kb / 1e3 if children_kb >= 0 else -1.0}
+    summary = lines[-1] if lines else (done.stderr.strip().splitlines() or [""])[-1]
+    first = next((r["first_result_at"] for r in records if r.get("first_result_at")), None)
+    processes = {r["process"]: r["peak_rss_mb"] for r in records}
+    return {"label": label or " ".join(["pytest", *args]), "command": " ".join(["pytest", *args]),
+            "wall_s": seconds, "returncode": done.returncode, "summary": summary,
+            "first_result_s": first - launched if first is not None else None,
+            "peak_rss_mb_by_process": processes,
+            "peak_rss_mb_max": max(processes.values(), default=-1.0)}
 
 
-def time_pytest_runs(result: dict, runs: Sequence[Sequence[str]], cwd: Path,
+def tier_runs(full: bool = False, shards: int = 0) -> list[tuple[str, list[str]]]:
+    """(label, pytest arguments) of the test tiers: the gate as `pytest -k parity` and as `make
+    test` runs it (the whole gate tier), and with `full` the full tier unsharded and, with `shards`
+    N, each of its N shards (pytest-split, as the workflow's matrix runs them)."""
+    runs = [("gate: pytest -k parity", ["-k", "parity"]), ("gate: make test (whole gate tier)", [])]
+    if full:
+        runs.append(("full tier: make test-full", ["--tier", "full"]))
+    for k in range(1, shards + 1):
+        runs.append((f"full tier, shard {k}/{shards}", ["--tier", "full", "--splits", str(shards), "--group", str(k)]))
+    return runs
+
+
+def time_pytest_runs(result: dict, runs: Sequence[Sequence[str] | tuple[str, Sequence[str]]], cwd: Path,
                      progress: Callable[[str], None] = lambda line: None) -> None:
     """Time each pytest run cold (after `run`, so its imports are its own) into
-    result["pytest_runs"], each with its ratio to the bare cost with training."""
+    result["pytest_runs"], each with its ratio to the gate's bare cost. A run is a list of
+    arguments or (label, arguments)."""
     result["pytest_runs"] = []
-    for args in runs:
-        progress(f"pytest {' '.join(args)} (cold, in a subprocess)")
-        timing = pytest_wall(args, cwd)
-        timing["ratio_to_bare"] = timing["wall_s"] / result["bare_with_training_s"]
+    for run in runs:
+        label, args = run if isinstance(run, tuple) else ("", list(run))
+        progress(f"{label or 'pytest'}: pytest {' '.join(args)} (cold, in a subprocess)")
+        timing = pytest_wall(args, cwd, label)
+        timing["ratio_to_gate_bare"] = timing["wall_s"] / result["gate_bare_s"] if result.get("gate_bare_s") else None
         result["pytest_runs"].append(timing)
 
 
@@ -200,20 +229,42 @@ def bare_cost(imports: dict, rows: list[dict], case_names: Sequence[str], traini
     return total
 
 
-def run(case_names: Sequence[str], repeat: int, progress: Callable[[str], None] = lambda line: None) -> dict:
-    """Everything but the pytest timings (`time_pytest_runs`, after this)."""
+def gate_bare_cost(imports: dict, rows: list[dict], extended: list[dict]) -> Optional[float]:
+    """The gate's bare cost (module docstring); None unless the default cases and every extended
+    case were timed."""
+    from parity.cases import case_names
+
+    timed = {r["case"] for r in rows}
+    if not set(case_names("default")) <= timed or {r["case"] for r in extended} != set(case_names("extended")):
+        return None
+    total = sum(imports.values())
+    for r in rows:
+        if r["case"] in case_names("default"):
+            total += r["build_s"] + r["forward_s"] + (r["gradient_s"] or 0.0)
+            if (r["case"], r["dtype"]) == (GATE_TRAIN_CASE, "float64"):
+                total += GATE_TRAIN_STEPS * (r["adam_step_s"] or 0.0)
+    return total + sum(r["build_s"] + r["forward_s"] for r in extended)
+
+
+def run(case_names: Sequence[str], repeat: int, progress: Callable[[str], None] = lambda line: None,
+        extended: Sequence[str] = ()) -> dict:
+    """Everything but the pytest timings (`time_pytest_runs`, after this); `extended`: the
+    extended cases whose cold float64 forward is timed (the gate's bare cost needs them all)."""
     progress("imports")
     imports = import_times()
     progress("backends (build, forward, gradient, Adam step)")
     rows = backend_times(case_names, repeat, progress)
+    progress("extended cases (one cold build and forward, float64)")
+    ext = extended_times(extended, progress)
     progress("harness")
     harness = harness_times(case_names, progress)
     result = {"schema": SCHEMA, "machine": {"platform": platform.platform(), "python": platform.python_version(),
                                             "cpus": os.cpu_count()},
               "cases": list(case_names), "repeat": repeat, "imports_s": imports, "backends": rows,
-              "harness": harness,
+              "extended": ext, "harness": harness,
               "bare_forward_s": bare_cost(imports, rows, case_names, training=False),
               "bare_with_training_s": bare_cost(imports, rows, case_names, training=True),
+              "gate_bare_s": gate_bare_cost(imports, rows, ext),
               "peak_rss_mb": peak_rss_mb()}
     return result
 
@@ -230,10 +281,17 @@ def _flat(result: dict) -> dict[str, float]:
         for key, value in h.items():
             if key != "case":
                 out[f"harness {h['case']} {key[:-2]}"] = value
+    for r in result.get("extended", []):
+        out[f"{r['backend']} {r['case']} float64 cold build + forward"] = r["build_s"] + r["forward_s"]
     out["bare forward"] = result["bare_forward_s"]
     out["bare with training"] = result["bare_with_training_s"]
+    if result.get("gate_bare_s"):
+        out["gate bare"] = result["gate_bare_s"]
     for p in result.get("pytest_runs", []):
-        out[f"{p['command']} wall"] = p["wall_s"]
+        name = p.get("label") or p["command"]
+        out[f"{name} wall"] = p["wall_s"]
+        if p.get("first_result_s") is not None:
+            out[f"{name} first result"] = p["first_result_s"]
     out["peak RSS MB"] = result["peak_rss_mb"]
     return out
 
@@ -254,12 +312,24 @@ def format_table(result: dict) -> str:
     lines += ["", "harness, float64, seconds: " + " ".join(f"{k[:-2]:>12s}" for k in keys)]
     for h in result["harness"]:
         lines.append(f"  {h['case']:24s} " + " ".join(f"{h[k]:12.3f}" for k in keys))
+    if result.get("extended"):
+        lines += ["", "extended cases, float64, one cold build + forward (s): " + ", ".join(
+            f"{r['case']} {r['backend']} {r['build_s'] + r['forward_s']:.2f}" for r in result["extended"])]
     lines += ["", f"bare cost (imports + one build and forward per backend × case × dtype): {result['bare_forward_s']:.1f} s",
               f"bare cost with the gradient and training tests' compute:               {result['bare_with_training_s']:.1f} s"]
-    for p in result.get("pytest_runs", []):
-        lines.append(f"{p['command']} (cold): {p['wall_s']:.1f} s = {p['ratio_to_bare']:.2f}× bare "
-                     f"(exit {p['returncode']}: {p['summary']}); peak RSS: pytest process {p['peak_rss_mb']:.0f} MB, "
-                     f"largest child {p['peak_rss_mb_children']:.0f} MB")
+    if result.get("gate_bare_s"):
+        lines.append(f"the gate's bare cost (default cases with gradients, {GATE_TRAIN_STEPS} Adam steps, "
+                     f"one forward per extended case): {result['gate_bare_s']:.1f} s")
+    runs = result.get("pytest_runs", [])
+    if runs:
+        lines += ["", "| run | wall | × gate bare | first result | peak RSS, largest process | processes | outcome |",
+                  "|---|---|---|---|---|---|---|"]
+        for p in runs:
+            ratio = f"{p['ratio_to_gate_bare']:.2f}×" if p.get("ratio_to_gate_bare") else "—"
+            first = f"{p['first_result_s']:.1f} s" if p.get("first_result_s") is not None else "—"
+            procs = p.get("peak_rss_mb_by_process", {})
+            lines.append(f"| {p.get('label') or p['command']} | {p['wall_s']:.1f} s | {ratio} | {first} | "
+                         f"{p.get('peak_rss_mb_max', -1):.0f} MB | {len(procs)} | exit {p['returncode']}: {p['summary']} |")
     lines.append(f"peak RSS of this process: {result['peak_rss_mb']:.0f} MB")
     return "\n".join(lines)
 

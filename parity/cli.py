@@ -182,9 +182,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
             old = bench.load(Path(args.compare))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-    runs = [] if args.no_pytest else [shlex.split(a) for a in (args.pytest or ["-k parity"])]
+    if args.shards < 0:
+        raise UsageError(f"--shards must be >= 0, got {args.shards}")
+    runs = ([] if args.no_pytest else [shlex.split(a) for a in args.pytest] if args.pytest
+            else bench.tier_runs(full=args.full, shards=args.shards))
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    result = bench.run(cases, args.repeat, progress=progress)
+    # the gate's bare cost needs the extended cases' forwards: timed when the default cases are
+    extended = [c.name for c in cases_in("extended")] if set(cases) >= {c.name for c in cases_in("default")} else []
+    result = bench.run(cases, args.repeat, progress=progress, extended=extended)
     bench.time_pytest_runs(result, runs, Path.cwd(), progress=progress)
     print(bench.format_table(result))
     path = bench.write(result, Path(args.out))
@@ -278,13 +283,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "has changed (--failing and --new trust a matching fingerprint; --all always runs)")
     p.set_defaults(func=_cmd_refresh)
 
-    p = sub.add_parser("bench", help="measure imports, builds, forwards, gradients, the harness and `pytest -k parity`")
+    p = sub.add_parser("bench", help="measure imports, builds, forwards, gradients, the harness and the test tiers")
     p.add_argument("--cases", choices=("default", "extended", "all"), default="default",
                    help="which cases to time (default: %(default)s)")
     p.add_argument("--case", action="append", metavar="NAME", help="one case (repeatable; overrides --cases)")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions after a warm-up (median; default 5)")
     p.add_argument("--pytest", action="append", metavar="ARGS",
-                   help="pytest arguments to time cold in a subprocess (repeatable; default: '-k parity')")
+                   help="pytest arguments to time cold in a subprocess (repeatable; default: the gate, as "
+                        "`pytest -k parity` and as `make test` runs it)")
+    p.add_argument("--full", action="store_true", help="also time the full tier (`make test-full`), unsharded")
+    p.add_argument("--shards", type=int, default=0, metavar="N",
+                   help="also time each of the full tier's N shards (pytest-split, as CI runs them)")
     p.add_argument("--no-pytest", action="store_true", help="skip the pytest timing")
     p.add_argument("--out", default="bench.json", help="where to write the result (default: %(default)s)")
     p.add_argument("--compare", metavar="OLD.json", help="print new/old ratios against an earlier bench.json")

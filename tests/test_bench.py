@@ -41,13 +41,26 @@ def test_bench_writes_every_figure_and_compares(tmp_path, capsys):
     assert not any(line.startswith("tensorflow gs1 float32") for line in ratios)  # only what both hold
 
 
-def test_bench_times_pytest_cold_in_a_subprocess():
-    timing = bench.pytest_wall(["tests/test_config.py", "-k", "defaults"], ROOT)
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_bench_times_pytest_cold_in_a_subprocess(workers):
+    timing = bench.pytest_wall(["-n", workers, "tests/test_config.py", "-k", "defaults"], ROOT, "config")
     assert timing["returncode"] == 0 and "1 passed" in timing["summary"], timing
-    # the pytest process's own high-water mark (measured 48 MB: this run imports no framework),
-    # not the size of the process that started it, which fork would carry into ru_maxrss
-    assert timing["wall_s"] > 0 and 10 < timing["peak_rss_mb"] < 300
-    assert timing["peak_rss_mb_children"] >= 0
+    assert timing["label"] == "config" and timing["command"].startswith("pytest -n")
+    # one record per test process: the main one, and each worker under -n 2
+    expected = {"main"} if workers == "0" else {"main", "gw0", "gw1"}
+    assert set(timing["peak_rss_mb_by_process"]) == expected
+    # each process's own high-water mark (measured ≈ 50 MB: this run imports no framework), not
+    # the size of the process that started it, which fork would carry into ru_maxrss
+    assert all(10 < mb < 300 for mb in timing["peak_rss_mb_by_process"].values()), timing
+    assert timing["peak_rss_mb_max"] == max(timing["peak_rss_mb_by_process"].values())
+    assert 0 < timing["first_result_s"] < timing["wall_s"]
+
+
+def test_the_tiers_bench_times():
+    labels = [label for label, _ in bench.tier_runs(full=True, shards=4)]
+    assert labels[:3] == ["gate: pytest -k parity", "gate: make test (whole gate tier)", "full tier: make test-full"]
+    assert dict(bench.tier_runs(shards=4))["full tier, shard 3/4"] == ["--tier", "full", "--splits", "4", "--group", "3"]
+    assert len(bench.tier_runs()) == 2
 
 
 def test_bench_refuses_a_foreign_compare_file(tmp_path, capsys):

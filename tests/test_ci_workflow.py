@@ -18,7 +18,9 @@ def test_ci_run_is_the_full_tier():
              if line.strip() and not line.startswith("#")]
     assert lines[-1] == "make test-full"
     makefile = (ROOT / "Makefile").read_text()
-    assert "test-full: venv\n\t$(BIN)/python -m pytest -n auto --tier full --parity-cases $(PARITY_CASES)" in makefile
+    assert "test-full: venv\n\t$(BIN)/python -m pytest --tier full --parity-cases $(PARITY_CASES)" in makefile
+    # every pytest run of the project, the gate's `pytest -k parity` included, uses every core
+    assert 'addopts = "-ra -n auto"' in (ROOT / "pyproject.toml").read_text()
 
 
 def _runs(job: dict) -> str:

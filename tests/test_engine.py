@@ -15,7 +15,8 @@ from tests.backends import case_trace
 
 @pytest.fixture(scope="module")
 def gs2_big():
-    return run_case(get_case("gs2-big"), dtype="float64")
+    # nothing is patched here: both backends' models and traces from the process's cache
+    return run_case(get_case("gs2-big"), dtype="float64", reuse=("tensorflow", "torch"))
 
 
 def test_run_case_is_complete_and_json_serialisable(gs2_big):
@@ -72,7 +73,8 @@ def test_arbitration_of_inherited_and_network_divergence():
 def test_check_end_to_end_writes_every_file(tmp_path, capsys):
     out = tmp_path / "report"
     md = tmp_path / "summary.md"
-    code = main(["check", "--case", "gs1", "--dtype", "float32", "--out", str(out), "--summary-md", str(md)])
+    code = main(["check", "--case", "gs1", "--dtype", "float32", "--out", str(out), "--summary-md", str(md)],
+                reuse=("tensorflow",))
     text = capsys.readouterr().out
     assert code == 0
     assert "[1/1] gs1 float32 ... PASS" in text and "1/1 runs agree" in text

@@ -221,6 +221,7 @@ def test_the_readme_walk_through_is_the_tested_example():
             assert line in sources, f"README line not in the tested example: {line!r}"
 
 
+@pytest.mark.full  # N=128, the longest case; the gate's dtype mismatch: tests/test_compare.py
 def test_where_the_port_computes_in_single_precision_it_is_compared_at_it(ptyport_run):
     """At N=128 ptyport takes its FFT in complex64 even in a float64 run: the stage is reported as
     a dtype mismatch *and* compared at float32, where it agrees to float32 rounding."""

@@ -31,6 +31,7 @@ def _check(tmp_path, capsys, case="gs2-big"):
     return code, out, stats
 
 
+@pytest.mark.full  # the gate: the log_scale loader below, and the checkpoint faults of the catalogue
 def test_seed_healthy_round_trip(tmp_path, capsys):
     code, out, stats = _check(tmp_path, capsys)
     assert code == 0
@@ -61,6 +62,7 @@ def test_seed_loader_that_loses_log_scale(tmp_path, capsys, monkeypatch):
     assert "first stage where they part: scaled_input" in out
 
 
+@pytest.mark.full  # the gate: the log_scale loader below, and the checkpoint faults of the catalogue
 def test_seed_loader_that_flips_object_big(tmp_path, capsys, monkeypatch):
     honest = models_torch.load
 
@@ -80,6 +82,7 @@ def test_seed_loader_that_flips_object_big(tmp_path, capsys, monkeypatch):
     assert reloaded["amplitude"]["max"] == pytest.approx(train["amplitude"]["max"] / 1.001, rel=1e-9)
 
 
+@pytest.mark.full  # the gate: the log_scale loader below, and the checkpoint faults of the catalogue
 def test_seed_torch_save_that_stores_exp_log_scale(tmp_path, capsys, monkeypatch):
     import torch
 

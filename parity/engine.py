@@ -173,14 +173,23 @@ class BackendRun:
     digests: dict  # {"inputs": {array: sha256}, "weights": sha256}
     provenance: dict
     model: object = field(default=None, repr=False)  # the built model, for checkpoints
-    batch: object = field(default=None, repr=False)  # what `infer` runs the model on
+    batch: object = field(default=None, repr=False)  # what `infer` and `gradients` run the model on
     _infer: Optional[dict] = field(default=None, repr=False)
+    _gradients: Optional[tuple] = field(default=None, repr=False)
 
     @property
     def infer(self) -> dict:
         if self._infer is None:
             self._infer = self.model.forward_infer(self.batch)
         return self._infer
+
+    @property
+    def gradients(self) -> tuple:
+        """(loss terms, gradients by tensor name) of the model at its weights, computed on first
+        use and kept with the run (the gradient test and the golden read the same)."""
+        if self._gradients is None:
+            self._gradients = self.model.loss_and_gradients(self.batch)
+        return self._gradients
 
     @property
     def label(self) -> str:
@@ -215,20 +224,19 @@ def reference_golden(case: Case, data: Optional[str | Path] = None) -> dict:
     return golden_of(run_backend(case, backend, device, dtype, data=data), case, data)
 
 
-def golden_of(run: BackendRun, case: Case, data: Optional[str | Path] = None) -> dict:
-    """The golden a run would write: its summaries plus the loss terms and gradient norms of its
-    model, the digests of both dtypes and its provenance (with, for the reference run, the
-    fingerprint `parity.fingerprint` checks)."""
+def golden_of(run: BackendRun, case: Case, data: Optional[str | Path] = None, gradients: bool = True) -> dict:
+    """The golden a run would write: its summaries plus (with `gradients`) the loss terms and
+    gradient norms of its model, the digests of both dtypes and its provenance (with, for the
+    reference run, the fingerprint `parity.fingerprint` checks)."""
     from parity.goldens import REFERENCE, build_golden
 
-    _, _, batch = case.inputs(run.dtype, data=data)
     summaries = dict(run.summaries)
-    if _trainable(run.model):
-        summaries["gradients"] = gradient_summary(*run.model.loss_and_gradients(batch))
+    if gradients and _trainable(run.model):
+        summaries["gradients"] = gradient_summary(*run.gradients)
     all_digests = {d: case_digests(case, d, data) for d in ("float32", "float64")}
     golden = build_golden(case.name, case.config.to_dict(), all_digests, summaries,
                           dict(run.provenance, backend=run.backend))
-    if (run.backend, run.device, run.dtype) == REFERENCE:  # what `parity refresh` may trust without a re-run
+    if (run.backend, run.device, run.dtype) == REFERENCE and gradients:  # what `parity refresh` may trust
         from parity.fingerprint import fingerprint, inputs_key
 
         golden["provenance"]["fingerprint"] = fingerprint(golden, inputs_key(case, data, all_digests))

@@ -270,22 +270,12 @@ def parity_run(pytestconfig, parity_run_cache):
 @pytest.fixture(scope="session")
 def parity_gradients(parity_run):
     """`parity_gradients(case, backend, dtype, device=None)` → (loss terms, gradients by tensor
-    name, neutral layout) of the cached run's model; computed once per process while its case's
-    tests run (device: the backend's own in this session, as for `parity_run`)."""
-    from parity.cache import LruCache
-
-    cache = LruCache(4)  # one case's two trainable backends × two dtypes
+    name, neutral layout) of the cached run's model; computed once per process and kept with the
+    run (`BackendRun.gradients`, which the golden of a reference run reads too; device: the
+    backend's own in this session, as for `parity_run`)."""
 
     def gradients(case: str, backend: str, dtype: str = "float64", device: str | None = None):
-        run = parity_run(case, backend, dtype, device)
-
-        def compute():
-            from parity.cases import get_case
-
-            _, _, batch = get_case(case).inputs(dtype, data=parity_run.data)
-            return run.model.loss_and_gradients(batch)
-
-        return cache.get((case, backend, run.device, dtype), compute)
+        return parity_run(case, backend, dtype, device).gradients
 
     return gradients
 

@@ -229,3 +229,22 @@ def test_a_figure_that_cannot_be_drawn_is_said_in_the_report(gs2_big, tmp_path, 
     assert any(not isinstance(d, str) and d.name == "diffraction_float64.png" for d in drawn)  # the others are
     report = dump.write_report([gs2_big], tmp_path, {(gs2_big.case, gs2_big.dtype): drawn}).read_text()
     assert "*figure canvas_float64.png could not be drawn: ValueError: cannot draw this*" in report
+
+
+def test_arbitration_recomputes_once_where_both_sides_feed_the_stage_the_same_inputs(monkeypatch):
+    """numpy's answer depends only on the stage's inputs: where both sides hold the same, it is
+    computed once (a network stage costs a numpy forward); where they differ, once per side."""
+    from parity import oracle
+
+    cfg, _, batch = get_case("gs2-big").inputs("float64")
+    tf_trace = case_trace("tf", "gs2-big", "float64")
+    calls = []
+    honest = oracle.RECOMPUTE["object.trimmed"]
+    monkeypatch.setitem(oracle.RECOMPUTE, "object.trimmed", lambda *a: calls.append(1) or honest(*a))
+    wrong = dict(tf_trace, **{"object.trimmed": tf_trace["object.trimmed"] * 1.01})
+    verdict = arbitrate("object.trimmed", tf_trace, wrong, cfg, batch, 1e-12)
+    assert verdict["blame"] == "torch" and len(calls) == 1
+    drifted = _perturbed(tf_trace, "object.canvas", (0, 39, 39, 0), 1e-3)
+    drifted["object.trimmed"] = honest(drifted, cfg, batch, None)
+    verdict = arbitrate("object.trimmed", tf_trace, drifted, cfg, batch, 1e-12)
+    assert verdict["blame"] is None and len(calls) == 3  # other inputs: numpy asked again

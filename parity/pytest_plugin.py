@@ -170,14 +170,15 @@ def pytest_generate_tests(metafunc):
 
 
 def case_in_nodeid(nodeid: str) -> str | None:
-    """The case a test id is parametrised with: its parameter id starts with a case name
-    (`test_x[gs2-big-float32]`, `test_golden[gs1-torch-cpu-float64]`); None for other tests."""
+    """The case a test id is parametrised with: a case name is a whole part of its parameter id
+    (`test_x[gs2-big-float32]`, `test_golden[gs1-torch-cpu-float64]`,
+    `test_y[tensorflow-cpu-vs-torch-cpu-gs2-big-n128]`), the longest such; None for other tests."""
     from parity.cases import case_names
 
     if not nodeid.endswith("]") or "[" not in nodeid:
         return None
-    param = nodeid[nodeid.index("[") + 1:-1]
-    found = [c for c in case_names("all") if param == c or param.startswith(c + "-")]
+    param = f"-{nodeid[nodeid.index('[') + 1:-1]}-"
+    found = [c for c in case_names("all") if f"-{c}-" in param]
     return max(found, key=len) if found else None
 
 

@@ -14,7 +14,6 @@ from parity.cases import case_names, get_case
 from parity.compare import compare_traces
 from parity.stages import INFER_STAGES, TRAIN_STAGES
 from parity.tolerances import load_profile
-from tests.backends import backend
 
 pytestmark = pytest.mark.parity
 
@@ -65,10 +64,11 @@ def test_parity_infer_path_matches_train_path_across_backends(parity_case, parit
             np.testing.assert_array_equal(run.infer[stage], run.train[stage], err_msg=f"{run.label} {stage}")
 
 
-def test_parity_harness_sees_a_real_divergence(parity_run, parity_ref):
+@pytest.mark.parametrize("case", ["gs2-big"])  # the id names the case: it runs with gs2-big's tests, on its runs
+def test_parity_harness_sees_a_real_divergence(case, parity_run, parity_ref):
     """Guard against a comparison that cannot fail: perturb one torch stage by 1e-9 relative."""
-    ref = parity_run("gs2-big", parity_ref, "float64", "cpu").train
-    other = dict(parity_run("gs2-big", "torch", "float64", "cpu").train)
+    ref = parity_run(case, parity_ref, "float64", "cpu").train
+    other = dict(parity_run(case, "torch", "float64", "cpu").train)
     canvas = other["object.canvas"].copy()
     canvas[3, 40, 41, 0] += 1e-9 * np.abs(canvas).max()
     other["object.canvas"] = canvas
@@ -89,15 +89,16 @@ def test_parity_cuda_torch_matches_reference_and_torch_cpu(parity_case, parity_d
     assert cpu.passed, _report(cpu)
 
 
-@pytest.mark.parametrize("backend_name", ["tf", "torch"])
-def test_parity_large_batch_merges_every_group_on_its_own_canvas(backend_name):
+@pytest.mark.parametrize("backend_name", ["tensorflow", "torch"], ids=["gs2-big-b16-tensorflow", "gs2-big-b16-torch"])
+def test_parity_large_batch_merges_every_group_on_its_own_canvas(backend_name, parity_run):
     """B·C ≥ 64 (gs2-big-b16: 16 groups × 4): upstream's layer merged every group of such a
-    batch onto one canvas. Here each group's object stages must equal that group run alone."""
+    batch onto one canvas. Here each group's object stages must equal that group run alone (the
+    case's CPU runs, shared with its forward test)."""
     case = get_case("gs2-big-b16")
-    cfg, weights, batch = case.inputs("float64")
+    cfg, _, batch = case.inputs("float64")
     assert batch.size * cfg.C >= 64
-    model = backend(backend_name).build(cfg, weights)
-    full = model.forward_infer(batch)
+    run = parity_run(case.name, backend_name, "float64", "cpu")
+    model, full = run.model, run.infer
     for g in (0, 7, batch.size - 1):
         alone = model.forward_infer(batch.select([g]))
         for stage in ("object.canvas", "object.trimmed"):

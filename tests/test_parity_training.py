@@ -115,8 +115,8 @@ def test_loss_formulas_are_the_documented_ones(parity_run):
     assert got["loss"] == pytest.approx(0.5 * nll + 2.0 * mae, rel=1e-13)
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "torch"])
-def test_backend_losses_agree_with_numpy(backend, parity_run):
+@pytest.mark.parametrize("backend", ["tensorflow", "torch"], ids=["gs2-big-mae-tensorflow", "gs2-big-mae-torch"])
+def test_backend_losses_agree_with_numpy(backend, parity_run):  # the ids: with gs2-big-mae's tests, on its runs
     """Each framework's loss, on the mae case (both terms weighted), against numpy's from its own trace."""
     from models_numpy.losses import losses as numpy_losses
 

@@ -191,6 +191,9 @@ def test_case_of_a_test_id():
     assert case_in_nodeid("t.py::test_x[gs2-big-float32]") == "gs2-big"
     assert case_in_nodeid("t.py::test_x[gs2-big-probebig-torch-cpu-float64]") == "gs2-big-probebig"
     assert case_in_nodeid("t.py::test_x[gs1]") == "gs1"
+    assert case_in_nodeid("t.py::test_x[tensorflow-cpu-vs-torch-cpu-gs2-big-n128]") == "gs2-big-n128"
+    assert case_in_nodeid("t.py::test_x[gs2-big-b16-torch]") == "gs2-big-b16"
+    assert case_in_nodeid("t.py::test_x[log-scale-not-restored]") is None
     assert case_in_nodeid("t.py::test_x[tensorflow]") is None and case_in_nodeid("t.py::test_x") is None
 
 

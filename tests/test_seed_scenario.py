@@ -13,6 +13,8 @@ import torch
 from parity.cli import main
 from parity.plugin_devices import require_backend
 
+# The full tier's: the CLI's account of each loader and saver bug. The gate catches the same bugs in
+# process (the checkpoint faults of parity/faults.py, test_parity_checkpoint).
 pytestmark = pytest.mark.parity
 
 
@@ -31,7 +33,7 @@ def _check(tmp_path, capsys, case="gs2-big"):
     return code, out, stats
 
 
-@pytest.mark.full  # the gate: the log_scale loader below, and the checkpoint faults of the catalogue
+@pytest.mark.full  # the gate: the checkpoint faults of the catalogue and test_parity_checkpoint, in process
 def test_seed_healthy_round_trip(tmp_path, capsys):
     code, out, stats = _check(tmp_path, capsys)
     assert code == 0
@@ -41,6 +43,7 @@ def test_seed_healthy_round_trip(tmp_path, capsys):
     assert all(c["passed"] for c in stats["checkpoints"])
 
 
+@pytest.mark.full  # the gate: log-scale-not-restored of the fault catalogue, the same loader bug in process
 def test_seed_loader_that_loses_log_scale(tmp_path, capsys, monkeypatch):
     honest = models_torch.load
 
@@ -62,7 +65,7 @@ def test_seed_loader_that_loses_log_scale(tmp_path, capsys, monkeypatch):
     assert "first stage where they part: scaled_input" in out
 
 
-@pytest.mark.full  # the gate: the log_scale loader below, and the checkpoint faults of the catalogue
+@pytest.mark.full  # the gate: the checkpoint faults of the catalogue and test_parity_checkpoint, in process
 def test_seed_loader_that_flips_object_big(tmp_path, capsys, monkeypatch):
     honest = models_torch.load
 
@@ -82,7 +85,7 @@ def test_seed_loader_that_flips_object_big(tmp_path, capsys, monkeypatch):
     assert reloaded["amplitude"]["max"] == pytest.approx(train["amplitude"]["max"] / 1.001, rel=1e-9)
 
 
-@pytest.mark.full  # the gate: the log_scale loader below, and the checkpoint faults of the catalogue
+@pytest.mark.full  # the gate: the checkpoint faults of the catalogue and test_parity_checkpoint, in process
 def test_seed_torch_save_that_stores_exp_log_scale(tmp_path, capsys, monkeypatch):
     import torch
 

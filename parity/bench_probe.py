@@ -1,6 +1,7 @@
 """A pytest plugin `parity bench` loads into the runs it times (`-p parity.bench_probe`): each test
 process (the main one and every xdist worker, which get the same `-p`) writes, when it ends, its
-own peak resident set size, and the main process the moment of the first test result, as one
+own peak resident set size, and the main process the moments of the first test result and of the
+first test that ran (not skipped), as one
 JSON file into the folder named by PARITY_BENCH_PROBE. Without that variable it does nothing.
 
 Read by `parity.bench.pytest_wall`. numpy-free, framework-free: it must not change what it measures.
@@ -14,7 +15,8 @@ import time
 from pathlib import Path
 
 ENV = "PARITY_BENCH_PROBE"
-_FIRST: list[float] = []  # wall-clock time of this process's first test report
+_FIRST: list[float] = []  # wall-clock time of this process's first test report (a skip counts)
+_FIRST_RUN: list[float] = []  # ... and of the first test that ran (its call passed or failed)
 
 
 def peak_rss_mb_of_this_process() -> float:
@@ -31,6 +33,8 @@ def pytest_runtest_logreport(report):
     # the main process sees every report (under xdist the workers' too): the first is the first result
     if not _FIRST:
         _FIRST.append(time.time())
+    if not _FIRST_RUN and report.when == "call":
+        _FIRST_RUN.append(time.time())
 
 
 def pytest_unconfigure(config):
@@ -39,5 +43,6 @@ def pytest_unconfigure(config):
         return
     worker = getattr(config, "workerinput", {}).get("workerid", "main")
     record = {"process": worker, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb_of_this_process(),
-              "first_result_at": _FIRST[0] if _FIRST and worker == "main" else None}
+              "first_result_at": _FIRST[0] if _FIRST and worker == "main" else None,
+              "first_run_at": _FIRST_RUN[0] if _FIRST_RUN and worker == "main" else None}
     Path(folder, f"{worker}-{os.getpid()}.json").write_text(json.dumps(record))

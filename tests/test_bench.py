@@ -53,7 +53,7 @@ def test_bench_times_pytest_cold_in_a_subprocess(workers):
     # the size of the process that started it, which fork would carry into ru_maxrss
     assert all(10 < mb < 300 for mb in timing["peak_rss_mb_by_process"].values()), timing
     assert timing["peak_rss_mb_max"] == max(timing["peak_rss_mb_by_process"].values())
-    assert 0 < timing["first_result_s"] < timing["wall_s"]
+    assert 0 < timing["first_result_s"] <= timing["first_run_s"] < timing["wall_s"]
 
 
 def test_the_tiers_bench_times():

@@ -16,7 +16,7 @@ import numpy as np
 from parity.checkpoint import read_npz_checkpoint, write_npz_checkpoint
 from parity.config import ForwardConfig
 from parity.data import Batch, batch_problem, hard_probe_mask
-from parity.stages import INFER_STAGES, TRAIN_STAGES
+from parity.stages import INFER_STAGES, STAGE_INPUTS, TRAIN_STAGES
 from parity.weights import WeightError, validate_weights, weights_dtype
 from models_numpy import device as np_device
 from models_numpy import losses, network, physics
@@ -77,16 +77,10 @@ class ForwardModel:
     # -- forward ----------------------------------------------------------------------------
     def _object_path(self, batch: Batch) -> dict[str, np.ndarray]:
         """The stages up to `object.trimmed`, shared by both paths (so they cannot drift)."""
-        cfg, t = self.cfg, {}
-        t["input.diffraction"] = np.asarray(batch.diffraction, dtype=np.float64) * cfg.intensity_scale
-        t["input.offsets"] = np.asarray(batch.offsets, dtype=np.float64)
-        t["scaled_input"] = t["input.diffraction"] / math.exp(self.log_scale)
-        t["encoder.out"] = self.encoder(t["scaled_input"])
-        t["decoder.amp"] = self.decoder_amp(t["encoder.out"])
-        t["decoder.phase"] = self.decoder_phase(t["encoder.out"])
-        t["object.patches"] = physics.object_patches(t["decoder.amp"], t["decoder.phase"])
-        t["object.canvas"] = physics.object_canvas(t["object.patches"], t["input.offsets"], cfg)
-        t["object.trimmed"] = physics.object_trimmed(t["object.canvas"], cfg)
+        t = {"input.diffraction": np.asarray(batch.diffraction, dtype=np.float64) * self.cfg.intensity_scale,
+             "input.offsets": np.asarray(batch.offsets, dtype=np.float64)}
+        for name in INFER_STAGES[2:]:
+            t[name] = STAGES[name](self, t)
         return t
 
     def _run(self, batch: Batch, stages) -> dict[str, np.ndarray]:
@@ -97,14 +91,18 @@ class ForwardModel:
             self._set_probe(batch.probe)
         t = self._object_path(batch)
         if len(stages) > len(INFER_STAGES):
-            cfg = self.cfg
-            t["object.extracted"] = physics.object_extracted(t["object.canvas"], t["input.offsets"], cfg)
-            t["probe.illuminated"] = physics.illuminate(t["object.extracted"], self.probe.astype(np.complex128),
-                                                        self.probe_mask)
-            t["diffraction.amplitude"] = physics.diffraction_amplitude(t["probe.illuminated"])
-            t["diffraction.scaled"] = physics.scale_diffraction(t["diffraction.amplitude"], self.log_scale)
-            t["diffraction.intensity"] = physics.intensity(t["diffraction.scaled"])
+            for name in TRAIN_STAGES[len(INFER_STAGES):]:
+                t[name] = STAGES[name](self, t)
         return {name: _as(t[name], self.dtype) for name in stages}
+
+    def stage(self, name: str, inputs: Mapping[str, np.ndarray], batch: Batch) -> np.ndarray:
+        """One stage computed from the given arrays of the stages it reads (parity.stages.STAGE_INPUTS:
+        the reference's, for the stage-local error), in float64 inside as every stage here; `batch`
+        sets the probe state if no forward has yet."""
+        if self.probe is None:
+            self._set_probe(batch.probe)
+        t = {k: _wide(inputs[k]) for k in STAGE_INPUTS[name]}
+        return _as(STAGES[name](self, t), self.dtype)
 
     def forward_train(self, batch: Batch) -> dict[str, np.ndarray]:
         """Every stage of docs/design.md §2, as numpy arrays in the canonical layout."""
@@ -125,6 +123,30 @@ class ForwardModel:
         """One .npz (parity.checkpoint): config, weights by canonical name, log_scale and probe state."""
         return write_npz_checkpoint(path, CHECKPOINT_FORMAT, self.cfg, self.dtype, self.weights(),
                                     self.log_scale, self.probe)
+
+
+def _wide(array) -> np.ndarray:
+    array = np.asarray(array)
+    return array.astype(np.complex128) if np.iscomplexobj(array) else array.astype(np.float64)
+
+
+# Each derived stage from the stages it reads (t) and the model's layers and state: the one
+# definition the forward paths and the stage-local error (`ForwardModel.stage`) share.
+STAGES = {
+    "scaled_input": lambda m, t: t["input.diffraction"] / math.exp(m.log_scale),
+    "encoder.out": lambda m, t: m.encoder(t["scaled_input"]),
+    "decoder.amp": lambda m, t: m.decoder_amp(t["encoder.out"]),
+    "decoder.phase": lambda m, t: m.decoder_phase(t["encoder.out"]),
+    "object.patches": lambda m, t: physics.object_patches(t["decoder.amp"], t["decoder.phase"]),
+    "object.canvas": lambda m, t: physics.object_canvas(t["object.patches"], t["input.offsets"], m.cfg),
+    "object.trimmed": lambda m, t: physics.object_trimmed(t["object.canvas"], m.cfg),
+    "object.extracted": lambda m, t: physics.object_extracted(t["object.canvas"], t["input.offsets"], m.cfg),
+    "probe.illuminated": lambda m, t: physics.illuminate(t["object.extracted"], m.probe.astype(np.complex128),
+                                                         m.probe_mask),
+    "diffraction.amplitude": lambda m, t: physics.diffraction_amplitude(t["probe.illuminated"]),
+    "diffraction.scaled": lambda m, t: physics.scale_diffraction(t["diffraction.amplitude"], m.log_scale),
+    "diffraction.intensity": lambda m, t: physics.intensity(t["diffraction.scaled"]),
+}
 
 
 def _as(array: np.ndarray, dtype: str) -> np.ndarray:

@@ -15,7 +15,7 @@ import tensorflow as tf
 from parity.checkpoint import read_npz_checkpoint, write_npz_checkpoint
 from parity.config import ForwardConfig
 from parity.data import Batch, batch_problem, hard_probe_mask
-from parity.stages import INFER_STAGES, TRAIN_STAGES
+from parity.stages import INFER_STAGES, STAGE_INPUTS, TRAIN_STAGES
 from parity.weights import WeightError, validate_weights, weights_dtype
 from models_tf import device as tf_device
 from models_tf import losses, network, physics, training
@@ -87,17 +87,11 @@ class ForwardModel:
 
     def _object_path(self, batch: Batch) -> dict[str, tf.Tensor]:
         """The stages up to `object.trimmed`, shared by both paths (so they cannot drift)."""
-        cfg, t = self.cfg, {}
-        t["input.diffraction"] = tf.constant(batch.diffraction) * tf.constant(
-            cfg.intensity_scale, dtype=self.dtype)
-        t["input.offsets"] = tf.constant(batch.offsets)
-        t["scaled_input"] = t["input.diffraction"] / tf.exp(self.log_scale)
-        t["encoder.out"] = self.encoder(t["scaled_input"])
-        t["decoder.amp"] = self.decoder_amp(t["encoder.out"])
-        t["decoder.phase"] = self.decoder_phase(t["encoder.out"])
-        t["object.patches"] = physics.object_patches(t["decoder.amp"], t["decoder.phase"])
-        t["object.canvas"] = physics.object_canvas(t["object.patches"], t["input.offsets"], cfg)
-        t["object.trimmed"] = physics.object_trimmed(t["object.canvas"], cfg)
+        t = {"input.diffraction": tf.constant(batch.diffraction) * tf.constant(self.cfg.intensity_scale,
+                                                                                dtype=self.dtype),
+             "input.offsets": tf.constant(batch.offsets)}
+        for name in INFER_STAGES[2:]:
+            t[name] = STAGES[name](self, t)
         return t
 
     def trace(self, batch: Batch, stages=TRAIN_STAGES) -> dict[str, tf.Tensor]:
@@ -108,13 +102,19 @@ class ForwardModel:
                 self._set_probe(batch.probe)
             t = self._object_path(batch)
             if len(stages) > len(INFER_STAGES):
-                cfg = self.cfg
-                t["object.extracted"] = physics.object_extracted(t["object.canvas"], t["input.offsets"], cfg)
-                t["probe.illuminated"] = physics.illuminate(t["object.extracted"], self.probe, self.probe_mask)
-                t["diffraction.amplitude"] = physics.diffraction_amplitude(t["probe.illuminated"])
-                t["diffraction.scaled"] = physics.scale_diffraction(t["diffraction.amplitude"], self.log_scale)
-                t["diffraction.intensity"] = physics.intensity(t["diffraction.scaled"])
+                for name in TRAIN_STAGES[len(INFER_STAGES):]:
+                    t[name] = STAGES[name](self, t)
         return t
+
+    def stage(self, name: str, inputs: Mapping[str, np.ndarray], batch: Batch) -> np.ndarray:
+        """One stage computed from the given arrays of the stages it reads (parity.stages.STAGE_INPUTS:
+        the reference's, for the stage-local error), with this model's layers and state; `batch`
+        sets the probe state if no forward has yet."""
+        with tf.device(self.flags["tf_device"]):
+            if self.probe is None:
+                self._set_probe(batch.probe)
+            t = {k: tf.constant(np.asarray(inputs[k])) for k in STAGE_INPUTS[name]}
+            return STAGES[name](self, t).numpy()
 
     def _run(self, batch: Batch, stages) -> dict[str, np.ndarray]:
         t = self.trace(batch, stages)
@@ -147,6 +147,24 @@ class ForwardModel:
         """One .npz (parity.checkpoint): config, weights by canonical name, log_scale and probe state."""
         return write_npz_checkpoint(path, CHECKPOINT_FORMAT, self.cfg, self.dtype, self.weights(),
                                     float(self.log_scale.numpy()), None if self.probe is None else self.probe.numpy())
+
+
+# Each derived stage from the stages it reads (t) and the model's layers and state: the one
+# definition the forward paths and the stage-local error (`ForwardModel.stage`) share.
+STAGES = {
+    "scaled_input": lambda m, t: t["input.diffraction"] / tf.exp(m.log_scale),
+    "encoder.out": lambda m, t: m.encoder(t["scaled_input"]),
+    "decoder.amp": lambda m, t: m.decoder_amp(t["encoder.out"]),
+    "decoder.phase": lambda m, t: m.decoder_phase(t["encoder.out"]),
+    "object.patches": lambda m, t: physics.object_patches(t["decoder.amp"], t["decoder.phase"]),
+    "object.canvas": lambda m, t: physics.object_canvas(t["object.patches"], t["input.offsets"], m.cfg),
+    "object.trimmed": lambda m, t: physics.object_trimmed(t["object.canvas"], m.cfg),
+    "object.extracted": lambda m, t: physics.object_extracted(t["object.canvas"], t["input.offsets"], m.cfg),
+    "probe.illuminated": lambda m, t: physics.illuminate(t["object.extracted"], m.probe, m.probe_mask),
+    "diffraction.amplitude": lambda m, t: physics.diffraction_amplitude(t["probe.illuminated"]),
+    "diffraction.scaled": lambda m, t: physics.scale_diffraction(t["diffraction.amplitude"], m.log_scale),
+    "diffraction.intensity": lambda m, t: physics.intensity(t["diffraction.scaled"]),
+}
 
 
 def build(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], probe: Optional[np.ndarray] = None,

@@ -16,7 +16,7 @@ from torch import nn
 
 from parity.config import ForwardConfig
 from parity.data import Batch, batch_problem, hard_probe_mask
-from parity.stages import INFER_STAGES, TRAIN_STAGES
+from parity.stages import INFER_STAGES, STAGE_INPUTS, TRAIN_STAGES
 from parity.weights import init_weights, validate_weights, weights_dtype
 from models_torch import device as torch_device
 from models_torch import losses, network, physics, training
@@ -104,18 +104,11 @@ class ForwardModel(nn.Module):
 
     def _object_path(self, batch: Batch) -> dict[str, torch.Tensor]:
         """The stages up to `object.trimmed`, shared by both paths (so they cannot drift)."""
-        cfg, t = self.cfg, {}
-        t["input.diffraction"] = self._tensor(batch.diffraction) * torch.tensor(
-            cfg.intensity_scale, dtype=_REAL[self.dtype])
-        t["input.offsets"] = self._tensor(batch.offsets)
-        t["scaled_input"] = t["input.diffraction"] / torch.exp(self.log_scale)
-        features = self.encoder(_channels_first(t["scaled_input"]))
-        t["encoder.out"] = _channels_last(features)
-        t["decoder.amp"] = _channels_last(self.decoder_amp(features))
-        t["decoder.phase"] = _channels_last(self.decoder_phase(features))
-        t["object.patches"] = physics.object_patches(t["decoder.amp"], t["decoder.phase"])
-        t["object.canvas"] = physics.object_canvas(t["object.patches"], t["input.offsets"], cfg)
-        t["object.trimmed"] = physics.object_trimmed(t["object.canvas"], cfg)
+        t = {"input.diffraction": self._tensor(batch.diffraction) * torch.tensor(
+                 self.cfg.intensity_scale, dtype=_REAL[self.dtype]),
+             "input.offsets": self._tensor(batch.offsets)}
+        for name in INFER_STAGES[2:]:
+            t[name] = STAGES[name](self, t)
         return t
 
     def trace(self, batch: Batch, stages=TRAIN_STAGES) -> dict[str, torch.Tensor]:
@@ -125,14 +118,22 @@ class ForwardModel(nn.Module):
             self._set_probe(batch.probe)
         t = self._object_path(batch)
         if len(stages) > len(INFER_STAGES):
-            cfg = self.cfg
-            mask = None if self.probe_mask is None else self.probe_mask.to(self.probe.device)
-            t["object.extracted"] = physics.object_extracted(t["object.canvas"], t["input.offsets"], cfg)
-            t["probe.illuminated"] = physics.illuminate(t["object.extracted"], self.probe, mask)
-            t["diffraction.amplitude"] = physics.diffraction_amplitude(t["probe.illuminated"])
-            t["diffraction.scaled"] = physics.scale_diffraction(t["diffraction.amplitude"], self.log_scale)
-            t["diffraction.intensity"] = physics.intensity(t["diffraction.scaled"])
+            for name in TRAIN_STAGES[len(INFER_STAGES):]:
+                t[name] = STAGES[name](self, t)
         return t
+
+    @torch.no_grad()
+    def stage(self, name: str, inputs: Mapping[str, np.ndarray], batch: Batch) -> np.ndarray:
+        """One stage computed from the given arrays of the stages it reads (parity.stages.STAGE_INPUTS:
+        the reference's, for the stage-local error), with this model's layers and state; `batch`
+        sets the probe state if no forward has yet."""
+        if self.probe is None:
+            self._set_probe(batch.probe)
+        t = {k: self._tensor(np.asarray(inputs[k])) for k in STAGE_INPUTS[name]}
+        return STAGES[name](self, t).detach().cpu().contiguous().numpy()
+
+    def _mask(self):
+        return None if self.probe_mask is None else self.probe_mask.to(self.probe.device)
 
     @torch.no_grad()
     def _run(self, batch: Batch, stages) -> dict[str, np.ndarray]:
@@ -170,6 +171,25 @@ class ForwardModel(nn.Module):
         torch.save({"format": CHECKPOINT_FORMAT, "config": self.cfg.to_dict(), "dtype": self.dtype,
                     "state_dict": state}, path)
         return path
+
+
+# Each derived stage from the stages it reads (t) and the model's layers and state: the one
+# definition the forward paths and the stage-local error (`ForwardModel.stage`) share. The
+# network runs channels-first inside; every stage is returned channels-last (docs/design.md §4).
+STAGES = {
+    "scaled_input": lambda m, t: t["input.diffraction"] / torch.exp(m.log_scale),
+    "encoder.out": lambda m, t: _channels_last(m.encoder(_channels_first(t["scaled_input"]))),
+    "decoder.amp": lambda m, t: _channels_last(m.decoder_amp(_channels_first(t["encoder.out"]))),
+    "decoder.phase": lambda m, t: _channels_last(m.decoder_phase(_channels_first(t["encoder.out"]))),
+    "object.patches": lambda m, t: physics.object_patches(t["decoder.amp"], t["decoder.phase"]),
+    "object.canvas": lambda m, t: physics.object_canvas(t["object.patches"], t["input.offsets"], m.cfg),
+    "object.trimmed": lambda m, t: physics.object_trimmed(t["object.canvas"], m.cfg),
+    "object.extracted": lambda m, t: physics.object_extracted(t["object.canvas"], t["input.offsets"], m.cfg),
+    "probe.illuminated": lambda m, t: physics.illuminate(t["object.extracted"], m.probe, m._mask()),
+    "diffraction.amplitude": lambda m, t: physics.diffraction_amplitude(t["probe.illuminated"]),
+    "diffraction.scaled": lambda m, t: physics.scale_diffraction(t["diffraction.amplitude"], m.log_scale),
+    "diffraction.intensity": lambda m, t: physics.intensity(t["diffraction.scaled"]),
+}
 
 
 def build(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], probe: Optional[np.ndarray] = None,

@@ -90,7 +90,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             result = run_case(case, device=args.device, ref_device=args.ref_device, dtype=dtype, data=args.data,
                               goldens_dir=args.goldens,
                               ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps,
-                              reuse=args.reuse)
+                              reuse=args.reuse, repro_dir=Path(args.repro) if args.repro else out / case.name / "repro")
             figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures)
             print(f"{result.verdict()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
             for line in result.check_lines(every=not args.brief):
@@ -263,6 +263,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-figures", action="store_true",
                    help="write the JSON files and the report without the PNG figures (drawing them is most of "
                         "the harness's own time: about 2.5 s per case and dtype)")
+    p.add_argument("--repro", metavar="DIR", default=None,
+                   help="where to write a minimal reproduction of each origin of a divergence (an NPZ of the "
+                        "reference's inputs to the stage and both outputs, and a standalone script that "
+                        "prints the local error; default: <out>/<case>/repro)")
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("refresh", help="regenerate golden JSON from the float64 CPU reference run")

@@ -33,6 +33,12 @@ class StageComparison:
     budget_used: Optional[float] = None  # rel_error / tolerance; > 1 fails
     provided: bool = True  # False: a stage the candidate declares it does not implement
     overlap: Optional[dict] = None  # shapes differ: the comparison on the common centre
+    # set by the origins check where the run diverges (parity.checks.origins)
+    local_error: Optional[float] = None  # the stage computed from the reference's inputs
+    amplification: Optional[float] = None  # rel_error / the largest rel_error of its inputs
+    mark: Optional[str] = None  # origin | propagated | ok
+    # the distribution of |Δ| / max|ref| over the elements: p50, p90, p99, max
+    quantiles: Optional[dict] = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -86,6 +92,16 @@ def location(shape: Sequence[int], flat_index: int) -> dict:
 
 
 METRICS = ("max", "norm")
+ULP_FLOOR = 4  # no stage fails by less than this many machine epsilons of its dtype, relative to max|ref|
+
+
+def error_quantiles(delta: np.ndarray, scale: float) -> dict:
+    """p50, p90, p99 and max of |Δ| / scale over the elements."""
+    if delta.size == 0:
+        return {"p50": 0.0, "p90": 0.0, "p99": 0.0, "max": 0.0}
+    rel = np.ravel(delta) / scale
+    p50, p90, p99 = (float(q) for q in np.quantile(rel, (0.5, 0.9, 0.99)))
+    return {"p50": p50, "p90": p90, "p99": p99, "max": float(rel.max())}
 
 
 def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndarray],
@@ -148,9 +164,12 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
         rel = max_abs / max_ref if max_ref > 0 else max_abs
         scale = max_ref if max_ref > 0 else 1.0
         what = "relative error"
-    n_over = int(np.sum(delta > tolerance * scale))
-    budget = rel / tolerance if tolerance > 0 else (0.0 if rel == 0 else float("inf"))
-    passed = rel <= tolerance
+    # a few ulps of the dtype never fail a stage, whatever the tolerance says
+    floor = ULP_FLOOR * float(np.finfo(ref.dtype).eps) if np.issubdtype(ref.dtype, np.inexact) else 0.0
+    judged = max(tolerance, floor)
+    n_over = int(np.sum(delta > judged * scale))
+    budget = rel / tolerance if tolerance > 0 else (0.0 if rel <= floor else float("inf"))
+    passed = rel <= judged
     message = "" if passed else (
         f"{what} {rel:.3e} exceeds tolerance {tolerance:.1e} "
         f"({n_over} of {ref.size} elements over)")
@@ -160,7 +179,7 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
         stage, passed, message, tolerance=tolerance, rel_error=rel, max_abs=max_abs,
         mean_abs=float(np.mean(delta)) if delta.size else 0.0, max_ref=max_ref, n_over=n_over,
         n_elements=int(ref.size), worst_at=location(ref.shape, int(np.argmax(delta))) if delta.size else None,
-        budget_used=budget)
+        budget_used=budget, quantiles=error_quantiles(delta, scale) if metric == "max" else None)
 
 
 def common_centre(ref: np.ndarray, other: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:

@@ -169,17 +169,30 @@ def summary_table(results: Sequence[CaseResult]) -> str:
     return "\n".join([fmt(header), fmt(tuple("-" * w for w in widths)), *map(fmt, rows)])
 
 
+_ORIGIN_MARKS = {"origin": "**origin**", "propagated": "propagated", "ok": "ok"}
+
+
 def _stage_table(comparison) -> list[str]:
-    lines = ["| stage | max abs Δ | rel. error | tolerance | budget | worst at (group, ch, row, col) | |",
-             "|---|---|---|---|---|---|---|"]
+    """The stage table; where the origins check ran (a divergence), with each stage's error
+    end to end, its local error (computed from the reference's inputs), the amplification over its
+    inputs and its mark."""
+    local = any(s.mark for s in comparison.stages)
+    head = ["stage", "max abs Δ", "rel. error (end to end)"]
+    head += ["local error", "amplification", "mark"] if local else []
+    head += ["tolerance", "budget", "worst at (group, ch, row, col)", ""]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in comparison.stages:
         at = s.worst_at or {}
         where = (f"({at['group']}, {at['channel']}, {at['row']}, {at['col']})" if "group" in at
                  else str(at.get("index", "—")))
         budget = "—" if s.budget_used is None else f"{100 * s.budget_used:.1f}%"
-        mark = ("ok" if s.passed and s.provided else f"*{s.message}*" if s.passed else f"**FAIL** {s.message}")
-        lines.append(f"| `{s.stage}` | {_fmt(s.max_abs)} | {_fmt(s.rel_error)} | {_fmt(s.tolerance)} "
-                     f"| {budget} | {where} | {mark} |")
+        verdict = ("ok" if s.passed and s.provided else f"*{s.message}*" if s.passed else f"**FAIL** {s.message}")
+        cells = [f"`{s.stage}`", _fmt(s.max_abs), _fmt(s.rel_error)]
+        if local:
+            amp = "—" if s.amplification is None else f"×{s.amplification:.3g}"
+            cells += [_fmt(s.local_error), amp, _ORIGIN_MARKS.get(s.mark, "—")]
+        cells += [_fmt(s.tolerance), budget, where, verdict]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -284,6 +297,26 @@ def compare_paths_text(r: CaseResult) -> str:
     return "\n".join(out)
 
 
+def _origin_lines(r: CaseResult, name: str, out: Path) -> list[str]:
+    """Each origin of `name`'s divergence: numpy's opinion from the reference's inputs and the
+    minimal reproduction, linked."""
+    origins = r.origins.get(name) or []
+    if not origins:
+        return []
+    lines = [f"**{len(origins)} origin{'s' if len(origins) > 1 else ''} of {name}'s divergence** (each stage fed "
+             f"{r.ref}'s inputs; numpy recomputes it from the same inputs):", ""]
+    for o in origins:
+        numpy = "" if not o.get("numpy") else " — numpy's relative error against " + ", ".join(
+            f"{side} {err:.2e}" for side, err in o["numpy"].items())
+        repro = ""
+        if o.get("repro"):
+            path = Path(o["repro"])
+            shown = path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
+            repro = f"; minimal reproduction: [`{shown}`]({shown})"
+        lines.append(f"- `{o['stage']}`: local error {_fmt(o['local_error'])}, blamed on {o['short']}{numpy}{repro}")
+    return lines + [""]
+
+
 def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[str, str], list[Path]]) -> Path:
     """`<out>/report.md` (tables and embedded figures) and `<out>/summary.json`."""
     out = Path(out)
@@ -311,6 +344,7 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
                 lines += [f"**forward_infer differs from forward_train**: {bad}", ""]
             for name, comparison in r.comparisons.items():
                 lines += [f"{r.ref} vs {name}:", ""] + _stage_table(comparison) + [""]
+                lines += _origin_lines(r, name, out)
             if r.checkpoints:
                 lines += ["", "Checkpoints (saved, loaded into a fresh model, inference path vs "
                               "the in-memory training path):", ""] + _checkpoint_table(r)

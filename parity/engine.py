@@ -88,7 +88,8 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
              goldens_dir: Optional[str | Path] = None, use_golden: bool = True,
              checkpoints: bool = True, ref: str = REF, candidates: Sequence[str] = (OTHER,),
              grad: bool = False, train_steps: int = 0, adam: AdamConfig = AdamConfig(),
-             reuse: Sequence[str] = (), checks: Sequence[Check] = PIPELINE) -> CaseResult:
+             reuse: Sequence[str] = (), checks: Sequence[Check] = PIPELINE,
+             repro_dir: Optional[str | Path] = None) -> CaseResult:
     """Run `case` on the reference and every candidate backend (the candidates on `device`, the
     reference on `ref_device`, by default the CPU) and run every check of `parity.pipeline` for
     every backend its capabilities allow: forward agreement (the numpy backend arbitrates a
@@ -97,7 +98,8 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
     gradient, with `train_steps` K > 0 K Adam steps. A backend that raises or is mis-wired is an
     error result, never an exception. `reuse`: backends whose model and traces may come from this
     process's cache (`parity.cache`) instead of a fresh build — only for backends nothing patches
-    (the fault catalogue patches the port and reuses the reference)."""
+    (the fault catalogue patches the port and reuses the reference). `repro_dir`: where a minimal
+    reproduction of each origin is written (parity.repro), when the run diverges."""
     candidates = [c for c in dict.fromkeys(candidates) if c != ref]
     if not candidates:
         raise ValueError("give at least one candidate backend other than the reference")
@@ -112,7 +114,8 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
     run_digests = {"inputs": digests(batch), "weights": weights_digest(weights)}
     ctx = RunContext(case=case, cfg=cfg, weights=weights, batch=batch, dtype=dtype, ref=ref, candidates=candidates,
                      devices=devices, profiles=profiles, grad=grad, train_steps=train_steps, adam=adam,
-                     checkpoints=checkpoints, digests=run_digests)
+                     checkpoints=checkpoints, digests=run_digests,
+                     repro_dir=None if repro_dir is None else Path(repro_dir))
     golden_file = _golden(ctx, case, use_golden, data, goldens_dir, tolerance_path)
 
     def cached(name: str):
@@ -134,6 +137,7 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
         results=results, summaries=summaries, digests=run_digests,
         provenance=_provenance(device, devices, dtype, flags), seconds=time.perf_counter() - start,
         traces=dict(ctx.train), batch=batch, golden_file=golden_file, reloaded=dict(ctx.reloaded),
+        local=dict(ctx.local),
         output=dict(ctx.output))
 
 

@@ -127,6 +127,20 @@ def evaluate(fault: Fault, ref: str = "tensorflow") -> Observation:
     return Observation(fault.name, False, "", None, None, None, "not caught")
 
 
+def find_origins(origin_case, ref: str = "tensorflow") -> tuple:
+    """Run an OriginCase (its faults injected into the port) through the forward and origins
+    checks: (the run's CaseResult, the origins found as (stage, blame), in forward order)."""
+    from parity.cases import get_case
+    from parity.checks import ForwardAgreement, OriginsCheck
+    from parity.engine import run_case
+
+    with origin_case.inject():
+        result = run_case(get_case(origin_case.case), device="cpu", dtype=DTYPE, use_golden=False,
+                          checkpoints=False, ref=ref, reuse=(ref,), checks=(ForwardAgreement(), OriginsCheck()))
+    found = tuple((o["stage"], o["blame"]) for o in result.origins.get(result.candidates[0], []))
+    return result, found
+
+
 def _trains(ref: str, case: str) -> bool:
     from parity.cache import cached_run
     from parity.cases import get_case

@@ -160,6 +160,47 @@ def _training_figure(result: CaseResult, path: Path) -> None:
     plt.close(fig)
 
 
+def _origin_figure(result: CaseResult, cand: str, origin: dict, path: Path) -> None:
+    """One origin at the worst element's group and channel: the reference's stage, the
+    candidate's stage computed from the reference's inputs, and their local difference (a complex
+    stage: amplitude above, phase below)."""
+    plt = _plt()
+    stage = origin["stage"]
+    ref_all = np.asarray(result.traces[result.ref][stage])
+    local_all = np.asarray(result.local[cand][stage])
+    at = next((s.worst_at for s in result.comparisons[cand].stages if s.stage == stage), None) or {}
+    g, c = at.get("group", 0), at.get("channel", 0)
+    ref, local = (x[g, :, :, min(c, x.shape[-1] - 1)] for x in (ref_all, local_all))
+    ref, local, note = centre_overlap(ref, local)
+    complex_stage = np.iscomplexobj(ref)
+    floor = 1e-6 * float(np.abs(ref_all).max() or 1.0)  # no phase where there is no amplitude: blank there
+
+    def phase(x):
+        return np.where(np.abs(x) > floor, np.angle(x), np.nan)
+
+    parts = [("amplitude", np.abs, "viridis", None), ("phase", phase, "twilight", (-np.pi, np.pi))] \
+        if complex_stage else [("value", np.real, "viridis", None)]
+    fig, axes = plt.subplots(len(parts), 3, figsize=(14, 4.4 * len(parts)), squeeze=False)
+    R = result.ref
+    for row, (part, take, cmap, span) in enumerate(parts):
+        a, b = take(ref).astype(np.float64), take(local).astype(np.float64)
+        lo, hi = span or (float(min(np.nanmin(a), np.nanmin(b))), float(max(np.nanmax(a), np.nanmax(b))))
+        _panel(fig, axes[row, 0], a, f"{R} {stage} ({part})", cmap, lo, hi)
+        _panel(fig, axes[row, 1], b, f"{cand} fed {R}'s inputs ({part})", cmap, lo, hi)
+        if row == 0:
+            rel = np.abs(ref.astype(np.complex128) - local.astype(np.complex128)) / (np.abs(ref_all).max() or 1.0)
+            _panel(fig, axes[0, 2], np.log10(rel + 1e-300).clip(-20, 1),
+                   f"log10 |local difference| / max|{R}|, max {rel.max():.2e}", "magma", -20, 1, "log10")
+        else:
+            turn = np.angle(np.exp(1j * (b - a)))  # the phase difference, wrapped to (−π, π]
+            _panel(fig, axes[row, 2], turn, "phase difference (rad)", "twilight", -np.pi, np.pi, "rad")
+    fig.suptitle(f"{result.case} · {result.dtype} · origin {stage} of {cand}: blamed on {origin['short']} "
+                 f"(group {g}, channel {c})" + (f"\n{note}" if note else ""), fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIG_DPI)
+    plt.close(fig)
+
+
 FIGURES = {
     "patches_amplitude": lambda r, p: _patch_figure(r, "amplitude", p),
     "patches_phase": lambda r, p: _patch_figure(r, "phase", p),
@@ -187,6 +228,11 @@ def draw_case(result: CaseResult, folder: Path) -> list[Path | str]:
         todo += [(kind, draw) for kind, draw in FIGURES.items()
                  # a candidate that does not provide these stages gets no such figure
                  if all(stage in trace for stage in FIGURE_STAGES[kind] for trace in pair)]
+    for cand, origins in result.origins.items():
+        for origin in origins:
+            if origin["stage"] in result.local.get(cand, {}):
+                todo.append((f"origin_{cand}_{origin['stage'].replace('.', '_')}",
+                             lambda r, p, c=cand, o=origin: _origin_figure(r, c, o, p)))
     for kind, draw in todo:
         path = folder / f"{kind}_{result.dtype}.png"
         try:

@@ -47,6 +47,13 @@ RECOMPUTE = {
 NETWORK_STAGES = ("encoder.out", "decoder.amp", "decoder.phase")
 
 
+def numpy_network(cfg: ForwardConfig, weights):
+    """The numpy model of the case's weights, in float64: the oracle of the network stages."""
+    import models_numpy
+
+    return models_numpy.build(cfg, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()})
+
+
 class _Reads(dict):
     """A trace that remembers which stages were read from it."""
 
@@ -72,11 +79,7 @@ def arbitrate(stage: str, ref_trace, other_trace, cfg: ForwardConfig, batch, tol
     with numpy. Network stages need the case's `weights`."""
     from parity.compare import relative_error
 
-    net = None
-    if weights is not None:
-        import models_numpy
-
-        net = models_numpy.build(cfg, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()})
+    net = numpy_network(cfg, weights) if weights is not None else None
     if stage not in RECOMPUTE or (stage in NETWORK_STAGES and net is None):
         return {"stage": stage, "oracle": False, "blame": None,
                 "verdict": f"{stage} is a network stage: no numpy oracle (check weights and "

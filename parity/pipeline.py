@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Sequence
 
 from parity.checks import (Check, CheckpointRoundTrip, CrossCheckpoint, ForwardAgreement, GoldenCheck,
-                           GradientAgreement, PathConsistency, RunContext, TrainingAgreement)
+                           GradientAgreement, OriginsCheck, PathConsistency, RunContext, TrainingAgreement)
 from parity.checks.base import BackendRaised
 from parity.results import ERROR, WIRING, CheckResult
 
@@ -24,7 +24,7 @@ __all__ = ["PIPELINE", "Check", "RunContext", "run_pipeline"]
 
 # the golden check last: with --grad it compares the loss terms and gradient norms the gradient
 # check computed (once per run)
-PIPELINE: tuple[Check, ...] = (ForwardAgreement(), PathConsistency(), CheckpointRoundTrip(), CrossCheckpoint(),
+PIPELINE: tuple[Check, ...] = (ForwardAgreement(), OriginsCheck(), PathConsistency(), CheckpointRoundTrip(), CrossCheckpoint(),
                                GradientAgreement(), TrainingAgreement(), GoldenCheck())
 
 

@@ -129,6 +129,7 @@ class CaseResult:
     batch: Any = field(default=None, repr=False)
     golden_file: Optional[str] = None
     reloaded: dict = field(default_factory=dict, repr=False)  # backend -> reloaded infer trace
+    local: dict = field(default_factory=dict, repr=False)  # candidate -> {origin stage: it fed the reference's inputs}
     output: dict = field(default_factory=dict)  # backend -> what it printed during the run
 
     def where(self) -> str:
@@ -149,6 +150,12 @@ class CaseResult:
     @property
     def arbitrations(self) -> dict:
         return {r.backend: r.extra.get("arbitration") for r in self.of("forward") if r.detail is not None}
+
+    @property
+    def origins(self) -> dict:
+        """candidate -> its origin stages in forward order (stage, local error, blame, numpy's
+        errors from the reference's inputs), where the origins check ran on a divergence."""
+        return {r.backend: r.extra.get("origins", []) for r in self.of("origins") if r.detail is not None}
 
     @property
     def path_checks(self) -> dict:

@@ -110,3 +110,19 @@ def test_a_dtype_mismatch_is_compared_at_the_lower_precision():
     assert s.rel_error == 0.0 and "(within the tolerance 1.0e-06)" in s.message  # equal once both are single
     shifted = compare_stage("object.patches", ref, (ref * 1.01).astype(np.complex64), 1e-6)
     assert shifted.rel_error == pytest.approx(0.01, rel=1e-5) and "over the tolerance" in shifted.message
+
+
+def test_error_quantiles_count_and_the_ulp_floor():
+    """Per stage the distribution of |Δ| / max|ref| (p50, p90, p99, max) and the count over the
+    tolerance; a difference of a few ulps never fails, whatever the tolerance."""
+    ref = np.full((1, 10, 10, 1), 2.0)
+    other = ref.copy()
+    other.flat[:5] += 2e-3  # 5 of 100 elements off by 1e-3 relative, the rest exact
+    s = compare_stage("object.canvas", ref, other, 1e-4)
+    assert not s.passed and s.n_over == 5
+    assert s.quantiles["p50"] == 0.0 and s.quantiles["p90"] == 0.0
+    assert s.quantiles["p99"] == pytest.approx(1e-3) and s.quantiles["max"] == pytest.approx(1e-3)
+    one_ulp = np.nextafter(ref, 3.0)
+    assert compare_stage("object.canvas", ref, one_ulp, 0.0).passed  # 1 ulp against a zero tolerance
+    assert not compare_stage("object.canvas", ref, ref * (1 + 1e-14), 1e-15).passed  # ≈ 45 ulps: over
+    assert compare_stage("x", ref.astype(np.float32), np.nextafter(ref.astype(np.float32), np.float32(3)), 0.0).passed

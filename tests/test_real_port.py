@@ -93,6 +93,9 @@ def test_a_physics_bug_is_caught_and_blamed_on_the_port(ptyport_run):
     first = result.comparisons["ptyport"].first_divergence
     assert first.stage == "object.extracted"
     assert result.arbitrations["ptyport"]["blame"] == "ptyport"
+    # an adapter computes no stage from given inputs: its origins are not traced back, and it says so
+    origins = next(r for r in result.results if r.check == "origins")
+    assert origins.status == NOT_RUN and "cannot compute a stage from the reference's inputs" in origins.summary
 
 
 def test_a_checkpoint_that_loses_the_intensity_scale_is_the_seed_scenario(ptyport_run):

@@ -4,5 +4,6 @@ from parity.checks.base import REF, BackendRaised, Check, RunContext, _trainable
 from parity.checks.checkpoint import CheckpointCheck, CheckpointRoundTrip, CrossCheckpoint  # noqa: F401
 from parity.checks.forward import ForwardAgreement, PathConsistency  # noqa: F401
 from parity.checks.golden import GoldenCheck  # noqa: F401
+from parity.checks.origins import OriginsCheck  # noqa: F401
 from parity.checks.gradients import (GradientAgreement, TrainingAgreement, gradient_checks, stand_in,  # noqa: F401
                                      training_checks)

@@ -61,6 +61,9 @@ class RunContext:
     workdir: Optional[Path] = None
     gradients: Optional[dict] = None  # backend -> (loss terms, gradients), once computed
     summaries: dict = field(default_factory=dict)  # backend -> summaries of its training path, once
+    comparisons: dict = field(default_factory=dict)  # candidate -> its forward TraceComparison
+    local: dict = field(default_factory=dict)  # candidate -> {origin stage: its output fed the reference's inputs}
+    repro_dir: Optional[Path] = None  # where the origins check writes a minimal reproduction of each origin
 
     @property
     def backends(self) -> list[str]:

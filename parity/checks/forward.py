@@ -22,6 +22,7 @@ class ForwardAgreement(Check):
     def run(self, ctx, cand):
         comparison = compare_traces(ctx.train[ctx.ref], ctx.train[cand], ctx.profiles[cand], ctx.ref, cand,
                                     not_provided=get_backend(cand).not_provided(ctx.cfg))
+        ctx.comparisons[cand] = comparison
         first = comparison.first_divergence
         arbitration = (arbitrate(first.stage, ctx.train[ctx.ref], ctx.train[cand], ctx.cfg, ctx.batch,
                                  first.tolerance, ctx.ref, cand, weights=ctx.weights) if first is not None else None)

@@ -1,0 +1,82 @@
+"""Where an error is born (docs/design.md §12): every origin of a run, each blamed by numpy from the
+reference's inputs, for two independent faults at once and for a fault born under its tolerance
+and amplified over it downstream (parity.faults.ORIGIN_CASES)."""
+
+import pytest
+
+from parity.fault_eval import find_origins
+from parity.faults import ORIGIN_CASES
+from parity.plugin_devices import require_backend
+
+pytestmark = pytest.mark.parity
+
+
+@pytest.mark.parametrize("origin_case", ORIGIN_CASES, ids=[c.name for c in ORIGIN_CASES])
+def test_parity_every_origin_in_one_run(origin_case, parity_ref):
+    require_backend(parity_ref)
+    result, found = find_origins(origin_case, ref=parity_ref)
+    assert found == origin_case.expected_origins, result.report()
+    stages = result.comparisons["torch"].stages
+    origins = [s.stage for s in stages if s.mark == "origin"]
+    assert origins == [stage for stage, _ in origin_case.expected_origins]
+    # everything that fails end to end and is no origin only carries an error born upstream
+    first_origin = [s.stage for s in stages].index(origins[0])
+    assert all(s.mark == "propagated" for s in stages if not s.passed and s.stage not in origins)
+    assert all(s.mark == "ok" for s in stages[:first_origin])
+    verdict = next(r for r in result.results if r.check == "origins").summary
+    assert verdict.startswith(f"{len(origins)} origin")
+    for stage, _ in origin_case.expected_origins:
+        assert stage in verdict
+
+
+def test_parity_an_amplified_error_is_blamed_where_it_is_born(parity_ref):
+    """The end-to-end check sees the error first at object.patches, where numpy says both sides
+    agree from their own inputs; the origins check names the encoder, where it was born."""
+    require_backend(parity_ref)
+    case = next(c for c in ORIGIN_CASES if c.name == "encoder-off-by-9e-13")
+    result, found = find_origins(case, ref=parity_ref)
+    first = result.comparisons["torch"].first_divergence
+    assert first.stage == "object.patches" and first.mark == "propagated"
+    assert "carried in from earlier stages" in result.arbitrations["torch"]["verdict"]
+    assert found == (("encoder.out", "torch"),)
+    encoder = next(s for s in result.comparisons["torch"].stages if s.stage == "encoder.out")
+    assert encoder.passed and encoder.local_error < encoder.tolerance  # born under the tolerance
+    summary = next(r for r in result.results if r.check == "origins").summary
+    assert "amplified over it by object.patches" in summary
+
+
+@pytest.mark.full
+@pytest.mark.processes
+def test_parity_check_writes_a_minimal_reproduction_that_runs_in_a_fresh_process(tmp_path, capsys, parity_ref):
+    """`parity check --repro DIR` on a port whose probe is conjugated: one origin, reduced to the
+    worst element's group and channel; its script, run in a fresh process where the port has the
+    same bug, prints the same local error."""
+    import json
+    import subprocess
+    import sys
+
+    from parity.cli import main
+    from parity.faults import get_fault
+
+    require_backend(parity_ref)
+    with get_fault("probe-conjugated").inject():
+        code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--no-figures", "--ref", parity_ref,
+                     "--out", str(tmp_path / "out"), "--repro", str(tmp_path / "repro")], reuse=(parity_ref,))
+    out = capsys.readouterr().out
+    assert code == 1 and "1 origin: probe.illuminated (torch; numpy agrees with" in out
+    folder = tmp_path / "repro" / "gs2-big-float64-torch-probe.illuminated"
+    meta = json.loads((folder / "repro.json").read_text())
+    assert len(meta["groups"]) == 1 and meta["channel"] is not None  # one group, one channel still fail
+    assert meta["local_error"] > meta["tolerance"]
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "minimal reproduction" in report and "probe.illuminated" in report
+    # the port's code carries the bug in the fresh process too (here: injected before the script runs)
+    runner = ("import runpy, sys; from parity.faults import get_fault\n"
+              "with get_fault('probe-conjugated').inject():\n"
+              "    runpy.run_path(sys.argv[1], run_name='__main__')")
+    done = subprocess.run([sys.executable, "-c", runner, str(folder / "repro.py")], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
+    assert f"local error against {parity_ref}: {meta['local_error']:.3e}" in lines["torch"], done.stdout
+    assert float(lines["numpy"].split()[-1]) < meta["tolerance"]  # numpy sides with the reference

@@ -39,12 +39,15 @@ class Observation:
 
 
 def _evaluated_checks() -> tuple:
-    """The checks whose results `evaluate` reads (the train ↔ infer paths are not among them, so
-    no inference path is run for a fault)."""
+    """The checks whose results `evaluate` reads: forward, the port's own checkpoint round trip
+    (the faults sit in the port: the reference's round trip and the cross-backend ones come after
+    it in the report and add nothing to the verdict), gradients, training. No inference path runs
+    for a fault, and no origins are traced (find_origins does that)."""
+    from parity.checks import CheckpointRoundTrip
     from parity.pipeline import PIPELINE
 
-    return tuple(c for c in PIPELINE if c.name in ("forward", "checkpoint", "cross-checkpoint", "gradients",
-                                                   "training"))
+    return tuple(CheckpointRoundTrip(candidates_only=True) if c.name == "checkpoint" else c for c in PIPELINE
+                 if c.name in ("forward", "checkpoint", "gradients", "training"))
 
 
 def uint16_fixture(directory: Path) -> Path:

@@ -11,7 +11,12 @@ from parity.plugin_devices import require_backend
 pytestmark = pytest.mark.parity
 
 
-@pytest.mark.parametrize("origin_case", ORIGIN_CASES, ids=[c.name for c in ORIGIN_CASES])
+# the gate: one double fault (network + physics) and the amplified one; the full tier: every case
+ORIGIN_PARAMS = [pytest.param(c, id=c.name, marks=[] if c.name in ("avg-pool+probe-conjugated", "encoder-off-by-9e-13")
+                              else [pytest.mark.full]) for c in ORIGIN_CASES]
+
+
+@pytest.mark.parametrize("origin_case", ORIGIN_PARAMS)
 def test_parity_every_origin_in_one_run(origin_case, parity_ref):
     require_backend(parity_ref)
     result, found = find_origins(origin_case, ref=parity_ref)
@@ -29,6 +34,7 @@ def test_parity_every_origin_in_one_run(origin_case, parity_ref):
         assert stage in verdict
 
 
+@pytest.mark.full  # the gate runs the same case above; this reads the arbitration and the summary too
 def test_parity_an_amplified_error_is_blamed_where_it_is_born(parity_ref):
     """The end-to-end check sees the error first at object.patches, where numpy says both sides
     agree from their own inputs; the origins check names the encoder, where it was born."""

@@ -60,8 +60,11 @@ class CheckpointRoundTrip(Check):
 
     name = "checkpoint"
 
+    def __init__(self, candidates_only: bool = False):
+        self.candidates_only = candidates_only  # the fault catalogue judges only the port's own round trip
+
     def backends(self, ctx):
-        return ctx.backends
+        return list(ctx.candidates) if self.candidates_only else ctx.backends
 
     def run(self, ctx, name):
         backend = get_backend(name)

@@ -201,6 +201,39 @@ def _origin_figure(result: CaseResult, cand: str, origin: dict, path: Path) -> N
     plt.close(fig)
 
 
+def _error_histograms(result: CaseResult, path: Path) -> None:
+    """Per failing stage of the first candidate (forward order, at most 8) the distribution of
+    log10 |Δ| / max|ref| over the elements, the tolerance and the p99 marked."""
+    plt = _plt()
+    cand = result.candidates[0]
+    failing = [s for s in result.comparisons[cand].stages if not s.passed and s.quantiles is not None][:8]
+    cols = min(4, len(failing))
+    rows = -(-len(failing) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    ref, oth = result.traces[result.ref], result.traces[cand]
+    for ax, s in zip(axes.flat, failing):
+        a, b = np.asarray(ref[s.stage]), np.asarray(oth[s.stage])
+        wide = np.complex128 if np.iscomplexobj(a) else np.float64
+        delta = np.abs(b.astype(wide) - a.astype(wide)).ravel()
+        rel = delta[np.isfinite(delta)] / (np.abs(a).max() or 1.0)
+        ax.hist(np.log10(rel + 1e-300).clip(-20, 2), bins=60, range=(-20, 2), color="tab:blue")
+        ax.axvline(np.log10(s.tolerance), color="tab:red", label=f"tolerance {s.tolerance:.0e}")
+        ax.axvline(np.log10(s.quantiles["p99"] + 1e-300), color="tab:orange", ls="--",
+                   label=f"p99 {s.quantiles['p99']:.1e}")
+        mark = f" ({s.mark})" if s.mark else ""
+        ax.set_title(f"{s.stage}{mark}: {s.n_over} of {s.n_elements} over", fontsize=9)
+        ax.set_xlabel("log10 |Δ| / max|ref|  (exactly equal: at −20)", fontsize=8)
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[len(failing):]:
+        ax.axis("off")
+    fig.suptitle(f"{result.case} · {result.dtype} · {result.ref} vs {cand}: error distribution of each failing stage",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIG_DPI)
+    plt.close(fig)
+
+
 FIGURES = {
     "patches_amplitude": lambda r, p: _patch_figure(r, "amplitude", p),
     "patches_phase": lambda r, p: _patch_figure(r, "phase", p),
@@ -228,6 +261,10 @@ def draw_case(result: CaseResult, folder: Path) -> list[Path | str]:
         todo += [(kind, draw) for kind, draw in FIGURES.items()
                  # a candidate that does not provide these stages gets no such figure
                  if all(stage in trace for stage in FIGURE_STAGES[kind] for trace in pair)]
+    first = result.comparisons.get(result.candidates[0])
+    if first is not None and any(not s.passed and s.quantiles for s in first.stages) \
+            and all(name in result.traces for name in sides):
+        todo.append(("errors", _error_histograms))
     for cand, origins in result.origins.items():
         for origin in origins:
             if origin["stage"] in result.local.get(cand, {}):

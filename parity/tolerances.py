@@ -24,15 +24,25 @@ class ToleranceError(ValueError):
     """The tolerance file is unreadable or lacks a profile; the message names file and key."""
 
 
+STATISTICS = ("max", "p99", "p90", "p50")  # what a tolerance may bound: a quantile of |Δ| / max|ref|
+
+
 @dataclass(frozen=True)
 class ToleranceProfile:
-    """Stage-glob → allowed relative error; the longest matching glob wins."""
+    """Stage-glob → allowed relative error; the longest matching glob wins. A rule bounds the
+    maximum of |Δ| / max|ref| unless it names another statistic (`statistics`)."""
 
     name: str
     rules: Mapping[str, float]
+    statistics: Mapping[str, str] = None  # glob -> "p99", ... where a rule names one
 
     def for_stage(self, stage: str) -> float:
         return longest_match(self.name, self.rules, stage, "stage")
+
+    def statistic_for(self, stage: str) -> str:
+        """The statistic the stage's rule bounds ("max" unless the rule names another)."""
+        rules = {p: (self.statistics or {}).get(p, "max") for p in self.rules}
+        return longest_match(self.name, rules, stage, "stage")
 
 
 def longest_match(profile: str, rules: Mapping[str, T], key: str, what: str) -> T:
@@ -60,7 +70,16 @@ def load_profile(device: str, dtype: str, kind: str = "agreement",
     table = data.get(kind, {}).get(device, {}).get(dtype)
     if not isinstance(table, dict) or not table:
         raise ToleranceError(f"{path}: key '{key}' missing (no tolerances for {device} {dtype})")
+    rules, statistics = {}, {}
     for pattern, value in table.items():
+        where = f"{path}: key '{key}.\"{pattern}\"'"
+        if isinstance(value, dict):  # { p99 = 1e-10 }: the statistic it bounds, named
+            if len(value) != 1 or next(iter(value)) not in STATISTICS:
+                raise ToleranceError(f"{where} must be a number or one of {{ {' | '.join(STATISTICS)} = number }}, "
+                                     f"got {value!r}")
+            (statistic, value), = value.items()
+            statistics[pattern] = statistic
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ToleranceError(f"{path}: key '{key}.\"{pattern}\"' must be a finite number >= 0, got {value!r}")
-    return ToleranceProfile(key, {k: float(v) for k, v in table.items()})
+            raise ToleranceError(f"{where} must be a finite number >= 0, got {value!r}")
+        rules[pattern] = float(value)
+    return ToleranceProfile(key, rules, statistics)

@@ -126,3 +126,27 @@ def test_error_quantiles_count_and_the_ulp_floor():
     assert compare_stage("object.canvas", ref, one_ulp, 0.0).passed  # 1 ulp against a zero tolerance
     assert not compare_stage("object.canvas", ref, ref * (1 + 1e-14), 1e-15).passed  # ≈ 45 ulps: over
     assert compare_stage("x", ref.astype(np.float32), np.nextafter(ref.astype(np.float32), np.float32(3)), 0.0).passed
+
+
+def test_a_tolerance_may_bound_a_quantile_instead_of_the_maximum(tmp_path):
+    """`"object.canvas" = { p99 = 1e-6 }`: a few elements (under 1 %) may part by more; the
+    maximum is still reported. A malformed rule is one error naming the key."""
+    path = tmp_path / "tol.toml"
+    path.write_text('[agreement.cpu.float64]\n"*" = 1e-12\n"object.canvas" = { p99 = 1e-6 }\n')
+    profile = load_profile("cpu", "float64", path=path)
+    assert profile.statistic_for("object.canvas") == "p99" and profile.statistic_for("encoder.out") == "max"
+    ref = np.ones((1, 20, 20, 1))
+    edge = ref.copy()
+    edge[0, 0, :3, 0] += 1e-3  # 3 of 400 elements (0.75 %) part at the border
+    trace = lambda a: {"object.canvas": a, "encoder.out": a}  # noqa: E731
+    result = compare_traces(trace(ref), trace(edge), profile)
+    canvas, encoder = result.stages[:2] if result.stages[0].stage == "object.canvas" else result.stages[::-1]
+    assert canvas.passed and canvas.rel_error == pytest.approx(1e-3) and canvas.statistic == "p99"
+    assert not encoder.passed and encoder.statistic == "max"
+    wide = ref.copy()
+    wide[0, :2, :, 0] += 1e-3  # 40 of 400 (10 %): the p99 is over too
+    over = compare_stage("object.canvas", ref, wide, 1e-6, statistic="p99")
+    assert not over.passed and over.message.startswith("p99 of the relative error")
+    path.write_text('[agreement.cpu.float64]\n"*" = { p42 = 1e-6 }\n')
+    with pytest.raises(ToleranceError, match=r'agreement.cpu.float64."\*"'):
+        load_profile("cpu", "float64", path=path)

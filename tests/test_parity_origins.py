@@ -66,7 +66,7 @@ def test_parity_check_writes_a_minimal_reproduction_that_runs_in_a_fresh_process
 
     require_backend(parity_ref)
     with get_fault("probe-conjugated").inject():
-        code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--no-figures", "--ref", parity_ref,
+        code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--ref", parity_ref,
                      "--out", str(tmp_path / "out"), "--repro", str(tmp_path / "repro")], reuse=(parity_ref,))
     out = capsys.readouterr().out
     assert code == 1 and "1 origin: probe.illuminated (torch; numpy agrees with" in out
@@ -76,6 +76,10 @@ def test_parity_check_writes_a_minimal_reproduction_that_runs_in_a_fresh_process
     assert meta["local_error"] > meta["tolerance"]
     report = (tmp_path / "out" / "report.md").read_text()
     assert "minimal reproduction" in report and "probe.illuminated" in report
+    assert "| local error | amplification | mark |" in report and "| **origin** |" in report
+    # a figure of the origin and the error histograms of the failing stages, embedded in the report
+    for figure in ("origin_torch_probe_illuminated_float64.png", "errors_float64.png"):
+        assert (tmp_path / "out" / "gs2-big" / figure).is_file() and f"(gs2-big/{figure})" in report
     # the port's code carries the bug in the fresh process too (here: injected before the script runs)
     runner = ("import runpy, sys; from parity.faults import get_fault\n"
               "with get_fault('probe-conjugated').inject():\n"

@@ -60,7 +60,8 @@ class OriginsCheck(Check):
             if inputs:
                 forced = ctx.call(cand, f"stage {s.stage} from {ctx.ref}'s inputs", model.stage, s.stage,
                                   {k: ref[k] for k in inputs}, ctx.batch)
-                local = compare_stage(s.stage, ref[s.stage], forced, s.tolerance, ctx.ref, cand)
+                local = compare_stage(s.stage, ref[s.stage], forced, s.tolerance, ctx.ref, cand,
+                                      statistic=s.statistic)
                 s.local_error = local.rel_error
                 local_passed = local.passed
             else:  # read from the batch only: local is end to end

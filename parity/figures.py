@@ -38,6 +38,14 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
+def _finish(fig, title: str, path: Path, fontsize: int = 12) -> None:
+    """Title, layout, write the PNG, free the figure."""
+    fig.suptitle(title, fontsize=fontsize)
+    fig.tight_layout()
+    fig.savefig(path, dpi=FIG_DPI)
+    _plt().close(fig)
+
+
 def centre_overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
     """The common centre of two images (H, W) of different sizes, and a label saying so ("" when
     the shapes agree). Sizes whose difference is odd share no centre: ValueError."""
@@ -105,11 +113,8 @@ def _canvas_figure(result: CaseResult, path: Path) -> None:
     rel = diff / (np.abs(ref).max() or 1.0)
     _panel(fig, axes[1, 2], np.log10(rel + 1e-300).clip(-20, 0), f"log10 relative |{R} − {O}|{where}",
            "magma", -20, 0, "log10")
-    fig.suptitle(f"{result.case} · {result.dtype} · object.canvas, group 0 "
-                 f"(M = {result.config.padded_size})" + (f"\ndifferences on the {note}" if note else ""), fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
+    _finish(fig, f"{result.case} · {result.dtype} · object.canvas, group 0 (M = {result.config.padded_size})"
+            + (f"\ndifferences on the {note}" if note else ""), path)
 
 
 def _diffraction_figure(result: CaseResult, path: Path) -> None:
@@ -194,11 +199,8 @@ def _origin_figure(result: CaseResult, cand: str, origin: dict, path: Path) -> N
         else:
             turn = np.angle(np.exp(1j * (b - a)))  # the phase difference, wrapped to (−π, π]
             _panel(fig, axes[row, 2], turn, "phase difference (rad)", "twilight", -np.pi, np.pi, "rad")
-    fig.suptitle(f"{result.case} · {result.dtype} · origin {stage} of {cand}: blamed on {origin['short']} "
-                 f"(group {g}, channel {c})" + (f"\n{note}" if note else ""), fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
+    _finish(fig, f"{result.case} · {result.dtype} · origin {stage} of {cand}: blamed on {origin['short']} "
+                 f"(group {g}, channel {c})" + (f"\n{note}" if note else ""), path, 11)
 
 
 def _error_histograms(result: CaseResult, path: Path) -> None:
@@ -227,11 +229,8 @@ def _error_histograms(result: CaseResult, path: Path) -> None:
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(failing):]:
         ax.axis("off")
-    fig.suptitle(f"{result.case} · {result.dtype} · {result.ref} vs {cand}: error distribution of each failing stage",
-                 fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
+    _finish(fig, f"{result.case} · {result.dtype} · {result.ref} vs {cand}: error distribution of each failing stage",
+            path, 11)
 
 
 FIGURES = {

@@ -9,6 +9,7 @@ import numpy as np
 from models_numpy import physics
 from parity.config import ForwardConfig
 from parity.data import hard_probe_mask
+from parity.stages import STAGE_INPUTS
 
 
 # -- arbitration: recompute a physics stage from a backend's own inputs ------------------------
@@ -54,19 +55,6 @@ def numpy_network(cfg: ForwardConfig, weights):
     return models_numpy.build(cfg, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()})
 
 
-class _Reads(dict):
-    """A trace that remembers which stages were read from it."""
-
-    def __init__(self, trace):
-        super().__init__(trace)
-        self.read: list[str] = []
-
-    def __getitem__(self, key):
-        value = super().__getitem__(key)
-        self.read.append(key)
-        return value
-
-
 def _same(a, b) -> bool:
     a, b = np.asarray(a), np.asarray(b)
     return a.shape == b.shape and a.dtype == b.dtype and bool(np.array_equal(a, b, equal_nan=True))
@@ -84,23 +72,19 @@ def arbitrate(stage: str, ref_trace, other_trace, cfg: ForwardConfig, batch, tol
         return {"stage": stage, "oracle": False, "blame": None,
                 "verdict": f"{stage} is a network stage: no numpy oracle (check weights and "
                            f"the layer conventions of {stage.split('.')[0]})"}
-    errors, computed = {}, []  # computed: (the stages it read and their arrays, numpy's stage)
+    inputs = STAGE_INPUTS[stage]  # what RECOMPUTE reads of a trace (besides the batch)
+    errors, answered = {}, None  # answered: (the inputs numpy was given, its answer)
     for name, trace in ((ref_name, ref_trace), (other_name, other_trace)):
-        if stage not in trace:
+        if stage not in trace or any(k not in trace for k in inputs):  # an input stage is missing here
             errors[name] = float("inf")
             continue
         # the same inputs as the side already recomputed (a network stage's numpy run costs a
         # forward): the same numpy answer
-        want = next((w for inputs, w in computed
-                     if all(k in trace and _same(trace[k], v) for k, v in inputs.items())), None)
-        if want is None:
-            reads = _Reads(trace)
-            try:
-                want = RECOMPUTE[stage](reads, cfg, batch, net)
-            except KeyError:  # an input stage is missing from this backend's trace
-                errors[name] = float("inf")
-                continue
-            computed.append(({k: trace[k] for k in reads.read}, want))
+        if answered is not None and all(_same(trace[k], answered[0][k]) for k in inputs):
+            want = answered[1]
+        else:
+            want = RECOMPUTE[stage](trace, cfg, batch, net)
+            answered = ({k: trace[k] for k in inputs}, want)
         got = np.asarray(trace[stage])
         errors[name] = (relative_error(want, got) if got.shape == want.shape and np.all(np.isfinite(got))
                         else float("inf"))

@@ -52,28 +52,25 @@ class OriginsCheck(Check):
             return [self.not_run(cand, f"{cand} cannot compute a stage from the reference's inputs "
                                        f"(its model has no stage(name, inputs, batch); adapters: see the docs)")]
         ref = ctx.train[ctx.ref]
-        origins = []
+        origins, forced = [], {}  # forced: stage -> the candidate's output fed the reference's inputs
         for s in comparison.stages:
             inputs = STAGE_INPUTS.get(s.stage)
             if inputs is None or not s.provided or s.stage not in ref:
                 continue
             if inputs:
-                forced = ctx.call(cand, f"stage {s.stage} from {ctx.ref}'s inputs", model.stage, s.stage,
-                                  {k: ref[k] for k in inputs}, ctx.batch)
-                local = compare_stage(s.stage, ref[s.stage], forced, s.tolerance, ctx.ref, cand,
+                forced[s.stage] = np.asarray(ctx.call(cand, f"stage {s.stage} from {ctx.ref}'s inputs", model.stage,
+                                                      s.stage, {k: ref[k] for k in inputs}, ctx.batch))
+                local = compare_stage(s.stage, ref[s.stage], forced[s.stage], s.tolerance, ctx.ref, cand,
                                       statistic=s.statistic)
-                s.local_error = local.rel_error
-                local_passed = local.passed
+                s.local_error, local_passed = local.rel_error, local.passed
             else:  # read from the batch only: local is end to end
-                forced, s.local_error, local_passed = None, s.rel_error, s.passed
+                s.local_error, local_passed = s.rel_error, s.passed
             upstream = [c.rel_error for c in comparison.stages if c.stage in inputs and c.rel_error is not None]
             if upstream and s.rel_error is not None and max(upstream) > 0:
                 s.amplification = s.rel_error / max(upstream)
             s.mark = ORIGIN if not local_passed else PROPAGATED if not s.passed else OK
             if s.mark == ORIGIN:
-                origins.append(_arbitrate(ctx, cand, s, forced))
-                if forced is not None:
-                    ctx.local.setdefault(cand, {})[s.stage] = np.asarray(forced)
+                origins.append(_arbitrate(ctx, cand, s, forced.get(s.stage)))
         first = comparison.first_divergence
         if not origins and first is not None and first.mark == PROPAGATED:
             # born under its tolerance and amplified over it downstream: the origin is the stage
@@ -84,13 +81,9 @@ class OriginsCheck(Check):
                        key=lambda s: s.local_error / s.tolerance)
             if born is not None:
                 born.mark = ORIGIN
-                forced = (None if not STAGE_INPUTS.get(born.stage) else
-                          ctx.call(cand, f"stage {born.stage} from {ctx.ref}'s inputs", model.stage, born.stage,
-                                   {k: ref[k] for k in STAGE_INPUTS[born.stage]}, ctx.batch))
-                origins.append(dict(_arbitrate(ctx, cand, born, forced, amplified=True),
+                origins.append(dict(_arbitrate(ctx, cand, born, forced.get(born.stage), amplified=True),
                                     amplified_to=first.stage))
-                if forced is not None:
-                    ctx.local.setdefault(cand, {})[born.stage] = np.asarray(forced)
+        ctx.local[cand] = {o["stage"]: forced[o["stage"]] for o in origins if o["stage"] in forced}
         if ctx.repro_dir is not None:
             for origin in origins:
                 origin["repro"] = str(self._repro(ctx, cand, origin))

@@ -4,7 +4,7 @@ own peak resident set size, and the main process the moments of the first test r
 first test that ran (not skipped), as one
 JSON file into the folder named by PARITY_BENCH_PROBE. Without that variable it does nothing.
 
-Read by `parity.bench.pytest_wall`. numpy-free, framework-free: it must not change what it measures.
+Read by `parity.bench_tiers.pytest_wall`. numpy-free, framework-free: it must not change what it measures.
 """
 
 from __future__ import annotations

@@ -47,6 +47,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     from parity.cases import cases_in, get_case
     from parity.data import load_scan
     from parity import dump
+    from parity.report import write_report
     from parity.engine import run_case
 
     try:
@@ -100,7 +101,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             for message in result.golden_messages():
                 print("      " + message.replace("\n", "\n      "), flush=True)
             results.append(result)
-    report = dump.write_report(results, out, figures)
+    report = write_report(results, out, figures)
     print()
     print(dump.summary_table(results))
     if args.summary_md:
@@ -167,7 +168,7 @@ def _cmd_faults(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import shlex
 
-    from parity import bench
+    from parity import bench, bench_tiers
     from parity.cases import cases_in, get_case
 
     try:
@@ -185,12 +186,12 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.shards < 0:
         raise UsageError(f"--shards must be >= 0, got {args.shards}")
     runs = ([] if args.no_pytest else [shlex.split(a) for a in args.pytest] if args.pytest
-            else bench.tier_runs(full=args.full, shards=args.shards))
+            else bench_tiers.tier_runs(full=args.full, shards=args.shards))
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
     # the gate's bare cost needs the extended cases' forwards: timed when the default cases are
     extended = [c.name for c in cases_in("extended")] if set(cases) >= {c.name for c in cases_in("default")} else []
     result = bench.run(cases, args.repeat, progress=progress, extended=extended)
-    bench.time_pytest_runs(result, runs, Path.cwd(), progress=progress)
+    bench_tiers.time_pytest_runs(result, runs, Path.cwd(), progress=progress)
     print(bench.format_table(result))
     path = bench.write(result, Path(args.out))
     print(f"wrote {path}")

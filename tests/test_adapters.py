@@ -43,7 +43,7 @@ def _registry(clean_registry):  # backends registered here end with their test
 
 
 def test_adapter_agrees_where_the_port_is_right_and_says_what_it_does_not_provide(my_port, tmp_path):
-    from parity import dump
+    from parity.report import write_report
 
     result = my_port()
     assert result.passed
@@ -51,7 +51,7 @@ def test_adapter_agrees_where_the_port_is_right_and_says_what_it_does_not_provid
     assert stages["encoder.out"].provided and stages["encoder.out"].rel_error < 1e-12
     assert stages["scaled_input"].rel_error < 1e-12 and stages["input.diffraction"].rel_error < 1e-12
     assert stages["decoder.amp"].provided is False and stages["decoder.amp"].message == "not provided by my-port"
-    report = dump.write_report([result], tmp_path, {}).read_text()
+    report = write_report([result], tmp_path, {}).read_text()
     row = next(line for line in report.splitlines() if line.startswith("| `decoder.amp`"))
     assert row.endswith("| *not provided by my-port* |")  # never "ok"
     checkpoint = next(r for r in result.results if r.check == "checkpoint" and r.backend == "my-port")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from parity import bench
+from parity import bench, bench_tiers
 from parity.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,7 @@ def test_bench_writes_every_figure_and_compares(tmp_path, capsys):
 
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_bench_times_pytest_cold_in_a_subprocess(workers):
-    timing = bench.pytest_wall(["-n", workers, "tests/test_config.py", "-k", "defaults"], ROOT, "config")
+    timing = bench_tiers.pytest_wall(["-n", workers, "tests/test_config.py", "-k", "defaults"], ROOT, "config")
     assert timing["returncode"] == 0 and "1 passed" in timing["summary"], timing
     assert timing["label"] == "config" and timing["command"].startswith("pytest -n")
     # one record per test process: the main one, and each worker under -n 2
@@ -57,10 +57,10 @@ def test_bench_times_pytest_cold_in_a_subprocess(workers):
 
 
 def test_the_tiers_bench_times():
-    labels = [label for label, _ in bench.tier_runs(full=True, shards=4)]
+    labels = [label for label, _ in bench_tiers.tier_runs(full=True, shards=4)]
     assert labels[:3] == ["gate: pytest -k parity", "gate: make test (whole gate tier)", "full tier: make test-full"]
-    assert dict(bench.tier_runs(shards=4))["full tier, shard 3/4"] == ["--tier", "full", "--splits", "4", "--group", "3"]
-    assert len(bench.tier_runs()) == 2
+    assert dict(bench_tiers.tier_runs(shards=4))["full tier, shard 3/4"] == ["--tier", "full", "--splits", "4", "--group", "3"]
+    assert len(bench_tiers.tier_runs()) == 2
 
 
 def test_bench_refuses_a_foreign_compare_file(tmp_path, capsys):

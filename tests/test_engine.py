@@ -218,6 +218,7 @@ def test_run_case_reuses_only_the_backends_it_is_told_to():
 
 def test_a_figure_that_cannot_be_drawn_is_said_in_the_report(gs2_big, tmp_path, monkeypatch):
     from parity import dump, figures
+    from parity.report import write_report
 
     def broken(result, path):
         raise ValueError("cannot draw this")
@@ -227,7 +228,7 @@ def test_a_figure_that_cannot_be_drawn_is_said_in_the_report(gs2_big, tmp_path, 
     assert [d for d in drawn if isinstance(d, str)] == [
         "figure canvas_float64.png could not be drawn: ValueError: cannot draw this"]
     assert any(not isinstance(d, str) and d.name == "diffraction_float64.png" for d in drawn)  # the others are
-    report = dump.write_report([gs2_big], tmp_path, {(gs2_big.case, gs2_big.dtype): drawn}).read_text()
+    report = write_report([gs2_big], tmp_path, {(gs2_big.case, gs2_big.dtype): drawn}).read_text()
     assert "*figure canvas_float64.png could not be drawn: ValueError: cannot draw this*" in report
 
 

@@ -1,11 +1,11 @@
 """Where an error is born (docs/design.md §12): every origin of a run, each blamed by numpy from the
 reference's inputs, for two independent faults at once and for a fault born under its tolerance
-and amplified over it downstream (parity.faults.ORIGIN_CASES)."""
+and amplified over it downstream (parity.origin_cases.ORIGIN_CASES)."""
 
 import pytest
 
 from parity.fault_eval import find_origins
-from parity.faults import ORIGIN_CASES
+from parity.origin_cases import ORIGIN_CASES
 from parity.plugin_devices import require_backend
 
 pytestmark = pytest.mark.parity

@@ -36,33 +36,34 @@ def _select(inputs: dict, groups: list[int], channel: Optional[int]) -> dict:
 
 
 def minimal_slice(stage: str, ref_model, cand_model, ref_trace: dict, batch, tolerance: float,
-                  worst_at: Optional[dict]) -> tuple[list[int], Optional[int], dict]:
-    """(groups, channel or None, the sliced inputs) of the smallest slice on which the candidate's
-    stage still fails against the reference's, both fed the reference's inputs."""
+                  worst_at: Optional[dict], statistic: str = "max") -> tuple:
+    """The smallest slice on which the candidate's stage still fails against the reference's,
+    both fed the reference's inputs: (groups, channel or None, the sliced inputs, the reference's
+    output, the candidate's output, their comparison), each output computed once."""
     inputs = {k: ref_trace[k] for k in STAGE_INPUTS[stage]}
-    groups, channel = list(range(batch.size)), None
     where = worst_at or {}
 
-    def fails(g, c) -> bool:  # the batch gives the stages only the probe, the same for every slice
-        sliced = _select(inputs, g, c)
-        return not compare_stage(stage, ref_model.stage(stage, sliced, batch), cand_model.stage(stage, sliced, batch),
-                                 tolerance).passed
+    def attempt(groups, channel):  # the batch gives the stages only the probe, the same for every slice
+        sliced = _select(inputs, groups, channel)
+        want, got = ref_model.stage(stage, sliced, batch), cand_model.stage(stage, sliced, batch)
+        return groups, channel, sliced, want, got, compare_stage(stage, want, got, tolerance, statistic=statistic)
 
-    if "group" in where and batch.size > 1 and fails([where["group"]], None):
-        groups = [where["group"]]
-    if stage in PER_CHANNEL and "channel" in where and ref_trace[stage].shape[-1] > 1 \
-            and fails(groups, where["channel"]):
-        channel = where["channel"]
-    return groups, channel, _select(inputs, groups, channel)
+    kept = None
+    if "group" in where and batch.size > 1:
+        tried = attempt([where["group"]], None)
+        kept = tried if not tried[-1].passed else None
+    groups = kept[0] if kept else list(range(batch.size))
+    if stage in PER_CHANNEL and "channel" in where and ref_trace[stage].shape[-1] > 1:
+        tried = attempt(groups, where["channel"])
+        kept = tried if not tried[-1].passed else kept
+    return kept or attempt(groups, None)
 
 
 def write_repro(folder: Path, *, case: str, dtype: str, stage: str, ref: str, cand: str, ref_model, cand_model,
-                ref_trace: dict, batch, tolerance: float, worst_at: Optional[dict]) -> Path:
+                ref_trace: dict, batch, tolerance: float, worst_at: Optional[dict], statistic: str = "max") -> Path:
     """Write `folder`/repro.npz and repro.py for one origin; returns the script's path."""
-    groups, channel, inputs = minimal_slice(stage, ref_model, cand_model, ref_trace, batch, tolerance, worst_at)
-    want = ref_model.stage(stage, inputs, batch)
-    got = cand_model.stage(stage, inputs, batch)
-    local = compare_stage(stage, want, got, tolerance, ref, cand)
+    groups, channel, inputs, want, got, local = minimal_slice(stage, ref_model, cand_model, ref_trace, batch,
+                                                              tolerance, worst_at, statistic)
     folder.mkdir(parents=True, exist_ok=True)
     np.savez(folder / DATA, **{f"input/{k}": v for k, v in inputs.items()},
              **{f"output/{ref}": want, f"output/{cand}": got}, probe=np.asarray(batch.probe))

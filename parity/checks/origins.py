@@ -107,7 +107,7 @@ class OriginsCheck(Check):
         return ctx.call(cand, f"minimal reproduction of {stage.stage}", write_repro, folder, case=ctx.case.name,
                         dtype=ctx.dtype, stage=stage.stage, ref=ctx.ref, cand=cand, ref_model=ctx.models[ctx.ref],
                         cand_model=ctx.models[cand], ref_trace=ctx.train[ctx.ref], batch=ctx.batch,
-                        tolerance=stage.tolerance, worst_at=stage.worst_at)
+                        tolerance=stage.tolerance, worst_at=stage.worst_at, statistic=stage.statistic)
 
 
 def _arbitrate(ctx, cand: str, stage, forced: Optional[np.ndarray], amplified: bool = False) -> dict:

@@ -36,7 +36,8 @@ class StageComparison:
     # set by the origins check where the run diverges (parity.checks.origins)
     local_error: Optional[float] = None  # the stage computed from the reference's inputs
     amplification: Optional[float] = None  # rel_error / the largest rel_error of its inputs
-    mark: Optional[str] = None  # origin | propagated | ok
+    mark: Optional[str] = None  # origin | propagated | ok | not forced
+    local_note: Optional[str] = None  # why there is no local error (an adapter that cannot force the stage)
     # the distribution of |Δ| / max|ref| over the elements: p50, p90, p99, max
     quantiles: Optional[dict] = None
     statistic: str = "max"  # what the tolerance bounds: the max of |Δ| / max|ref|, or a quantile of it

@@ -130,16 +130,18 @@ def evaluate(fault: Fault, ref: str = "tensorflow") -> Observation:
     return Observation(fault.name, False, "", None, None, None, "not caught")
 
 
-def find_origins(origin_case, ref: str = "tensorflow") -> tuple:
+def find_origins(origin_case, ref: str = "tensorflow", repro_dir=None) -> tuple:
     """Run an OriginCase (its faults injected into the port) through the forward and origins
-    checks: (the run's CaseResult, the origins found as (stage, blame), in forward order)."""
+    checks, with a minimal reproduction of each origin under `repro_dir` if given: (the run's
+    CaseResult, the origins found as (stage, blame), in forward order)."""
     from parity.cases import get_case
     from parity.checks import ForwardAgreement, OriginsCheck
     from parity.engine import run_case
 
     with origin_case.inject():
         result = run_case(get_case(origin_case.case), device="cpu", dtype=DTYPE, use_golden=False,
-                          checkpoints=False, ref=ref, reuse=(ref,), checks=(ForwardAgreement(), OriginsCheck()))
+                          checkpoints=False, ref=ref, reuse=(ref,), checks=(ForwardAgreement(), OriginsCheck()),
+                          repro_dir=repro_dir)
     found = tuple((o["stage"], o["blame"]) for o in result.origins.get(result.candidates[0], []))
     return result, found
 

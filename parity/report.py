@@ -15,7 +15,7 @@ from parity.dump import _fmt, summary_markdown, summary_rows, write_json
 from parity.results import ERROR, FAILED, NOT_RUN, PASSED, CaseResult
 
 
-_ORIGIN_MARKS = {"origin": "**origin**", "propagated": "propagated", "ok": "ok"}
+_ORIGIN_MARKS = {"origin": "**origin**", "propagated": "propagated", "ok": "ok", "not forced": "*not forced*"}
 
 
 def _stage_table(comparison) -> list[str]:
@@ -39,7 +39,8 @@ def _stage_table(comparison) -> list[str]:
             cells += [_fmt(s.local_error), amp, _ORIGIN_MARKS.get(s.mark, "—")]
         cells += [_fmt(s.tolerance), budget, where, verdict]
         lines.append("| " + " | ".join(cells) + " |")
-    return lines
+    notes = [f"- `{s.stage}` not forced: {s.local_note}" for s in comparison.stages if s.local_note]
+    return lines + ([""] + notes if notes else [])
 
 
 _MARKS = {PASSED: "passed", FAILED: "**failed**", NOT_RUN: "*not run*", ERROR: "**error**"}

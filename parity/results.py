@@ -25,6 +25,11 @@ EXIT_CODES_HELP = ("exit codes: 0 every check passed (or was not run, with its r
 _HARNESS = Path(__file__).resolve().parent  # frames inside parity/ are the harness, not the user's code
 
 
+class CannotForce(Exception):
+    """An adapter cannot put the reference's inputs to a stage in place of the port's (a derived
+    input, a transform without its inverse): that stage has no local error, and says why."""
+
+
 class WiringError(Exception):
     """An adapter is wired wrongly (a tap that never fired, a derived stage without its inputs):
     the port may be right, the adapter is not. Exit code 2."""

@@ -5,6 +5,7 @@ that runs `pytest -k parity` and `parity check --candidate my-port` on it."""
 
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,12 @@ def test_adapter_blames_a_deliberate_bug_on_the_port(my_port):
     assert not result.passed and result.comparisons["my-port"].first_divergence.stage == "encoder.out"
     assert result.arbitrations["my-port"]["blame"] == "my-port"
     assert result.arbitrations["my-port"]["verdict"] == "my-port disagrees with tensorflow and with numpy at encoder.out"
+    # encoder.out fed the reference's scaled_input through the function tap's argument
+    origins = next(r for r in result.results if r.check == "origins")
+    assert origins.summary == "1 origin: encoder.out (my-port; numpy agrees with tensorflow)"
+    stages = {s.stage: s for s in result.comparisons["my-port"].stages}
+    assert stages["encoder.out"].mark == "origin" and stages["encoder.out"].local_error == pytest.approx(
+        stages["encoder.out"].rel_error, rel=1e-6)  # its input agrees: local and end to end are one error
 
 
 def test_map_weights_lists_every_problem():
@@ -154,6 +161,31 @@ def test_adapter_through_an_entry_point_with_pytest_and_parity_check(pytester, t
                          env=dict(env, MYPORT_BUG="avgpool"), timeout=600)
     assert bad.returncode == 1
     assert "my-port disagrees with tensorflow and with numpy at encoder.out" in bad.stdout
+
+
+def test_unconvert_undoes_convert_into_the_ports_own_value():
+    import torch
+
+    from parity.adapters.pytorch import _torch_like
+    from parity.results import CannotForce
+
+    own = (torch.zeros(1), torch.arange(2 * 3 * 1 * 4 * 5, dtype=torch.float32).reshape(2, 3, 1, 4, 5))
+    tap = Tap("x", "m", pick=1, squeeze=(2,), layout="BCHW")
+    canonical = tap.convert(own)
+    back = tap.unconvert(canonical + 0.5, own, _torch_like)
+    assert isinstance(back, tuple) and back[0] is own[0]
+    assert back[1].dtype == torch.float32 and torch.equal(back[1], own[1] + 0.5)
+    canvas = Tap("object.canvas", "m:f", function=True, transform=lambda a: a[..., None])
+    assert "has a transform and no inverse=" in canvas.force_problem()
+    canvas = replace(canvas, inverse=lambda a: a[..., 0])
+    assert canvas.force_problem() is None
+    assert canvas.unconvert(np.ones((2, 5, 5, 1)), torch.zeros(2, 5, 5), _torch_like).shape == (2, 5, 5)
+    with pytest.raises(CannotForce, match=r"converts to shape \(2, 4, 4\), the port's is \(2, 5, 5\)"):
+        canvas.unconvert(np.ones((2, 4, 4, 1)), torch.zeros(2, 5, 5), _torch_like)
+    with pytest.raises(CannotForce, match="the reference's value is complex"):
+        canvas.unconvert(np.ones((2, 5, 5, 1), complex), torch.zeros(2, 5, 5), _torch_like)
+    assert Tap("x", "m", calls=None, occurrence=-1).force_problem().endswith("(give calls=)")
+    assert Tap("x", "m", calls=3, occurrence=-1).forced_call() == 2
 
 
 def test_tap_transform_when_and_calls():

@@ -90,3 +90,30 @@ def test_parity_check_writes_a_minimal_reproduction_that_runs_in_a_fresh_process
     lines = {line.split()[0]: line for line in done.stdout.splitlines() if line.strip()}
     assert f"local error against {parity_ref}: {meta['local_error']:.3e}" in lines["torch"], done.stdout
     assert float(lines["numpy"].split()[-1]) < meta["tolerance"]  # numpy sides with the reference
+
+
+@pytest.mark.full
+def test_parity_a_pointwise_origin_is_reduced_to_a_window_around_its_worst_element(tmp_path, parity_ref):
+    """diffraction.scaled with exp(−log_scale): every pixel is computed from the same pixel of its
+    input, so the reproduction keeps one group, one channel and CROP × CROP pixels around the
+    worst element, and still fails there."""
+    import json
+
+    import numpy as np
+
+    from parity.origin_cases import OriginCase
+    from parity.repro import CROP
+
+    require_backend(parity_ref)
+    case = OriginCase("intensity-scale-inverted", "", "gs2-big", ("intensity-scale-inverted",),
+                      (("diffraction.scaled", "torch"),))
+    result, found = find_origins(case, ref=parity_ref, repro_dir=tmp_path)
+    assert found == case.expected_origins
+    worst = next(s for s in result.comparisons["torch"].stages if s.stage == "diffraction.scaled").worst_at
+    meta = json.loads((tmp_path / "gs2-big-float64-torch-diffraction.scaled" / "repro.json").read_text())
+    r0, r1, c0, c1 = meta["crop"]
+    assert (r1 - r0, c1 - c0) == (CROP, CROP) and r0 <= worst["row"] < r1 and c0 <= worst["col"] < c1
+    assert meta["groups"] == [worst["group"]] and meta["channel"] == worst["channel"]
+    assert meta["local_error"] > meta["tolerance"] and not meta["whole_batch"]
+    data = np.load(tmp_path / "gs2-big-float64-torch-diffraction.scaled" / "repro.npz")
+    assert data["input/diffraction.amplitude"].shape == data["output/torch"].shape == (1, CROP, CROP, 1)

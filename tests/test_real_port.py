@@ -10,8 +10,10 @@ mis-wired tap by PTYPORT_TAP=submodule. In process here; through an entry point 
 project in the last test.
 """
 
+import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,8 @@ from parity.cases import get_case
 from parity.config import ForwardConfig
 from parity.engine import run_case
 from parity.plugin_devices import require_backend
-from parity.results import ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PASSED, EXIT_RAISED, NOT_RUN, PASSED
+from parity.results import (ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PASSED, EXIT_RAISED, FAILED, NOT_RUN,
+                            PASSED)
 from parity.weights import init_weights
 from tests.distributions import fake_distribution, run_user_tests
 
@@ -93,9 +96,35 @@ def test_a_physics_bug_is_caught_and_blamed_on_the_port(ptyport_run):
     first = result.comparisons["ptyport"].first_divergence
     assert first.stage == "object.extracted"
     assert result.arbitrations["ptyport"]["blame"] == "ptyport"
-    # an adapter computes no stage from given inputs: its origins are not traced back, and it says so
+    # teacher forcing through the taps: each stage of ptyport's fed the reference's inputs
+    # (its canvas's transform undone by the tap's inverse), the bug found where it is born
     origins = next(r for r in result.results if r.check == "origins")
-    assert origins.status == NOT_RUN and "cannot compute a stage from the reference's inputs" in origins.summary
+    assert origins.summary == "1 origin: object.extracted (ptyport; numpy agrees with tensorflow)".replace(
+        "tensorflow", result.ref)
+    marks = {s.stage: s.mark for s in result.comparisons["ptyport"].stages}
+    assert [s for s, mark in marks.items() if mark != "ok"] == [
+        "object.extracted", "probe.illuminated", "diffraction.amplitude", "diffraction.scaled",
+        "diffraction.intensity"]
+    assert marks["object.extracted"] == "origin" and marks["diffraction.amplitude"] == "propagated"
+    stages = {s.stage: s for s in result.comparisons["ptyport"].stages}
+    assert stages["probe.illuminated"].rel_error > 0.1 and stages["probe.illuminated"].local_error < 1e-12
+
+
+def test_a_stage_whose_input_cannot_be_forced_says_why(ptyport_run, monkeypatch):
+    """Without the inverse of the canvas tap's transform the reference's canvas cannot be put in:
+    the stages that read it have no local error, and the verdict says they may be origins."""
+    taps = ptyport_parity.taps
+    monkeypatch.setattr(ptyport_parity, "taps", lambda cfg: [
+        replace(t, inverse=None) if t.stage == "object.canvas" else t for t in taps(cfg)])
+    result = ptyport_run(bug="physics")
+    stages = {s.stage: s for s in result.comparisons["ptyport"].stages}
+    why = "its input object.canvas: tap 'object.canvas' on function 'ptyport.physics:merge' has a transform and no inverse="
+    for name in ("object.trimmed", "object.extracted"):
+        assert stages[name].mark == "not forced" and stages[name].local_note.startswith(why)
+        assert stages[name].local_error is None
+    origins = next(r for r in result.results if r.check == "origins")
+    assert origins.status == FAILED
+    assert origins.summary.startswith("no origin found; not forced, so possibly origins too: object.extracted (")
 
 
 def test_a_checkpoint_that_loses_the_intensity_scale_is_the_seed_scenario(ptyport_run):
@@ -204,6 +233,16 @@ def test_the_port_through_its_entry_point_with_pytest_and_parity_check(pytester,
     assert (diverge.returncode, wiring.returncode, crash.returncode) == (1, 2, 3), (
         diverge.stdout[-1500:], wiring.stdout[-1500:], crash.stdout[-1500:])
     assert "ptyport disagrees with tensorflow and with numpy" in diverge.stdout
+    assert "1 origin: object.extracted (ptyport; numpy agrees with tensorflow)" in diverge.stdout
+    # its reproduction, run in the user's environment (the adapter installed): the port's own
+    # stage from the reference's inputs, through its adapter, fails by the run's local error
+    script = tmp_path / "diverge" / "gs2-small" / "repro" / "gs2-small-float64-ptyport-object.extracted" / "repro.py"
+    meta = json.loads(script.with_name("repro.json").read_text())
+    assert meta["whole_batch"] and meta["crop"] is None
+    repro = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300,
+                           env=dict(env, PTYPORT_BUG="physics"))
+    assert repro.returncode == 0, repro.stdout + repro.stderr
+    assert f"ptyport      object.extracted local error against tensorflow: {meta['local_error']:.3e}" in repro.stdout
     assert "tap 'decoder.phase' on submodule 'phs' never fired" in wiring.stdout
     assert "Traceback" not in crash.stdout + crash.stderr
     assert "ptyport forward_train raised RuntimeError" in crash.stdout and "physics.py:" in crash.stdout

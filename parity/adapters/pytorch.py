@@ -40,6 +40,7 @@ def _torch_submodule(model, path: str):
 
 @contextlib.contextmanager
 def _torch_hook(module, pre: bool, sink) -> Iterator[None]:
+    # what the sink returns, if not None, replaces the module's inputs or output (teacher forcing)
     if pre:
         handle = module.register_forward_pre_hook(lambda mod, args: sink(None, args))
     else:
@@ -48,6 +49,20 @@ def _torch_hook(module, pre: bool, sink) -> Iterator[None]:
         yield
     finally:
         handle.remove()
+
+
+def _torch_like(array: np.ndarray, like):
+    """`array` as a tensor of `like`'s dtype on its device."""
+    import torch
+
+    from parity.results import CannotForce
+
+    if not isinstance(like, torch.Tensor):
+        raise CannotForce(f"the port's value there is a {type(like).__name__}, not a tensor")
+    if np.iscomplexobj(array) and not like.is_complex():
+        raise CannotForce(f"the reference's value is complex, the port's {like.dtype}: give the tap a transform "
+                          f"and its inverse")
+    return torch.from_numpy(array).to(device=like.device, dtype=like.dtype)
 
 
 def torch_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray], str], Any],
@@ -76,7 +91,8 @@ def torch_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
     spec = AdapterSpec(name, run, taps, derived, run_infer, mapping, get_state, loss, save)
 
     def adapt(model, cfg) -> AdapterModel:
-        adapter = AdapterModel(spec, model, cfg, _torch_submodule, _torch_hook, no_grad=torch.no_grad)
+        adapter = AdapterModel(spec, model, cfg, _torch_submodule, _torch_hook, no_grad=torch.no_grad,
+                               as_like=_torch_like)
         if loss is not None:
             adapter.loss_and_gradients = lambda batch: _loss_and_gradients(adapter, batch)
         return adapter

@@ -11,8 +11,8 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from parity.adapters.weights import _to_numpy, neutral_weights
-from parity.results import WiringError
-from parity.stages import INFER_STAGES, TRAIN_STAGES
+from parity.results import CannotForce, WiringError
+from parity.stages import INFER_STAGES, STAGE_INPUTS, TRAIN_STAGES
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,7 @@ class Tap:
     calls: Optional[int] = 1  # how often it must fire per forward call (None: at least once)
     occurrence: int = 0  # which call's value is kept (0 the first, -1 the last)
     infer: bool = True  # False: the inference entry point (run_infer) does not pass through it
+    inverse: Optional[Callable[[np.ndarray], np.ndarray]] = None  # undoes `transform`, for teacher forcing
 
     def active(self, cfg) -> bool:
         return self.when is None or bool(self.when(cfg))
@@ -54,6 +55,40 @@ class Tap:
             array = np.asarray(self.transform(array))
         return np.ascontiguousarray(array)
 
+    # -- teacher forcing: the reference's value put where the port's was ---------------------------
+    def force_problem(self) -> Optional[str]:
+        """Why the reference's value cannot be put in place of the port's here (None: it can)."""
+        if self.transform is not None and self.inverse is None:
+            return f"{self.describe()} has a transform and no inverse= that undoes it"
+        if self.calls is None and self.occurrence < 0:
+            return f"{self.describe()} fires an undeclared number of times (give calls=)"
+        return None
+
+    def forced_call(self) -> int:
+        """Which call's value is replaced: the one whose value the trace keeps."""
+        return self.occurrence if self.occurrence >= 0 else self.calls + self.occurrence
+
+    def unconvert(self, array: np.ndarray, like: Any, as_like: Callable[[np.ndarray, Any], Any]) -> Any:
+        """The inverse of `convert`: a canonical array back into the port's own value, shaped and
+        typed as `like` (what the port computed there; `as_like` makes its framework's tensor)."""
+        array = np.asarray(array)
+        if self.transform is not None:
+            array = np.asarray(self.inverse(array))
+        if self.layout == "BCHW":
+            array = np.moveaxis(array, -1, 1)
+        if self.squeeze:
+            array = np.expand_dims(array, self.squeeze)
+        target = like[self.pick] if self.pick is not None else like
+        if tuple(array.shape) != tuple(target.shape):
+            raise CannotForce(f"{self.describe()}: the reference's value converts to shape {tuple(array.shape)}, "
+                              f"the port's is {tuple(target.shape)}")
+        value = as_like(np.ascontiguousarray(array), target)
+        if self.pick is None:
+            return value
+        items = list(like)
+        items[self.pick] = value
+        return type(like)(items) if isinstance(like, tuple) else items
+
 
 @dataclass(frozen=True)
 class Derived:
@@ -75,14 +110,19 @@ def _resolve_function(target: str):
 
 
 @contextlib.contextmanager
-def _wrapped_function(target: str, sink: Callable[[Any, tuple], None]) -> Iterator[None]:
-    """Replace module.function by a wrapper that reports every call, for one forward pass."""
+def _wrapped_function(target: str, pre: bool, sink: Callable[[Any, tuple], Any]) -> Iterator[None]:
+    """Replace module.function by a wrapper that reports every call, for one forward pass. What
+    the sink returns, if not None, replaces the arguments (`pre`) or the result (teacher forcing)."""
     module, attr = _resolve_function(target)
     original = getattr(module, attr)
 
     def wrapper(*args, **kwargs):
+        if pre:
+            args = sink(None, args) or args
         result = original(*args, **kwargs)
-        sink(result, args)
+        if not pre:
+            replaced = sink(result, args)
+            result = result if replaced is None else replaced
         return result
 
     setattr(module, attr, wrapper)
@@ -137,10 +177,13 @@ class AdapterModel:
     """A user's model behind the parity model interface (forward_train / forward_infer, and where
     the adapter says how: save, weights, state, loss_and_gradients)."""
 
+    slices = False  # a stage is computed through a whole forward call: on the whole batch only
+
     def __init__(self, spec: AdapterSpec, model: Any, cfg, submodule: Callable[[Any, str], Any], hook: Callable,
-                 no_grad: Callable[[], Any] = contextlib.nullcontext):
+                 no_grad: Callable[[], Any] = contextlib.nullcontext,
+                 as_like: Optional[Callable[[np.ndarray, Any], Any]] = None):
         self.spec, self.backend, self.model, self.cfg = spec, spec.name, model, cfg
-        self._submodule, self._hook, self._no_grad = submodule, hook, no_grad
+        self._submodule, self._hook, self._no_grad, self._as_like = submodule, hook, no_grad, as_like
         self.partial_gradients = True  # tensors the mapping does not cover read "not provided"
 
     def _target(self, tap: Tap):
@@ -149,16 +192,26 @@ class AdapterModel:
         except (AttributeError, KeyError, IndexError) as exc:
             raise WiringError(f"{self.backend}: {tap.describe()}: the model has no such submodule ({exc})") from None
 
-    def _trace(self, batch, stages: Sequence[str], run: Callable, required: Sequence[str]) -> dict[str, np.ndarray]:
+    def _trace(self, batch, stages: Sequence[str], run: Callable, required: Sequence[str],
+               force: Mapping[str, np.ndarray] = {}) -> dict[str, np.ndarray]:
+        """One forward call, every active tap read; `force`: stage -> the reference's value, put in
+        place of the port's where the tap reads it (the port's own value is still recorded)."""
         seen: dict[str, list] = {}
+        forced: set[str] = set()
         taps = self.spec.taps_for(self.cfg)
         with contextlib.ExitStack() as stack:
             for tap in taps:
                 def sink(value, args, tap=tap):
-                    seen.setdefault(tap.stage, []).append(args[tap.arg] if tap.pre else value)
+                    own = args[tap.arg] if tap.pre else value
+                    seen.setdefault(tap.stage, []).append(own)
+                    if tap.stage not in force or len(seen[tap.stage]) - 1 != tap.forced_call():
+                        return None
+                    forced.add(tap.stage)
+                    new = tap.unconvert(force[tap.stage], own, self._as_like)
+                    return args[:tap.arg] + (new,) + args[tap.arg + 1:] if tap.pre else new
                 if tap.function:
                     try:
-                        stack.enter_context(_wrapped_function(tap.target, sink))
+                        stack.enter_context(_wrapped_function(tap.target, tap.pre, sink))
                     except (ImportError, AttributeError, ValueError) as exc:
                         raise WiringError(f"{self.backend}: {tap.describe()}: {exc}") from None
                 else:
@@ -166,6 +219,9 @@ class AdapterModel:
             with self._no_grad():
                 run(self.model, batch, self.cfg)
         trace = {}
+        if set(force) - forced:
+            raise CannotForce(f"{self.backend}: the taps of {', '.join(sorted(set(force) - forced))} did not fire "
+                              f"at the call whose value the trace keeps")
         for tap in taps:
             values = seen.get(tap.stage, [])
             if tap.stage in required:
@@ -188,6 +244,35 @@ class AdapterModel:
         if self.spec.run_infer is None:
             return self._trace(batch, INFER_STAGES, self.spec.run, TRAIN_STAGES)
         return self._trace(batch, INFER_STAGES, self.spec.run_infer, self.spec.infer_stages_for(self.cfg))
+
+    def stage(self, name: str, inputs: Mapping[str, np.ndarray], batch) -> np.ndarray:
+        """Stage `name` as the port computes it from the given values of the stages it reads
+        (teacher forcing, for the stage-local error): one forward call in which each input's tap
+        puts the given value in place of the port's, and `name`'s tap is read. A derived stage is
+        its function of the given inputs. CannotForce where an input has no tap that can be forced."""
+        derived = {d.stage: d for d in self.spec.derived if d.active(self.cfg)}
+        taps = {t.stage: t for t in self.spec.taps_for(self.cfg)}
+        if name in derived:
+            try:
+                return np.asarray(derived[name].fn(dict(inputs), self.cfg))
+            except KeyError as exc:
+                raise CannotForce(f"{name} is derived from {exc.args[0]}, not from the stages it reads "
+                                  f"({', '.join(STAGE_INPUTS[name])})") from None
+        if name not in taps:
+            raise CannotForce(f"no tap reads {name}")
+        force = {}
+        for key, value in inputs.items():
+            if not STAGE_INPUTS.get(key):  # read from the batch: the same on both sides already
+                continue
+            if key not in taps:
+                how = "derived" if key in derived else "not tapped"
+                raise CannotForce(f"its input {key} is {how}: no value of the port's can be replaced by the "
+                                  f"reference's")
+            problem = taps[key].force_problem()
+            if problem is not None:
+                raise CannotForce(f"its input {key}: {problem}")
+            force[key] = value
+        return self._trace(batch, (name,), self.spec.run, (name, *force), force=force)[name]
 
     # -- what the checkpoint and gradient checks need, where the adapter says how ---------------
     def save(self, path) -> Any:

@@ -20,15 +20,27 @@ import numpy as np
 
 from parity.checks.base import Check, _status
 from parity.compare import compare_stage, relative_error
-from parity.results import CheckResult
+from parity.results import CannotForce, CheckResult
 from parity.stages import STAGE_INPUTS
 
 ORIGIN, PROPAGATED, OK = "origin", "propagated", "ok"
 
 
+UNFORCED = "not forced"
+
+
 def can_force(model) -> bool:
-    """Whether a model computes a stage from given inputs (the built-in backends do)."""
+    """Whether a model computes a stage from given inputs (the built-in backends and torch adapters
+    do; a torch adapter may still decline one stage, with CannotForce)."""
     return callable(getattr(model, "stage", None))
+
+
+def _stage_or_reason(model, name: str, inputs: dict, batch):
+    """The model's stage from the given inputs, or the CannotForce that says why it has none."""
+    try:
+        return np.asarray(model.stage(name, inputs, batch))
+    except CannotForce as exc:
+        return exc
 
 
 class OriginsCheck(Check):
@@ -50,16 +62,23 @@ class OriginsCheck(Check):
         model = ctx.models[cand]
         if not can_force(model):
             return [self.not_run(cand, f"{cand} cannot compute a stage from the reference's inputs "
-                                       f"(its model has no stage(name, inputs, batch); adapters: see the docs)")]
+                                       f"(its model has no stage(name, inputs, batch): a Keras adapter reads its layers through one sub-model "
+                                       f"and cannot put the reference's values in)")]
         ref = ctx.train[ctx.ref]
         origins, forced = [], {}  # forced: stage -> the candidate's output fed the reference's inputs
+        unforced = []  # stages the candidate cannot compute from the reference's inputs
         for s in comparison.stages:
             inputs = STAGE_INPUTS.get(s.stage)
             if inputs is None or not s.provided or s.stage not in ref:
                 continue
             if inputs:
-                forced[s.stage] = np.asarray(ctx.call(cand, f"stage {s.stage} from {ctx.ref}'s inputs", model.stage,
-                                                      s.stage, {k: ref[k] for k in inputs}, ctx.batch))
+                value = ctx.call(cand, f"stage {s.stage} from {ctx.ref}'s inputs", _stage_or_reason, model,
+                                 s.stage, {k: ref[k] for k in inputs}, ctx.batch)
+                if isinstance(value, CannotForce):
+                    s.mark, s.local_note = UNFORCED, str(value)
+                    unforced.append(s)
+                    continue
+                forced[s.stage] = value
                 local = compare_stage(s.stage, ref[s.stage], forced[s.stage], s.tolerance, ctx.ref, cand,
                                       statistic=s.statistic)
                 s.local_error, local_passed = local.rel_error, local.passed
@@ -87,15 +106,23 @@ class OriginsCheck(Check):
         if ctx.repro_dir is not None:
             for origin in origins:
                 origin["repro"] = str(self._repro(ctx, cand, origin))
-        if not origins:
+        # a diverging stage that could not be forced may be an origin too: say which, and why
+        unknown = [s for s in unforced if not s.passed]
+        if not origins and not unknown:
             summary = "no origin: every stage is within its tolerance when fed the reference's inputs"
+        elif not origins:
+            summary = "no origin found"
         else:
             summary = f"{len(origins)} origin{'s' if len(origins) > 1 else ''}: " + ", ".join(
                 f"{o['stage']} ({o['short']}" + (f"; born under its tolerance at {o['local_error']:.1e}, "
                                                  f"amplified over it by {o['amplified_to']}" if "amplified_to" in o
                                                  else "") + ")" for o in origins)
+        if unknown:
+            summary += "; not forced, so possibly origins too: " + "; ".join(
+                f"{s.stage} ({s.local_note})" for s in unknown)
         # the stage table with its new columns is the forward check's comparison
-        return [CheckResult(self.name, cand, _status(not origins), summary, origins, extra={"origins": origins})]
+        return [CheckResult(self.name, cand, _status(not origins and not unknown), summary, origins,
+                            extra={"origins": origins})]
 
     @staticmethod
     def _repro(ctx, cand: str, origin: dict):

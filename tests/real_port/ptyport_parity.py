@@ -98,6 +98,10 @@ def _channel(x):  # a (B, M, M) canvas -> (B, M, M, 1)
     return x[..., None]
 
 
+def _no_channel(x):  # and back, where the harness puts the reference's canvas in place of ptyport's
+    return x[..., 0]
+
+
 def taps(cfg):
     grid = cfg.gridsize > 1
     phase = (Tap("decoder.phase", "phs", layout="BCHW") if os.environ.get("PTYPORT_TAP") == "submodule"
@@ -111,8 +115,8 @@ def taps(cfg):
         Tap("decoder.amp", "amp", layout="BCHW"),
         phase,
         Tap("object.patches", "ptyport.physics:to_complex", function=True, layout="BCHW"),
-        Tap("object.canvas", "ptyport.physics:merge", function=True, transform=_channel, when=lambda c: grid),
-        Tap("object.trimmed", "ptyport.physics:trim", function=True, transform=_channel, when=lambda c: grid),
+        Tap("object.canvas", "ptyport.physics:merge", function=True, transform=_channel, inverse=_no_channel, when=lambda c: grid),
+        Tap("object.trimmed", "ptyport.physics:trim", function=True, transform=_channel, inverse=_no_channel, when=lambda c: grid),
         Tap("object.extracted", "ptyport.physics:extract", function=True, layout="BCHW", when=lambda c: grid),
         Tap("probe.illuminated", "ptyport.physics:illuminate", function=True, layout="BCHW"),
         Tap("diffraction.amplitude", "ptyport.physics:far_field", function=True, layout="BCHW"),

@@ -8,14 +8,15 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(EXTRA)
 PYTEST_ARGS ?=
 
-.PHONY: venv parity test test-full durations coverage clean gpu-check wheels
+.PHONY: venv parity test test-full durations coverage clean gpu-check wheels docs docs-figures
 
 venv: $(STAMP)
 
-# Re-install only when the package metadata changes (sources are installed editable).
+# Re-install only when the package metadata changes (sources are installed editable). The docs
+# extra comes along: the test suite builds the documentation site strictly.
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRA)]"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRA),docs]"
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
@@ -55,5 +56,13 @@ wheels:
 	  --python-version $(WHEEL_PYTHON) --implementation cp --platform manylinux2014_x86_64 \
 	  pytest-regressions pytest-datadir pyyaml
 
+# The documentation site, from docs/ and mkdocs.yml, into site/ (broken links or includes fail it).
+docs: venv
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
+# The figures in the docs, regenerated bit for bit from the shipped fixture (faults from the catalogue).
+docs-figures: venv
+	$(BIN)/python scripts/docs_figures.py
+
 clean:
-	rm -rf $(VENV) parity-report .pytest_cache .coverage
+	rm -rf $(VENV) parity-report .pytest_cache .coverage site

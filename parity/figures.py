@@ -1,5 +1,7 @@
 """The figures of a parity run (matplotlib, drawn to files only): patch amplitude and phase,
-canvas and diffraction of the reference next to the first candidate, and the training loss curves.
+canvas and diffraction of the reference next to the first candidate, each origin and the error
+distributions; the figures of the other checks (checkpoint, gradients, golden, training) are in
+parity.figures_checks.
 """
 
 from __future__ import annotations
@@ -140,31 +142,6 @@ def _diffraction_figure(result: CaseResult, path: Path) -> None:
     plt.close(fig)
 
 
-def _training_figure(result: CaseResult, path: Path) -> None:
-    """The loss curves of the reference and every candidate over the Adam steps, and their
-    relative difference on a log scale."""
-    plt = _plt()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 7), sharex=True)
-    first = next(iter(result.training.values()))
-    steps = np.arange(len(first.ref_losses))
-    top.plot(steps, first.ref_losses, "o-", color="black", label=f"{result.ref} (reference)")
-    for name, check in result.training.items():
-        cand = np.asarray(check.cand_losses, dtype=np.float64)
-        ref = np.asarray(check.ref_losses, dtype=np.float64)
-        top.plot(np.arange(cand.size), cand, "x--", label=name)
-        rel = np.abs(cand - ref[:cand.size]) / np.maximum(np.abs(ref[:cand.size]), np.finfo(float).tiny)
-        bottom.semilogy(np.arange(cand.size), np.maximum(rel, 1e-17), "x-", label=f"|{name} − {result.ref}| / |{result.ref}|")
-    top.set_ylabel("loss before the step")
-    top.legend(fontsize=8)
-    bottom.set_ylabel("relative difference (0 drawn at 1e-17)")
-    bottom.set_xlabel("Adam step")
-    bottom.legend(fontsize=8)
-    fig.suptitle(f"{result.case} · {result.dtype} · training loss, {len(steps)} Adam steps", fontsize=12)
-    fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
-
-
 def _origin_figure(result: CaseResult, cand: str, origin: dict, path: Path) -> None:
     """One origin at the worst element's group and channel: the reference's stage, the
     candidate's stage computed from the reference's inputs, and their local difference (a complex
@@ -250,10 +227,10 @@ FIGURE_STAGES = {
 def draw_case(result: CaseResult, folder: Path) -> list[Path | str]:
     """Draw the figures of one case and dtype into `folder` (`<kind>_<dtype>.png`): their paths,
     and for a figure that could not be drawn a line saying why (a figure never ends a run)."""
+    from parity.figures_checks import check_figures
+
     drawn: list[Path | str] = []
-    todo = []
-    if result.training and any(c.cand_losses for c in result.training.values()):
-        todo.append(("training", _training_figure))
+    todo = check_figures(result)
     sides = (result.ref, result.candidates[0])
     if all(name in result.traces for name in sides):
         pair = [result.traces[name] for name in sides]

@@ -83,14 +83,20 @@ def share_cores_between_workers(config) -> None:
     os.environ.setdefault("PARITY_NUM_THREADS", share)
 
 
+# the plugin's markers (also listed in the documentation, from here)
+MARKERS = {
+    "parity": "backend-agreement and golden tests (`pytest -k parity`)",
+    "parity_first": "runs first among its case's tests (the cheapest, most discriminating check, so a forward "
+                    "bug fails within seconds)",
+    "cuda": "needs a CUDA device; skipped where there is none (failed instead with --require-cuda)",
+}
+
+
 def pytest_configure(config):
     share_cores_between_workers(config)
     REQUIRE_REFERENCE.append(bool(config.getoption("require_reference")))
-    config.addinivalue_line("markers", "parity: backend-agreement and golden tests (`pytest -k parity`)")
-    config.addinivalue_line("markers", "parity_first: runs first among its case's tests (the cheapest, most "
-                                       "discriminating check, so a forward bug fails within seconds)")
-    config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped where there is none "
-                                       "(failed instead with --require-cuda)")
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
     data = config.getoption("parity_data")
     if data:
         from parity.data import DataError, load_scan

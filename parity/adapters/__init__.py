@@ -9,7 +9,8 @@ lives in the user's model and how to read it:
   duration of one forward call and restored afterwards;
 - `layout="BCHW"` converts channels-first to the trace's channels-last; `squeeze=(1,)` drops an
   extra singleton axis; `transform=fn` any other conversion (e.g. add the channel axis of a
-  (B, M, M) canvas), applied last;
+  (B, M, M) canvas), applied last; `inverse=fn` undoes it, so the origins check can put the
+  reference's value in the port's place there (teacher forcing);
 - `when=lambda cfg: ...` — a tap (or a `Derived`) that exists only for some configs (no canvas at
   gridsize 1); `calls=1` (the default) — how often the tap must fire in one forward call (None:
   at least once; `occurrence` picks which call's value is kept);

@@ -49,6 +49,7 @@ def weight_mapping(cfg):
     return out
 
 
+# --8<-- [start:make_model]
 def make_model(cfg, weights, device):
     dtype = str(next(iter(weights.values())).dtype)
     model = ptyport.PtyNet(port_config(cfg, dtype))
@@ -56,6 +57,7 @@ def make_model(cfg, weights, device):
     mapped = map_weights(weights, weight_mapping(cfg), shapes, unused=UNUSED).check()
     model.load_state_dict({k: torch.from_numpy(v) for k, v in mapped.state.items()}, strict=False)
     return model.to(device)
+# --8<-- [end:make_model]
 
 
 def _inputs(model, batch, cfg):
@@ -65,6 +67,7 @@ def _inputs(model, batch, cfg):
     return diff.to(device), offsets.to(device), torch.from_numpy(batch.probe).to(device)
 
 
+# --8<-- [start:run]
 def run(model, batch, cfg):
     return model(*_inputs(model, batch, cfg))
 
@@ -72,6 +75,7 @@ def run(model, batch, cfg):
 def run_infer(model, batch, cfg):
     diff, offsets, _ = _inputs(model, batch, cfg)
     return io.reconstruct(model, diff, offsets)
+# --8<-- [end:run]
 
 
 def loss(model, batch, cfg):
@@ -104,18 +108,22 @@ def _no_channel(x):  # and back, where the harness puts the reference's canvas i
 
 def taps(cfg):
     grid = cfg.gridsize > 1
+    # --8<-- [start:phase]
     phase = (Tap("decoder.phase", "phs", layout="BCHW") if os.environ.get("PTYPORT_TAP") == "submodule"
              else Tap("decoder.phase", "ptyport.physics:to_complex", function=True, pre=True, arg=1, layout="BCHW"))
+    # --8<-- [end:phase]
     return [
         # the model's own inputs; its inference entry (io.reconstruct) does not call the model itself
         Tap("input.diffraction", "", pre=True, arg=0, layout="BCHW", infer=False),
         Tap("input.offsets", "", pre=True, arg=1, transform=_offsets, infer=False),
         Tap("scaled_input", "enc", pre=True, layout="BCHW"),
+        # --8<-- [start:taps]
         Tap("encoder.out", "enc", layout="BCHW"),
         Tap("decoder.amp", "amp", layout="BCHW"),
         phase,
         Tap("object.patches", "ptyport.physics:to_complex", function=True, layout="BCHW"),
         Tap("object.canvas", "ptyport.physics:merge", function=True, transform=_channel, inverse=_no_channel, when=lambda c: grid),
+        # --8<-- [end:taps]
         Tap("object.trimmed", "ptyport.physics:trim", function=True, transform=_channel, inverse=_no_channel, when=lambda c: grid),
         Tap("object.extracted", "ptyport.physics:extract", function=True, layout="BCHW", when=lambda c: grid),
         Tap("probe.illuminated", "ptyport.physics:illuminate", function=True, layout="BCHW"),
@@ -125,13 +133,17 @@ def taps(cfg):
 
 
 DERIVED = [
+    # --8<-- [start:derived]
     Derived("diffraction.intensity", lambda t, cfg: t["diffraction.scaled"] ** 2),
+    # --8<-- [end:derived]
     # at gridsize 1 ptyport illuminates the patch itself: that is the extracted object
     Derived("object.extracted", lambda t, cfg: t["object.patches"], when=lambda cfg: cfg.gridsize == 1),
 ]
 
 
+# --8<-- [start:backend]
 def backend():
     return torch_backend("ptyport", make_model, run, taps, DERIVED, run_infer=run_infer,
                          mapping=weight_mapping, get_state=get_state, set_state=set_state,
                          save=lambda model, path: io.save(model, path), load=load, loss=loss)
+# --8<-- [end:backend]

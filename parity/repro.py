@@ -110,9 +110,10 @@ def _script(meta: dict) -> str:
     where = f"groups {meta['groups']}"
     where += "" if meta["channel"] is None else f", channel {meta['channel']}"
     where += "" if meta["crop"] is None else ", rows {}:{}, columns {}:{}".format(*meta["crop"])
+    parted = ("in shape" if meta["local_error"] is None
+              else f"by\n{meta['local_error']:.3e} (relative, max|Δ|/max|ref|; tolerance {meta['tolerance']:.1e})")
     return f'''"""Minimal reproduction: stage {meta['stage']} of case {meta['case']} ({meta['dtype']}), {where},
-fed {meta['reference']}'s inputs. {meta['candidate']}'s output parted from {meta['reference']}'s by
-{meta['local_error']:.3e} (relative, max|Δ|/max|ref|; tolerance {meta['tolerance']:.1e}).
+fed {meta['reference']}'s inputs. {meta['candidate']}'s output parted from {meta['reference']}'s {parted}.
 
 Run: python {SCRIPT}    (needs numpy, ptycho-parity and the framework of each backend to try;
 a backend whose framework is missing is skipped; a port behind an adapter is tried where its
@@ -150,6 +151,9 @@ for name in dict.fromkeys([META["candidate"], META["reference"], "numpy"]):
         print(f"{{name:12s}} skipped: {{backend.missing()}}")
         continue
     out = backend.build(cfg, weights).stage(META["stage"], inputs, batch)
+    if out.shape != reference.shape:
+        print(f"{{name:12s}} {{META['stage']}} has shape {{out.shape}}, {{META['reference']}}'s {{reference.shape}}")
+        continue
     scale = float(np.max(np.abs(reference)))
     error = float(np.max(np.abs(out - reference))) / scale if scale else float(np.max(np.abs(out - reference)))
     print(f"{{name:12s}} {{META['stage']}} local error against {{META['reference']}}: {{error:.3e}}")

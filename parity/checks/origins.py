@@ -82,6 +82,8 @@ class OriginsCheck(Check):
                 local = compare_stage(s.stage, ref[s.stage], forced[s.stage], s.tolerance, ctx.ref, cand,
                                       statistic=s.statistic)
                 s.local_error, local_passed = local.rel_error, local.passed
+                if local.rel_error is None:  # no error to measure: the shapes differ
+                    s.local_note = local.message
             else:  # read from the batch only: local is end to end
                 s.local_error, local_passed = s.rel_error, s.passed
             upstream = [c.rel_error for c in comparison.stages if c.stage in inputs and c.rel_error is not None]

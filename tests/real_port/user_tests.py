@@ -1,6 +1,7 @@
 """The user's own parity tests of ptyport, as its author writes them once the adapter is installed
 (run in a pytester project by tests/test_real_port.py; shown in the documentation)."""
 
+# --8<-- [start:tests]
 import pytest
 
 pytestmark = pytest.mark.parity
@@ -10,3 +11,4 @@ pytestmark = pytest.mark.parity
 def test_parity_ptyport(parity_check, case):
     result = parity_check(case, "ptyport", grad=True)
     assert result.passed, result.report()
+# --8<-- [end:tests]

@@ -174,10 +174,11 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
     judged = max(tolerance, floor)
     n_over = int(np.sum(delta > judged * scale))
     quantiles = error_quantiles(delta, scale) if metric == "max" else None
-    bounded = quantiles[statistic] if quantiles is not None and statistic != "max" else rel
+    by_max = quantiles is None or statistic == "max"
+    bounded = rel if by_max else quantiles[statistic]
     budget = bounded / tolerance if tolerance > 0 else (0.0 if bounded <= floor else float("inf"))
     passed = bounded <= judged
-    what = what if bounded is rel else f"{statistic} of the relative error"
+    what = what if by_max else f"{statistic} of the relative error"
     message = "" if passed else (
         f"{what} {bounded:.3e} exceeds tolerance {tolerance:.1e} "
         f"({n_over} of {ref.size} elements over)")

@@ -30,16 +30,18 @@ def _columns() -> Iterator[None]:
             os.environ["COLUMNS"] = old
 
 
+def subcommands(parser) -> dict:
+    """name -> sub-parser of each `parity` command."""
+    return next(a for a in parser._subparsers._group_actions if a.dest == "command").choices
+
+
 def command_help(command: str = "") -> str:
     """What `parity [COMMAND] --help` prints, at the documentation's width."""
     from parity.cli import build_parser
 
+    parser = build_parser()
     with _columns():
-        parser = build_parser()
-        if not command:
-            return parser.format_help()
-        sub = next(a for a in parser._subparsers._group_actions if a.dest == "command")  # the subcommands
-        return sub.choices[command].format_help()
+        return (subcommands(parser)[command] if command else parser).format_help()
 
 
 def cli_reference() -> str:
@@ -47,10 +49,10 @@ def cli_reference() -> str:
     from parity.cli import build_parser
 
     parser = build_parser()
-    commands = next(a for a in parser._subparsers._group_actions if a.dest == "command").choices
-    parts = ["## parity", "", "```", command_help().rstrip(), "```", ""]
-    for name in commands:
-        parts += [f"## parity {name}", "", "```", command_help(name).rstrip(), "```", ""]
+    with _columns():
+        parts = ["## parity", "", "```", parser.format_help().rstrip(), "```", ""]
+        for name, sub in subcommands(parser).items():
+            parts += [f"## parity {name}", "", "```", sub.format_help().rstrip(), "```", ""]
     return "\n".join(parts)
 
 

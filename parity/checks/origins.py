@@ -61,12 +61,11 @@ class OriginsCheck(Check):
             return [CheckResult(self.name, cand, _status(True), "every stage agrees end to end: no origin")]
         model = ctx.models[cand]
         if not can_force(model):
-            return [self.not_run(cand, f"{cand} cannot compute a stage from the reference's inputs "
-                                       f"(its model has no stage(name, inputs, batch): a Keras adapter reads its layers through one sub-model "
-                                       f"and cannot put the reference's values in)")]
+            return [self.not_run(cand, f"{cand} cannot compute a stage from the reference's inputs (its model has "
+                                       f"no stage(name, inputs, batch): a Keras adapter reads its layers through "
+                                       f"one sub-model and cannot put the reference's values in)")]
         ref = ctx.train[ctx.ref]
         origins, forced = [], {}  # forced: stage -> the candidate's output fed the reference's inputs
-        unforced = []  # stages the candidate cannot compute from the reference's inputs
         for s in comparison.stages:
             inputs = STAGE_INPUTS.get(s.stage)
             if inputs is None or not s.provided or s.stage not in ref:
@@ -76,7 +75,6 @@ class OriginsCheck(Check):
                                  s.stage, {k: ref[k] for k in inputs}, ctx.batch)
                 if isinstance(value, CannotForce):
                     s.mark, s.local_note = UNFORCED, str(value)
-                    unforced.append(s)
                     continue
                 forced[s.stage] = value
                 local = compare_stage(s.stage, ref[s.stage], forced[s.stage], s.tolerance, ctx.ref, cand,
@@ -109,7 +107,7 @@ class OriginsCheck(Check):
             for origin in origins:
                 origin["repro"] = str(self._repro(ctx, cand, origin))
         # a diverging stage that could not be forced may be an origin too: say which, and why
-        unknown = [s for s in unforced if not s.passed]
+        unknown = [s for s in comparison.stages if s.mark == UNFORCED and not s.passed]
         if not origins and not unknown:
             summary = "no origin: every stage is within its tolerance when fed the reference's inputs"
         elif not origins:

@@ -124,6 +124,7 @@ BUILTIN: dict[str, Backend] = {
 }
 _DISCOVERED: dict[str, Backend] = {}
 _BROKEN: dict[str, str] = {}  # entry-point name -> why it cannot be loaded
+_SCANNED = False  # the entry points are loaded once per process, a broken one included
 
 
 def _entry_points():
@@ -136,7 +137,9 @@ def discover() -> dict[str, Backend]:
     """Built-ins and every installed third-party backend that loads, by name. One that does not
     load is kept in `broken()` with its error and fails only a run that asks for it: a broken
     third-party package must not hide the others."""
-    if not _DISCOVERED:  # (re)scanned while nothing loaded: cheap, and tests reset the registry
+    global _SCANNED
+    if not _SCANNED:
+        _SCANNED = True
         _BROKEN.clear()
         for ep in _entry_points():
             if ep.name in BUILTIN:
@@ -144,7 +147,9 @@ def discover() -> dict[str, Backend]:
             try:
                 obj = ep.load()
                 backend = obj() if callable(obj) and not isinstance(obj, Backend) else obj
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # noqa: BLE001 - a sys.exit() at import must not end every command
                 _BROKEN[ep.name] = f"{ep.value} cannot be loaded: {exc.__class__.__name__}: {exc}"
                 continue
             if not isinstance(backend, Backend):

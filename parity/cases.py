@@ -19,7 +19,7 @@ from typing import Optional
 import numpy as np
 
 from parity.config import ForwardConfig
-from parity.data import Batch, ScanData, load_scan, make_batch
+from parity.data import Batch, DataError, ScanData, load_scan, make_batch
 from parity.fixture import FIXTURE_N128_PATH, FIXTURE_PATH
 from parity.weights import DEFAULT_SCHEME, init_weights
 
@@ -62,7 +62,11 @@ class Case:
     def inputs(self, dtype: str = "float32", data: Optional[str | Path] = None):
         """(ForwardConfig, weights, Batch) in `dtype`; `data` replaces the case's fixture."""
         scan = _load(str(data) if data is not None else str(self.data))
-        batch = make_batch(scan, self.config, self.seeds(scan.n_points), dtype)
+        try:
+            seeds = self.seeds(scan.n_points)
+        except ValueError as exc:  # a --data scan with too few points for this case
+            raise DataError(scan.path, "diffraction", str(exc)) from None
+        batch = make_batch(scan, self.config, seeds, dtype)
         return self.config, self.weights(dtype), batch
 
 

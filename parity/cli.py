@@ -22,11 +22,18 @@ def _cmd_cases(args: argparse.Namespace) -> int:
 
 
 def _cmd_make_fixture(args: argparse.Namespace) -> int:
-    from parity.fixture import FIXTURE_N128_PATH, FIXTURE_PATH, FixtureSpec, make_fixture, readme_path
+    from parity.fixture import FIXTURE_N128_PATH, FIXTURE_PATH, FixtureSpec, is_shipped, make_fixture, readme_path
+    from parity.resources import INSTALLED
 
     probe = Path(args.probe) if args.probe else None
     default_out = {64: FIXTURE_PATH, 128: FIXTURE_N128_PATH}[args.N]
-    out = make_fixture(Path(args.out or default_out), spec=FixtureSpec.for_N(args.N), probe_path=probe)
+    out = Path(args.out or default_out)
+    if probe is not None and is_shipped(out):
+        raise UsageError(f"--probe {probe}: a fixture made with another probe is for manual --data checks and never "
+                         f"replaces the shipped {out}; name where to write it with --out FILE.npz")
+    if INSTALLED and is_shipped(out):
+        raise UsageError(f"the fixture of this installed copy lives in {out}; name a file of yours with --out FILE.npz")
+    out = make_fixture(out, spec=FixtureSpec.for_N(args.N), probe_path=probe)
     print(f"wrote {out} ({out.stat().st_size} bytes) and {readme_path(out, probe)}")
     return 0
 
@@ -41,19 +48,61 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_check(args: argparse.Namespace) -> int:
-    import shutil
-
+def _unique_cases(args: argparse.Namespace) -> list:
+    """The chosen cases, each once (a repeated --case runs once)."""
     from parity.cases import cases_in, get_case
-    from parity.data import load_scan
-    from parity import dump
-    from parity.report import write_report
-    from parity.engine import run_case
 
     try:
-        cases = [get_case(n) for n in args.case] if args.case else cases_in(args.cases)
+        return [get_case(n) for n in dict.fromkeys(args.case)] if args.case else cases_in(args.cases)
     except KeyError as exc:
         raise UsageError(exc.args[0]) from None
+
+
+def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: list) -> dict[str, str]:
+    """Read every input of the run before any model is built: the tolerance profiles, each case's
+    inputs, the golden folder and each case's golden. A bad tolerance file or input is one line
+    and exit 2 (UsageError and friends, raised); a corrupt golden is that case's error, returned
+    (case -> message) and printed, and the other cases still run."""
+    from parity.goldens import GoldenError, golden_path, load_golden, load_golden_profile
+    from parity.tolerances import load_profile
+
+    use_goldens = not args.data
+    if args.goldens and not Path(args.goldens).is_dir():
+        raise UsageError(f"--goldens {args.goldens}: no such folder (the golden check would silently have "
+                         f"nothing to compare with)")
+    if args.summary_md:
+        target = Path(args.summary_md)
+        if target.is_dir() or not target.parent.is_dir():
+            raise UsageError(f"--summary-md {args.summary_md}: "
+                             f"{'is a folder' if target.is_dir() else 'its folder does not exist'}")
+    for dtype in dtypes:
+        for device in dict.fromkeys(devices.values()):
+            load_profile(device, dtype)
+            if use_goldens:
+                load_golden_profile(device, dtype)
+    bad: dict[str, str] = {}
+    for case in cases:
+        case.inputs("float64", data=args.data)  # too few points, all-zero groups: DataError, one line
+        path = golden_path(case.name, args.goldens)
+        if use_goldens and path.exists():
+            try:
+                load_golden(path)
+            except GoldenError as exc:
+                bad[case.name] = str(exc)
+                print(f"parity: error: {exc} (the other checks of {case.name} and the other cases still run; "
+                      f"exit code 2)", file=sys.stderr, flush=True)
+    return bad
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from parity.data import load_scan
+    from parity import dump
+    from parity.files import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunFolder
+    from parity.report import write_report
+    from parity.engine import run_case
+    from parity.results import EXIT_BAD_INPUT, exit_code
+
+    cases = _unique_cases(args)
     if args.data:
         scan = load_scan(args.data)  # fail fast, one line, before any model is built
         other_n = [c for c in cases if c.config.N != scan.N]
@@ -75,54 +124,71 @@ def _cmd_check(args: argparse.Namespace) -> int:
     if args.train_steps < 0:
         raise UsageError(f"--train-steps must be >= 0, got {args.train_steps}")
     dtypes = list(dump.iter_dtypes(args.dtype))
+    bad_goldens = _preflight(args, cases, devices, dtypes)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    folder = RunFolder(out, command="parity check", force=args.force).open()
     total = len(cases) * len(dtypes)
     where = lambda names: ", ".join(f"{n} on {devices[n]}" for n in names)  # noqa: E731
     print(f"parity check: {where([args.ref])} (reference) vs {where(candidates)}; "
           f"{len(cases)} case(s) x {len(dtypes)} dtype(s); "
           f"data {args.data or 'shipped fly001 fixture'}; report in {out}/", flush=True)
     results, figures, n = [], {}, 0
-    for case in cases:
-        shutil.rmtree(out / case.name, ignore_errors=True)  # no stale dtype entries
-        for dtype in dtypes:
-            n += 1
-            print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
-            result = run_case(case, device=args.device, ref_device=args.ref_device, dtype=dtype, data=args.data,
-                              goldens_dir=args.goldens,
-                              ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps,
-                              reuse=args.reuse, repro_dir=Path(args.repro) if args.repro else out / case.name / "repro")
-            figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures)
-            print(f"{result.verdict()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
-            for line in result.check_lines(every=not args.brief):
-                print("      " + line.replace("\n", "\n      "), flush=True)
-            if args.compare_paths:
-                print(dump.compare_paths_text(result), flush=True)
-            for message in result.golden_messages():
-                print("      " + message.replace("\n", "\n      "), flush=True)
-            results.append(result)
-    report = write_report(results, out, figures)
+    state = FAILED
+    try:
+        write_report(results, out, figures, state=RUNNING, planned=total)
+        for case in cases:
+            for dtype in dtypes:
+                n += 1
+                print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
+                result = run_case(case, device=args.device, ref_device=args.ref_device, dtype=dtype, data=args.data,
+                                  goldens_dir=args.goldens,
+                                  ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps,
+                                  reuse=args.reuse,
+                                  repro_dir=Path(args.repro) if args.repro else out / case.name / "repro")
+                figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures)
+                print(f"{result.verdict()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
+                for line in result.check_lines(every=not args.brief):
+                    print("      " + line.replace("\n", "\n      "), flush=True)
+                if args.compare_paths:
+                    print(dump.compare_paths_text(result), flush=True)
+                for message in result.golden_messages():
+                    print("      " + message.replace("\n", "\n      "), flush=True)
+                results.append(result)
+                write_report(results, out, figures, state=RUNNING, planned=total)  # an interrupted run says so
+                folder.record()
+        state = COMPLETE
+    except KeyboardInterrupt:
+        state = INTERRUPTED
+        raise
+    finally:
+        try:
+            report = write_report(results, out, figures, state=state, planned=total)
+        finally:
+            folder.close(state)
     print()
     print(dump.summary_table(results))
-    if args.summary_md:
-        Path(args.summary_md).write_text(dump.summary_markdown(results))
-    from parity.results import exit_code
-
+    code = exit_code([c for r in results for c in r.results])
+    if bad_goldens:
+        code = EXIT_BAD_INPUT
     failed = [r for r in results if not r.passed]
     print(f"\n{len(results) - len(failed)}/{len(results)} runs agree; report: {report}")
-    return exit_code([c for r in results for c in r.results])
+    if args.summary_md:
+        from parity.files import write_atomic
+
+        try:
+            write_atomic(args.summary_md, dump.summary_markdown(results))
+        except OSError as exc:  # the verdict above stands; the exit code says something went wrong
+            print(f"parity: error: --summary-md {args.summary_md}: {exc.strerror or exc}", file=sys.stderr)
+            code = code or EXIT_BAD_INPUT
+    return code
 
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
     from parity import goldens
-    from parity.cases import cases_in, get_case
     from parity.refresh import apply, format_plan, plan
     from parity.resources import INSTALLED
 
-    try:
-        cases = [get_case(n) for n in args.case] if args.case else cases_in(args.cases)
-    except KeyError as exc:
-        raise UsageError(exc.args[0]) from None
+    cases = _unique_cases(args)
     directory = Path(args.goldens) if args.goldens else goldens.GOLDEN_DIR
     if not args.goldens and INSTALLED and not args.dry_run:
         raise UsageError(f"the goldens of this installed copy live in {goldens.GOLDEN_DIR}; "
@@ -243,7 +309,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="precision (default: %(default)s)")
     p.add_argument("--data", help="any fly001-format NPZ; the cases are rebuilt on it "
                                   "(default: the shipped fixture)")
-    p.add_argument("--out", default="parity-report", help="report folder (default: %(default)s/)")
+    p.add_argument("--out", default="parity-report",
+                   help="report folder (default: %(default)s/); parity writes only files of its own there and, "
+                        "on the next run, removes only those (listed in its .parity-run.json)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out folder that holds files parity did not write (they are kept)")
     p.add_argument("--summary-md", metavar="PATH", help="also write the markdown summary table here (CI job summary)")
     p.add_argument("--ref", default="tensorflow", metavar="BACKEND",
                    help="the reference backend (default: %(default)s; see `parity backends`)")
@@ -327,7 +397,10 @@ def main(argv: Optional[Sequence[str]] = None, reuse: Sequence[str] = ()) -> int
 
     from parity.backends import BackendError
 
-    bad_input = (UsageError, DataError, ConfigError, WeightError, ToleranceError, GoldenError, BackendError)
+    from parity.files import OutputRefused
+
+    bad_input = (UsageError, DataError, ConfigError, WeightError, ToleranceError, GoldenError, BackendError,
+                 OutputRefused)
 
     args = build_parser().parse_args(argv)
     args.reuse = tuple(reuse)
@@ -340,8 +413,9 @@ def main(argv: Optional[Sequence[str]] = None, reuse: Sequence[str] = ()) -> int
     except bad_input as exc:
         print(f"parity: error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # e.g. an --out folder that cannot be written
-        print(f"parity: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:  # e.g. an --out folder that cannot be written, a full disk
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"parity: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("parity: interrupted", file=sys.stderr)

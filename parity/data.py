@@ -102,25 +102,77 @@ def batch_problem(batch: Batch, cfg: ForwardConfig, dtype: str) -> Optional[str]
 
 # -- loading ----------------------------------------------------------------------------------
 
-def load_scan(path: str | Path) -> ScanData:
-    """Read and validate a fly001-format NPZ. Every problem is a `DataError` naming file and key."""
-    path = Path(path)
+def _open_npz(path: Path):
+    """The NpzFile of `path` (never unpickling), or a DataError naming the file."""
     if not path.is_file():
         raise DataError(path, None, "no such file")
     if not zipfile.is_zipfile(path):
         raise DataError(path, None, "not an NPZ file (no zip archive inside)")
     try:
-        npz = np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
         raise DataError(path, None, f"not a readable NPZ file ({exc.__class__.__name__}: {exc})")
-    with npz:
+
+
+def _read_array(npz, path: Path, key: str) -> np.ndarray:
+    """One array of an NPZ, after checking its header against the bytes the file holds: a header
+    that claims a huge shape is refused before any memory is taken for it, and an array of Python
+    objects (pickled data) is named as such, never loaded."""
+    member = key if key in npz.zip.namelist() else f"{key}.npy"
+    try:
+        size = npz.zip.getinfo(member).file_size
+        with npz.zip.open(member) as fh:
+            version = np.lib.format.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
+            elif version == (2, 0):
+                shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
+            else:
+                shape, dtype = None, None  # a newer format: numpy reads (and checks) it below
+            offset = fh.tell()
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(path, key, f"cannot be read ({exc})")
+    if dtype is not None:
+        if dtype.hasobject:
+            raise DataError(path, key, f"holds Python objects (dtype {dtype}), i.e. pickled data, which parity "
+                                       f"never loads; store a numeric array")
+        claimed = int(np.prod(shape, dtype=object)) * dtype.itemsize
+        if claimed != size - offset:
+            raise DataError(path, key, f"its header claims shape {tuple(shape)} of {dtype} ({claimed} bytes) "
+                                       f"but the file holds {size - offset} bytes for it")
+    try:
+        return np.asarray(npz[key])
+    except (ValueError, OSError, MemoryError, zipfile.BadZipFile, EOFError) as exc:
+        raise DataError(path, key, f"cannot be read ({exc.__class__.__name__}: {exc})")
+
+
+def load_probe(path: str | Path, N: int, key: str = "probeGuess") -> np.ndarray:
+    """The (N, N) complex128 probe stored under `key` of an NPZ (`parity make-fixture --probe`):
+    numeric, finite, not all zeros; every problem a DataError naming file and key."""
+    path = Path(path)
+    with _open_npz(path) as npz:
+        if key not in npz.files:
+            raise DataError(path, key, f"missing (file has keys {sorted(npz.files)})")
+        probe = _read_array(npz, path, key)
+    if not np.issubdtype(probe.dtype, np.number) or np.issubdtype(probe.dtype, np.bool_):
+        raise DataError(path, key, f"must be numeric (complex), got dtype {probe.dtype}")
+    if probe.shape != (N, N):
+        raise DataError(path, key, f"must have shape ({N}, {N}), got {probe.shape}")
+    probe = probe.astype(np.complex128)
+    _need_finite(path, key, probe)
+    if not np.any(probe):
+        raise DataError(path, key, "is all zeros")
+    return probe
+
+
+def load_scan(path: str | Path) -> ScanData:
+    """Read and validate a fly001-format NPZ. Every problem is a `DataError` naming file and key."""
+    path = Path(path)
+    with _open_npz(path) as npz:
         keys = set(npz.files)
 
         def read(key: str) -> np.ndarray:
-            try:
-                return np.asarray(npz[key])
-            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-                raise DataError(path, key, f"cannot be read ({exc})")
+            return _read_array(npz, path, key)
 
         dkey = next((k for k in DIFFRACTION_KEYS if k in keys), None)
         if dkey is None:
@@ -180,6 +232,8 @@ def _diffraction_amplitude(path: Path, key: str, raw: np.ndarray) -> tuple[np.nd
     _need_finite(path, key, values)
     if np.any(values < 0):
         raise DataError(path, key, f"has {int(np.sum(values < 0))} negative values")
+    if not np.any(values):
+        raise DataError(path, key, "is all zeros (no photons: nothing to normalise)")
     return (np.sqrt(values) if converted else values), converted
 
 
@@ -273,17 +327,31 @@ def make_batch(scan: ScanData, cfg: ForwardConfig, seeds: Sequence[int],
     """Group, normalise (float64), build P_eff, then cast once to `dtype` (float32|float64)."""
     real = _real_dtype(dtype)
     cplx = np.complex64 if real == np.float32 else np.complex128
-    idx, amps, centre, relative = group(scan, cfg, seeds)
-    factor = normalisation_factor(amps, cfg.N)
+    try:
+        idx, amps, centre, relative = group(scan, cfg, seeds)
+        factor = normalisation_factor(amps, cfg.N)
+    except ValueError as exc:  # too few points for the grouping, all-zero groups: the file's fault
+        raise _scan_error(scan, "diffraction", exc) from None
+    try:
+        probe = effective_probe(scan.probe, cfg)
+    except ValueError as exc:
+        raise _scan_error(scan, "probeGuess", exc) from None
     return Batch(
         diffraction=(amps * factor).astype(real),
         offsets=relative.astype(real),
         global_offsets=centre.astype(real),
-        probe=effective_probe(scan.probe, cfg).astype(cplx),
+        probe=probe.astype(cplx),
         group_indices=idx,
         norm_factor=factor,
         source=scan.path,
     )
+
+
+def _scan_error(scan: ScanData, key: str, exc: ValueError) -> DataError:
+    if isinstance(exc, DataError):
+        return exc
+    problem = str(exc).removeprefix(f"{scan.path}: ")
+    return DataError(scan.path, key, f"{problem} ({scan.n_points} patterns of {scan.N}x{scan.N})")
 
 
 def batches(scan: ScanData, cfg: ForwardConfig, seeds: Sequence[int], batch_size: int,

@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from parity.figures import draw_case
+from parity.files import write_atomic
 from parity.results import CaseResult
 
 
@@ -34,7 +35,7 @@ def _jsonable(value):
 
 
 def write_json(path: Path, payload) -> None:
-    path.write_text(json.dumps(_jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_atomic(path, json.dumps(_jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def _merge_json(path: Path, dtype: str, payload) -> None:

@@ -155,7 +155,11 @@ def _golden(ctx: RunContext, case: Case, use_golden: bool, data, goldens_dir, to
     if not path.exists():
         ctx.golden_why = f"no golden for {case.name} in {path.parent}"
         return None
-    ctx.golden = (goldens.load_golden(path), str(path))  # corrupt: GoldenError, one line
+    try:
+        ctx.golden = (goldens.load_golden(path), str(path))
+    except goldens.GoldenError as exc:  # this case's error (its golden check), not the whole run's
+        ctx.golden_error = str(exc)
+        return str(path)
     ctx.golden_profiles = {name: goldens.load_golden_profile(dev, ctx.dtype, tolerance_path)
                            for name, dev in ctx.devices.items()}
     return str(path)

@@ -40,12 +40,23 @@ def _finite(a: np.ndarray) -> np.ndarray:
     return a[np.isfinite(a)]
 
 
+def _save(fig, path: Path) -> None:
+    """Write the PNG atomically (drawn in memory, renamed into place), free the figure."""
+    import io
+
+    from parity.files import write_atomic
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=FIG_DPI)
+    write_atomic(path, buf.getvalue())
+    _plt().close(fig)
+
+
 def _finish(fig, title: str, path: Path, fontsize: int = 12) -> None:
     """Title, layout, write the PNG, free the figure."""
     fig.suptitle(title, fontsize=fontsize)
     fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    _plt().close(fig)
+    _save(fig, path)
 
 
 def centre_overlap(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, str]:
@@ -94,8 +105,7 @@ def _patch_figure(result: CaseResult, part: str, path: Path) -> None:
     fig.suptitle(f"{result.case} · {result.dtype} · object.patches {part} (channel 0)"
                  + (f"\n{note}" if note else ""), fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _canvas_figure(result: CaseResult, path: Path) -> None:
@@ -138,8 +148,7 @@ def _diffraction_figure(result: CaseResult, path: Path) -> None:
            f"log10 relative |{result.ref} − {result.candidates[0]}|", "magma", -20, 0, "log10")
     fig.suptitle(f"{result.case} · {result.dtype} · diffraction, group 0 channel 0 (log scale)", fontsize=12)
     fig.tight_layout()
-    fig.savefig(path, dpi=FIG_DPI)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _origin_figure(result: CaseResult, cand: str, origin: dict, path: Path) -> None:

@@ -77,5 +77,6 @@ def fingerprint(golden: Mapping, key: str) -> str:
 
 def matches(golden: Mapping, key: str) -> bool:
     """True when `golden` was written by this code, these versions and inputs, and is unedited."""
-    stored = golden.get("provenance", {}).get("fingerprint")
+    provenance = golden.get("provenance")
+    stored = provenance.get("fingerprint") if isinstance(provenance, dict) else None
     return isinstance(stored, str) and stored == fingerprint(golden, key)

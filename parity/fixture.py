@@ -129,9 +129,12 @@ def simulate(spec: FixtureSpec = FixtureSpec(), probe: np.ndarray | None = None)
 
 
 def write_npz_reproducibly(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Like np.savez_compressed, but with fixed zip timestamps (np.savez stamps the clock)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+    """Like np.savez_compressed, but with fixed zip timestamps (np.savez stamps the clock), and
+    atomic (built in memory, then renamed into place)."""
+    from parity.files import write_atomic
+
+    zipped = io.BytesIO()
+    with zipfile.ZipFile(zipped, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for key in sorted(arrays):
             buf = io.BytesIO()
             np.lib.format.write_array(buf, np.ascontiguousarray(arrays[key]), allow_pickle=False)
@@ -139,6 +142,7 @@ def write_npz_reproducibly(path: Path, arrays: dict[str, np.ndarray]) -> None:
             info.compress_type = zipfile.ZIP_DEFLATED
             info.external_attr = 0o644 << 16
             zf.writestr(info, buf.getvalue(), compresslevel=9)
+    write_atomic(path, zipped.getvalue())
 
 
 README_TEMPLATE = """# fly001-format fixture (`{name}`)
@@ -178,20 +182,16 @@ def make_fixture(out: Path = FIXTURE_PATH, spec: FixtureSpec = FixtureSpec(),
                  probe_path: Path | None = None) -> Path:
     """Write the fixture NPZ and its README. With `probe_path` (an NPZ with key probeGuess),
     simulate with that probe instead: for manual `--data` checks, never for the shipped file."""
+    from parity.files import write_atomic
+
+    if probe_path is not None and is_shipped(out):
+        raise ValueError(f"{out} is the shipped fixture: it is made from the synthetic probe only "
+                         f"(write a fixture with another probe elsewhere)")
     probe = None
     if probe_path is not None:
-        from parity.data import DataError
+        from parity.data import load_probe
 
-        try:
-            with np.load(probe_path, allow_pickle=False) as npz:
-                probe = npz["probeGuess"]
-        except KeyError:
-            raise DataError(probe_path, "probeGuess", "missing") from None
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise DataError(probe_path, None, f"not a readable NPZ file ({exc})") from None
-        if probe.shape != (spec.N, spec.N) or not np.all(np.isfinite(probe)):
-            raise DataError(probe_path, "probeGuess", f"must be a finite ({spec.N}, {spec.N}) array, "
-                                                      f"got shape {probe.shape}")
+        probe = load_probe(probe_path, spec.N)  # numeric, (N, N), finite, not all zeros
     arrays = simulate(spec, probe)
     write_npz_reproducibly(out, arrays)
     d = arrays["diffraction"].astype(np.float64)
@@ -205,8 +205,14 @@ def make_fixture(out: Path = FIXTURE_PATH, spec: FixtureSpec = FixtureSpec(),
     if probe_path is not None:
         readme = readme.replace("- **Probe**: zone-plate-like", f"- **Probe**: taken from `{probe_path}` "
                                 "(key probeGuess), NOT the synthetic one. The synthetic would be: zone-plate-like")
-    readme_path(out, probe_path).write_text(readme)
+    write_atomic(readme_path(out, probe_path), readme)
     return out
+
+
+def is_shipped(path: Path) -> bool:
+    """True for the shipped fixtures' paths (or their README)."""
+    shipped = {FIXTURE_PATH, FIXTURE_N128_PATH, FIXTURE_DIR / "README.md"}
+    return Path(path).resolve() in {p.resolve() for p in shipped}
 
 
 def readme_path(out: Path, probe_path: Path | None = None) -> Path:

@@ -16,13 +16,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
+from parity.files import write_atomic  # noqa: F401 (the goldens' storage writes through it)
 from parity.resources import FIXTURES_ROOT
-from parity.tolerances import TOLERANCE_PATH, ToleranceError, longest_match, read_tolerance_file
+from parity.tolerances import TOLERANCE_PATH, ToleranceError, longest_match, read_tolerance_file, table_at
 
 SCHEMA = 1
 GOLDEN_DIR = FIXTURES_ROOT / "goldens"
@@ -78,7 +78,7 @@ def load_golden(path: str | Path) -> dict:
         raise GoldenError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
     if not isinstance(golden, dict):
         raise GoldenError(f"{path}: a golden must be a JSON object, got {type(golden).__name__}")
-    if golden.get("schema") != SCHEMA:
+    if golden.get("schema") != SCHEMA or isinstance(golden.get("schema"), bool):
         raise GoldenError(f"{path}: key 'schema' is {golden.get('schema')!r}, this version reads schema {SCHEMA} "
                           f"(regenerate with `parity refresh`)")
     for key, kind in (("case", str), ("config", dict), ("digests", dict), ("summaries", dict)):
@@ -93,10 +93,25 @@ def load_golden(path: str | Path) -> dict:
         if not (isinstance(entry, dict) and isinstance(entry.get("inputs"), dict)
                 and isinstance(entry.get("weights"), str)):
             raise GoldenError(f"{path}: key 'digests.{dtype}' must hold 'inputs' (object) and 'weights' (string)")
+    if not isinstance(golden.get("provenance", {}), dict):
+        raise GoldenError(f"{path}: key 'provenance' must be an object, got {_kind(golden['provenance'])} "
+                          f"(repair with `parity refresh --failing`)")
+    for dtype, entry in golden["digests"].items():
+        for name, digest in entry["inputs"].items():
+            if not isinstance(digest, str):
+                raise GoldenError(f"{path}: key 'digests.{dtype}.inputs.{name}' must be a string, got {digest!r}")
     for key, value in flatten(golden["summaries"]).items():
         if not isinstance(value, (int, float, str)) or isinstance(value, bool):
             raise GoldenError(f"{path}: key 'summaries.{key}' must be a number, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            # Infinity would allow any result (its tolerance rel * inf is inf) and NaN none
+            raise GoldenError(f"{path}: key 'summaries.{key}' is {json.dumps(value)}: golden values must be "
+                              f"finite (repair with `parity refresh --failing`)")
     return golden
+
+
+def _kind(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -136,10 +151,9 @@ class GoldenProfile:
 
 
 def load_golden_profile(device: str, dtype: str, path: str | Path = TOLERANCE_PATH) -> GoldenProfile:
-    data = read_tolerance_file(path)
     key = f"golden.{device}.{dtype}"
-    table = data.get("golden", {}).get(device, {}).get(dtype)
-    if not isinstance(table, dict) or not table:
+    table = table_at(read_tolerance_file(path), path, key)
+    if not table:
         raise ToleranceError(f"{path}: key '{key}' missing (no golden tolerances for {device} {dtype})")
     rules = {}
     for pattern, value in table.items():
@@ -236,26 +250,6 @@ def golden_path(case_name: str, directory: str | Path | None = None) -> Path:
 
 def obtained_path(case_name: str, directory: str | Path | None = None) -> Path:
     return Path(directory or GOLDEN_DIR) / f"{case_name}.obtained.json"
-
-
-def write_atomic(path: str | Path, text: str) -> None:
-    """Write via a temporary file in the same folder and a rename: a reader (or a crash) sees
-    the old file or the new one, never a truncated one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a golden is an ordinary file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def in_ci() -> bool:

@@ -12,6 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from parity.dump import _fmt, summary_markdown, summary_rows, write_json
+from parity.files import write_atomic
 from parity.results import ERROR, FAILED, NOT_RUN, PASSED, CaseResult
 
 
@@ -58,7 +59,8 @@ def _error_sections(r: CaseResult) -> list[str]:
     lines = []
     for c in r.errors:
         f = c.failure
-        lines += [f"**{c.title}: {f.line()}**", "", "```", f.traceback.rstrip(), "```", ""]
+        lines += [f"**{c.title}: {f.line()}**", ""]
+        lines += ["```", f.traceback.rstrip(), "```", ""] if f.traceback else []
     for name, text in r.output.items():
         lines += [f"What {name} printed during the run:", "", "```", text.rstrip(), "```", ""]
     return lines
@@ -132,10 +134,25 @@ def _origin_lines(r: CaseResult, name: str, out: Path) -> list[str]:
     return lines + [""]
 
 
-def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[str, str], list[Path]]) -> Path:
-    """`<out>/report.md` (tables and embedded figures) and `<out>/summary.json`."""
+_STATES = {
+    "running": "**Unfinished run**: {done} of {planned} runs done so far. This report is rewritten after each "
+               "run and says so when the run is complete; until then a case that is not here has not been checked.",
+    "interrupted": "**Interrupted run**: {done} of {planned} runs done; the rest were not run. "
+                   "This is no verdict on them.",
+    "failed": "**Run ended by an error**: {done} of {planned} runs done; the rest were not run. "
+              "This is no verdict on them.",
+}
+
+
+def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[str, str], list[Path]],
+                 state: str = "complete", planned: int | None = None) -> Path:
+    """`<out>/report.md` (tables and embedded figures) and `<out>/summary.json`, each written
+    atomically. `state`: running (written after each run), complete, interrupted or failed; an
+    unfinished report says so at its top and its summary never reads `passed`."""
     out = Path(out)
-    lines = ["# ptycho-parity report", "",
+    planned = len(results) if planned is None else planned
+    banner = ["> " + _STATES[state].format(done=len(results), planned=planned), ""] if state in _STATES else []
+    lines = ["# ptycho-parity report", "", *banner,
              f"{results[0].ref if results else 'reference'} (reference) vs "
              f"{', '.join(results[0].candidates) if results else 'candidates'}, stage by stage; "
              "relative error = max|Δ| / max|reference|.",
@@ -177,6 +194,8 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
                 rel = fig.relative_to(out).as_posix()
                 lines += [f"![{fig.stem}]({rel})", ""]
     report = out / "report.md"
-    report.write_text("\n".join(lines))
-    write_json(out / "summary.json", {"passed": all(r.passed for r in results), "runs": summary_rows(results)})
+    write_atomic(report, "\n".join(lines))
+    write_json(out / "summary.json", {"state": state, "runs_done": len(results), "runs_planned": planned,
+                                      "passed": state == "complete" and all(r.passed for r in results),
+                                      "runs": summary_rows(results)})
     return report

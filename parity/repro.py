@@ -13,6 +13,7 @@ models the run built.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import fields
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Optional
 import numpy as np
 
 from parity.compare import compare_stage
+from parity.files import write_atomic
 from parity.stages import STAGE_INPUTS
 
 # stages whose every channel is computed from the same channel of their inputs alone
@@ -96,13 +98,15 @@ def write_repro(folder: Path, *, case: str, dtype: str, stage: str, ref: str, ca
     # a reproduction on the whole batch carries the batch (an adapter's forward call reads all of it)
     arrays = {f"batch/{f.name}": getattr(batch, f.name) for f in fields(batch)
               if isinstance(getattr(batch, f.name), np.ndarray)} if whole else {}
-    np.savez(folder / DATA, **{f"input/{k}": v for k, v in inputs.items()},
+    npz = io.BytesIO()
+    np.savez(npz, **{f"input/{k}": v for k, v in inputs.items()},
              **{f"output/{ref}": want, f"output/{cand}": got}, probe=np.asarray(batch.probe), **arrays)
+    write_atomic(folder / DATA, npz.getvalue())
     meta = {"case": case, "dtype": dtype, "stage": stage, "reference": ref, "candidate": cand, "groups": groups,
             "channel": channel, "crop": None if crop is None else list(crop), "whole_batch": whole,
             "norm_factor": float(batch.norm_factor), "tolerance": tolerance, "local_error": local.rel_error}
-    (folder / "repro.json").write_text(json.dumps(meta, indent=1) + "\n")
-    (folder / SCRIPT).write_text(_script(meta))
+    write_atomic(folder / "repro.json", json.dumps(meta, indent=1) + "\n")
+    write_atomic(folder / SCRIPT, _script(meta))
     return folder / SCRIPT
 
 

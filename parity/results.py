@@ -18,7 +18,7 @@ from typing import Any, Optional
 from parity.config import ForwardConfig
 
 PASSED, FAILED, NOT_RUN, ERROR = "passed", "failed", "not run", "error"
-WIRING, RAISED = "wiring", "raised"  # the two kinds of error
+WIRING, RAISED, INPUT = "wiring", "raised", "input"  # the kinds of error (INPUT: a corrupt golden of the case)
 EXIT_PASSED, EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_RAISED = 0, 1, 2, 3
 EXIT_CODES_HELP = ("exit codes: 0 every check passed (or was not run, with its reason), 1 a divergence, "
                    "2 bad input or adapter wiring (a tap that never fired), 3 a backend raised")
@@ -39,7 +39,7 @@ class WiringError(Exception):
 class Failure:
     """An exception a backend raised while the harness called it."""
 
-    kind: str  # WIRING or RAISED
+    kind: str  # WIRING, RAISED or INPUT
     type: str
     message: str
     where: Optional[str]  # "file:line in function" of the innermost frame outside the harness
@@ -50,11 +50,18 @@ class Failure:
         at = f" at {self.where}" if self.where else ""
         if self.kind == WIRING:
             return f"adapter wiring ({self.during}): {self.message}"
+        if self.kind == INPUT:
+            return f"bad input ({self.during}): {self.message}"
         return f"{self.during} raised {self.type}: {self.message}{at}"
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "type": self.type, "message": self.message, "where": self.where,
                 "during": self.during, "traceback": self.traceback}
+
+
+def input_failure(message: str, during: str) -> Failure:
+    """A Failure for bad input of one case (its golden is corrupt): no backend raised, exit 2."""
+    return Failure(INPUT, "bad input", message, None, during, "")
 
 
 def failure_from(exc: BaseException, during: str) -> Failure:
@@ -99,9 +106,10 @@ class CheckResult:
 
 
 def exit_code(results) -> int:
-    """The run's exit code from its check results: wiring 2, a raise 3, a divergence 1, else 0."""
+    """The run's exit code from its check results: bad input or wiring 2, a raise 3, a divergence
+    1, else 0."""
     failures = [r.failure for r in results if r.status == ERROR and r.failure]
-    if any(f.kind == WIRING for f in failures):
+    if any(f.kind in (WIRING, INPUT) for f in failures):
         return EXIT_BAD_INPUT
     if failures:
         return EXIT_RAISED
@@ -196,6 +204,9 @@ class CaseResult:
 
     def verdict(self) -> str:
         if self.errors:
+            kinds = {r.failure.kind for r in self.errors if r.failure}
+            if INPUT in kinds:
+                return "BAD INPUT"
             return "WIRING ERROR" if self.exit_code == EXIT_BAD_INPUT else "BACKEND RAISED"
         for check, verdict in VERDICTS:
             if any(r.status == FAILED for r in self.of(check)):

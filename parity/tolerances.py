@@ -62,13 +62,24 @@ def read_tolerance_file(path: str | Path = TOLERANCE_PATH) -> dict:
         raise ToleranceError(f"{path}: cannot read the tolerance file ({exc})") from None
 
 
+def table_at(data: dict, path: str | Path, key: str) -> dict:
+    """The table at dotted `key` ({} where a level is missing); a level that is not a table (a
+    number where `[kind.device.dtype]` wants one) is one ToleranceError naming file and key."""
+    table, walked = data, []
+    for part in key.split("."):
+        walked.append(part)
+        table = table.get(part, {})
+        if not isinstance(table, dict):
+            raise ToleranceError(f"{path}: key '{'.'.join(walked)}' must be a table, got {table!r}")
+    return table
+
+
 def load_profile(device: str, dtype: str, kind: str = "agreement",
                  path: str | Path = TOLERANCE_PATH) -> ToleranceProfile:
     """The `[kind.device.dtype]` table of the tolerance file."""
-    data = read_tolerance_file(path)
     key = f"{kind}.{device}.{dtype}"
-    table = data.get(kind, {}).get(device, {}).get(dtype)
-    if not isinstance(table, dict) or not table:
+    table = table_at(read_tolerance_file(path), path, key)
+    if not table:
         raise ToleranceError(f"{path}: key '{key}' missing (no tolerances for {device} {dtype})")
     rules, statistics = {}, {}
     for pattern, value in table.items():

@@ -19,6 +19,7 @@ def _registry(clean_registry):  # backends registered here end with their test
 def test_builtins_are_registered(monkeypatch):
     monkeypatch.setattr(backends, "_entry_points", lambda: [])
     monkeypatch.setattr(backends, "_DISCOVERED", {})
+    monkeypatch.setattr(backends, "_SCANNED", False)
     assert {"tensorflow", "torch", "numpy"} <= set(discover())
     assert get_backend("numpy").devices == ("cpu",)
     with pytest.raises(BackendError, match="unknown backend 'jax'; installed: numpy, tensorflow, torch"):
@@ -31,6 +32,7 @@ def test_third_party_backends_come_from_the_entry_point_group(monkeypatch):
            SimpleNamespace(name="broken", value="pkg:oops", load=lambda: 42)]
     monkeypatch.setattr(backends, "_entry_points", lambda: eps)
     monkeypatch.setattr(backends, "_DISCOVERED", {})
+    monkeypatch.setattr(backends, "_SCANNED", False)
     assert get_backend("numpy-twin") is numpy_twin  # the broken one next to it hides nothing
     assert backends.broken() == {"broken": "pkg:oops is not a parity.backends.Backend"}
     with pytest.raises(BackendError, match="backend 'broken': pkg:oops is not a parity.backends.Backend"):
@@ -44,6 +46,7 @@ def test_a_broken_entry_point_fails_only_the_run_that_asks_for_it(monkeypatch, t
     eps = [SimpleNamespace(name="theirs", value="theirpkg:backend", load=explode)]
     monkeypatch.setattr(backends, "_entry_points", lambda: eps)
     monkeypatch.setattr(backends, "_DISCOVERED", {})
+    monkeypatch.setattr(backends, "_SCANNED", False)
     assert main(["backends"]) == 0
     listing = capsys.readouterr().out
     assert "theirs" in listing and "cannot be loaded: ImportError: No module named 'their_framework'" in listing

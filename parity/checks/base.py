@@ -49,6 +49,7 @@ class RunContext:
     checkpoints: bool = True
     golden: Optional[tuple] = None  # (golden dict, its file) or None
     golden_why: str = ""  # why there is no golden comparison, when there is none
+    golden_error: str = ""  # the case's golden cannot be read (file: key: problem): its golden check's error
     golden_profiles: Mapping[str, Any] = field(default_factory=dict)
     digests: Mapping = field(default_factory=dict)
     models: dict = field(default_factory=dict)
@@ -75,7 +76,7 @@ class RunContext:
         try:
             with contextlib.redirect_stdout(sink):
                 return fn(*args, **kwargs)
-        except Exception as exc:
+        except (Exception, SystemExit) as exc:  # a port's sys.exit() is its failure, not the run's end
             raise BackendRaised(failure_from(exc, f"{backend} {during}")) from None
         finally:
             if sink.getvalue():

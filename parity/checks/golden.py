@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from parity.checks.base import Check, _provided, _status
-from parity.results import CheckResult
+from parity.results import ERROR, CheckResult, input_failure
 
 
 class GoldenCheck(Check):
@@ -20,6 +20,11 @@ class GoldenCheck(Check):
         from parity import goldens
         from parity.summaries import SECTION_STAGES
 
+        if ctx.golden_error:  # one error, at the first backend; the others say why they were not compared
+            if name != ctx.backends[0]:
+                return [self.not_run(name, f"the golden cannot be read (see golden {ctx.backends[0]})")]
+            return [CheckResult(self.name, name, ERROR, ctx.golden_error,
+                                failure=input_failure(ctx.golden_error, "golden"))]
         if ctx.golden is None:
             return [self.not_run(name, ctx.golden_why)]
         golden, path = ctx.golden

@@ -195,25 +195,31 @@ def gate_bare_cost(imports: dict, rows: list[dict], extended: list[dict]) -> Opt
 
 
 def run(case_names: Sequence[str], repeat: int, progress: Callable[[str], None] = lambda line: None,
-        extended: Sequence[str] = ()) -> dict:
+        extended: Sequence[str] = (), save: Callable[[dict], None] = lambda result: None) -> dict:
     """Everything but the pytest timings (`time_pytest_runs`, after this); `extended`: the
-    extended cases whose cold float64 forward is timed (the gate's bare cost needs them all)."""
+    extended cases whose cold float64 forward is timed (the gate's bare cost needs them all).
+    `save(result)` is called after each part with what is measured so far (state "partial"), so
+    that an interrupted bench keeps its numbers."""
+    result = {"schema": SCHEMA, "state": "partial",
+              "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "cpus": os.cpu_count()},
+              "cases": list(case_names), "repeat": repeat}
     progress("imports")
-    imports = import_times()
+    result["imports_s"] = imports = import_times()
+    save(result)
     progress("backends (build, forward, gradient, Adam step)")
-    rows = backend_times(case_names, repeat, progress)
+    result["backends"] = rows = backend_times(case_names, repeat, progress)
+    save(result)
     progress("extended cases (one cold build and forward, float64)")
-    ext = extended_times(extended, progress)
+    result["extended"] = ext = extended_times(extended, progress)
+    save(result)
     progress("harness")
-    harness = harness_times(case_names, progress)
-    result = {"schema": SCHEMA, "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                                            "cpus": os.cpu_count()},
-              "cases": list(case_names), "repeat": repeat, "imports_s": imports, "backends": rows,
-              "extended": ext, "harness": harness,
-              "bare_forward_s": bare_cost(imports, rows, case_names, training=False),
-              "bare_with_training_s": bare_cost(imports, rows, case_names, training=True),
-              "gate_bare_s": gate_bare_cost(imports, rows, ext),
-              "peak_rss_mb": peak_rss_mb()}
+    result["harness"] = harness_times(case_names, progress)
+    result.update({"bare_forward_s": bare_cost(imports, rows, case_names, training=False),
+                   "bare_with_training_s": bare_cost(imports, rows, case_names, training=True),
+                   "gate_bare_s": gate_bare_cost(imports, rows, ext),
+                   "peak_rss_mb": peak_rss_mb()})
+    save(result)
     return result
 
 
@@ -297,9 +303,19 @@ def compare(new: dict, old: dict) -> str:
 
 
 def write(result: dict, path: Path) -> Path:
-    path = Path(path)
-    path.write_text(json.dumps(result, indent=1, sort_keys=True) + "\n")
-    return path
+    """Write a bench result atomically (its folder created)."""
+    from parity.files import write_atomic
+
+    return write_atomic(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
+
+
+def is_result(path: Path) -> bool:
+    """True where `path` holds a JSON object `parity bench` wrote (any schema, finished or not)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "schema" in data and "machine" in data
 
 
 def load(path: Path) -> dict:
@@ -309,4 +325,6 @@ def load(path: Path) -> dict:
         raise ValueError(f"{path}: not a bench result ({exc})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ValueError(f"{path}: key 'schema' must be {SCHEMA} (a file written by `parity bench`)")
+    if data.get("state", "complete") != "complete":
+        raise ValueError(f"{path}: key 'state' is {data.get('state')!r}: an unfinished bench, nothing to compare with")
     return data

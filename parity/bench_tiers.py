@@ -57,7 +57,8 @@ def tier_runs(full: bool = False, shards: int = 0) -> list[tuple[str, list[str]]
 
 
 def time_pytest_runs(result: dict, runs: Sequence[Sequence[str] | tuple[str, Sequence[str]]], cwd: Path,
-                     progress: Callable[[str], None] = lambda line: None) -> None:
+                     progress: Callable[[str], None] = lambda line: None,
+                     save: Callable[[dict], None] = lambda result: None) -> None:
     """Time each pytest run cold (after `run`, so its imports are its own) into
     result["pytest_runs"], each with its ratio to the gate's bare cost. A run is a list of
     arguments or (label, arguments)."""
@@ -68,3 +69,4 @@ def time_pytest_runs(result: dict, runs: Sequence[Sequence[str] | tuple[str, Seq
         timing = pytest_wall(args, cwd, label)
         timing["ratio_to_gate_bare"] = timing["wall_s"] / result["gate_bare_s"] if result.get("gate_bare_s") else None
         result["pytest_runs"].append(timing)
+        save(result)

@@ -235,12 +235,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import shlex
 
     from parity import bench, bench_tiers
-    from parity.cases import cases_in, get_case
+    from parity.cases import cases_in
 
-    try:
-        cases = [get_case(n).name for n in args.case] if args.case else [c.name for c in cases_in(args.cases)]
-    except KeyError as exc:
-        raise UsageError(exc.args[0]) from None
+    cases = [c.name for c in _unique_cases(args)]
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
     old = None
@@ -253,13 +250,19 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         raise UsageError(f"--shards must be >= 0, got {args.shards}")
     runs = ([] if args.no_pytest else [shlex.split(a) for a in args.pytest] if args.pytest
             else bench_tiers.tier_runs(full=args.full, shards=args.shards))
+    out = Path(args.out)
+    if out.is_dir() or (out.exists() and not bench.is_result(out)):
+        raise UsageError(f"--out {out}: {'is a folder' if out.is_dir() else 'holds a file parity bench did not write'}; "
+                         f"name another file")
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
+    save = lambda result: bench.write(result, out)  # noqa: E731 - after each part: an interrupted bench keeps its numbers
     # the gate's bare cost needs the extended cases' forwards: timed when the default cases are
     extended = [c.name for c in cases_in("extended")] if set(cases) >= {c.name for c in cases_in("default")} else []
-    result = bench.run(cases, args.repeat, progress=progress, extended=extended)
-    bench_tiers.time_pytest_runs(result, runs, Path.cwd(), progress=progress)
+    result = bench.run(cases, args.repeat, progress=progress, extended=extended, save=save)
+    bench_tiers.time_pytest_runs(result, runs, Path.cwd(), progress=progress, save=save)
+    result["state"] = "complete"
     print(bench.format_table(result))
-    path = bench.write(result, Path(args.out))
+    path = bench.write(result, out)
     print(f"wrote {path}")
     if old is not None:
         print()

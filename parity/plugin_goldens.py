@@ -76,10 +76,9 @@ def _check_golden(request, config, tmp_path, run) -> None:
             dump = config.getoption("parity_dump")
             if dump:
                 folder = Path(dump) / run.case
-                folder.mkdir(parents=True, exist_ok=True)
                 stem = f"{run.backend}-{run.device}-{run.dtype}"
-                (folder / f"golden-{stem}.obtained.json").write_text(goldens.dumps(obtained_golden()))
-                (folder / f"golden-{stem}.mismatches.txt").write_text(message + "\n")
+                goldens.write_atomic(folder / f"golden-{stem}.obtained.json", goldens.dumps(obtained_golden()))
+                goldens.write_atomic(folder / f"golden-{stem}.mismatches.txt", message + "\n")
             raise AssertionError(message)
 
     if not is_reference or ci:

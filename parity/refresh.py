@@ -71,6 +71,11 @@ def plan(cases: Sequence[Case], mode: str, goldens_dir: Optional[Path] = None,
             out.append(Planned(case.name, path, "unchanged", False, old,
                                note="fingerprint matches: same sources, versions, inputs and golden; not re-run"))
             continue
+        if old is None and mode == "new" and path.exists():  # --new never writes over a file: no run needed
+            progress(f"[{i}/{len(cases)}] {case.name}: corrupt, kept (--new writes only missing goldens)")
+            out.append(Planned(case.name, path, "corrupt", False, {},
+                               note=str(unreadable)))
+            continue
         if missing:
             if mode == "all" or recompute or old is None:
                 raise BackendUnavailable(f"{path}: cannot make this golden here: {missing}")

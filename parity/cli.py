@@ -145,7 +145,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
                                   ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps,
                                   reuse=args.reuse,
                                   repro_dir=Path(args.repro) if args.repro else out / case.name / "repro")
-                figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures)
+                figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures,
+                                                             fresh=dtype == dtypes[0])
                 print(f"{result.verdict()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
                 for line in result.check_lines(every=not args.brief):
                     print("      " + line.replace("\n", "\n      "), flush=True)

@@ -38,23 +38,24 @@ def write_json(path: Path, payload) -> None:
     write_atomic(path, json.dumps(_jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
-def _merge_json(path: Path, dtype: str, payload) -> None:
-    """Add this dtype's entry to a per-case JSON keyed by dtype."""
-    existing = json.loads(path.read_text()) if path.exists() else {}
+def _merge_json(path: Path, dtype: str, payload, fresh: bool = False) -> None:
+    """Add this dtype's entry to a per-case JSON keyed by dtype (`fresh`: start a new one)."""
+    existing = json.loads(path.read_text()) if path.exists() and not fresh else {}
     existing[dtype] = payload
     write_json(path, existing)
 
 
 # -- per case -----------------------------------------------------------------------------------
 
-def dump_case(result: CaseResult, out: Path, figures: bool = True) -> list[Path]:
+def dump_case(result: CaseResult, out: Path, figures: bool = True, fresh: bool = False) -> list[Path]:
     """Write the case's JSON files and (unless `figures` is False) its figures into `<out>/<case>/`;
-    return the figure paths."""
+    return the figure paths. `fresh`: the run's first dtype of the case, whose JSON files start
+    anew (never merged with what an earlier, perhaps killed, run left)."""
     folder = Path(out) / result.case
     folder.mkdir(parents=True, exist_ok=True)
     full = result.to_dict()
     first = result.comparisons.get(result.candidates[0])
-    _merge_json(folder / "stats.json", result.dtype, {
+    _merge_json(folder / "stats.json", result.dtype, fresh=fresh, payload={
         "verdict": full["verdict"], "exit_code": full["exit_code"], "checks": full["checks"],
         "devices": full["devices"], "summaries": full["summaries"],
         "stages": first.to_dict()["stages"] if first else [], "per_candidate": full["per_candidate"],
@@ -63,9 +64,9 @@ def dump_case(result: CaseResult, out: Path, figures: bool = True) -> list[Path]
         "gradients": full["gradients"], "training": full["training"], "digests": full["digests"],
         "output": full["output"], "provenance": full["provenance"],
     })
-    _merge_json(folder / "canvas.json", result.dtype,
+    _merge_json(folder / "canvas.json", result.dtype, fresh=fresh, payload=
                 {name: s["train"]["canvas"] for name, s in result.summaries.items() if "canvas" in s.get("train", {})})
-    _merge_json(folder / "offsets.json", result.dtype,
+    _merge_json(folder / "offsets.json", result.dtype, fresh=fresh, payload=
                 {name: s["train"]["offsets"] for name, s in result.summaries.items() if "offsets" in s.get("train", {})})
     return draw_case(result, folder) if figures else []
 

@@ -67,6 +67,14 @@ def read_manifest(folder: str | Path) -> Optional[dict]:
     return data
 
 
+def _older_report(folder: Path) -> bool:
+    """A report folder written before run folders had a manifest (report.md and summary.json)."""
+    try:
+        return (folder / "report.md").read_text(errors="replace").startswith("# ptycho-parity report")
+    except OSError:
+        return False
+
+
 class RunFolder:
     """The output folder of one `parity check`: refused where it holds files the harness did not
     write (unless `force`), locked for the run, cleared of the previous run's files only, and
@@ -93,8 +101,11 @@ class RunFolder:
             entries = sorted(p.name for p in root.iterdir())
             if entries and not self.force:
                 listed = ", ".join(entries[:3]) + (f" and {len(entries) - 3} more" if len(entries) > 3 else "")
-                raise OutputRefused(f"{shown}: --out holds files parity did not write ({listed}); choose an empty "
-                                    f"or new folder, or pass --force to write into it (nothing of yours is deleted)")
+                older = (" (it looks like the report of an older parity, which kept no list of its files: "
+                         "remove it yourself)" if _older_report(root) else "")
+                raise OutputRefused(f"{shown}: --out holds files parity did not write ({listed}){older}; choose an "
+                                    f"empty or new folder, or pass --force to write into it (nothing of yours "
+                                    f"is deleted)")
         root.mkdir(parents=True, exist_ok=True)
         self._lock()
         previous = read_manifest(root)  # again, under the lock: another run may have just finished

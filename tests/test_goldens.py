@@ -186,6 +186,30 @@ def test_refresh_modes(gs1_plan, tmp_path, monkeypatch):
     assert [p.write for p in _replan(first, folder, "new")] == [False]
 
 
+@pytest.mark.parametrize("edit, key", [
+    (lambda g: g["summaries"]["canvas"]["amplitude"].update(max=float("nan")), "'summaries.canvas.amplitude.max' is NaN"),
+    (lambda g: g["summaries"]["patch_stats"].update(global_std=float("-inf")), "'summaries.patch_stats.global_std' is -Infinity"),
+    (lambda g: g.update(provenance=None), "'provenance' must be an object, got null"),
+    (lambda g: g.update(provenance="by hand"), "'provenance' must be an object, got str"),
+], ids=["nan", "-inf", "provenance-null", "provenance-string"])
+def test_refresh_failing_repairs_a_golden_it_cannot_read(gs1_plan, tmp_path, monkeypatch, edit, key):
+    """A golden holding NaN/Inf or a provenance that is no object is corrupt: --failing rewrites
+    it, naming the file and the key it could not read; --new keeps it and says why."""
+    monkeypatch.delenv("CI", raising=False)
+    _, first = gs1_plan
+    golden = json.loads(dumps(first[0].golden))
+    edit(golden)
+    path = tmp_path / "gs1.json"
+    path.write_text(json.dumps(golden))  # Python's json writes NaN and Infinity as JavaScript does
+    failing = _replan(first, tmp_path, "failing")
+    assert (failing[0].status, failing[0].write) == ("corrupt", True)
+    assert failing[0].note.startswith(f"{path}: key {key}")
+    kept = plan([get_case("gs1")], "new", tmp_path)  # no reference run: --new never writes over a file
+    assert (kept[0].status, kept[0].write) == ("corrupt", False) and key in kept[0].note
+    apply(failing)
+    assert load_golden(path)["summaries"] == first[0].golden["summaries"]
+
+
 def test_refresh_refuses_in_ci(gs1_plan, monkeypatch):
     monkeypatch.setenv("CI", "true")
     folder, planned = gs1_plan

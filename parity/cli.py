@@ -89,8 +89,8 @@ def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: lis
                 load_golden(path)
             except GoldenError as exc:
                 bad[case.name] = str(exc)
-                print(f"parity: error: {exc} (the other checks of {case.name} and the other cases still run; "
-                      f"exit code 2)", file=sys.stderr, flush=True)
+                print(f"parity: error: {exc}; {case.name} runs without its golden check, the other cases as "
+                      f"usual (exit code 2)", file=sys.stderr, flush=True)
     return bad
 
 

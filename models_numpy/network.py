@@ -14,9 +14,9 @@ from typing import Callable, Mapping
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from parity import data
+from parity.inputs import data
 from parity.config import ForwardConfig
-from parity.weights import PAD_OBJECT_OUTER, decoder_filters, encoder_filters, head_branches
+from parity.inputs.weights import PAD_OBJECT_OUTER, decoder_filters, encoder_filters, head_branches
 
 
 def _sigmoid(x: np.ndarray) -> np.ndarray:
@@ -49,7 +49,7 @@ def phase_activation(x: np.ndarray) -> np.ndarray:
 
 
 def centre_window_mask(N: int) -> np.ndarray:
-    """(N, N): 1 inside the central N/2 window, 0 outside (geometry from parity.data)."""
+    """(N, N): 1 inside the central N/2 window, 0 outside (geometry from parity.inputs.data)."""
     return data.centre_window_mask(N)
 
 

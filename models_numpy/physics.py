@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from parity.config import ForwardConfig
-from parity.data import centre_window_mask
+from parity.inputs.data import centre_window_mask
 
 MERGE_EPS = 0.001  # the merge normaliser: canvas = Σ patches / (Σ masks + 0.001)
 

@@ -12,11 +12,11 @@ from typing import Mapping, Optional
 import numpy as np
 import tensorflow as tf
 
-from parity.checkpoint import read_npz_checkpoint, write_npz_checkpoint
+from parity.inputs.checkpoint import read_npz_checkpoint, write_npz_checkpoint
 from parity.config import ForwardConfig
-from parity.data import Batch, batch_problem, hard_probe_mask
+from parity.inputs.data import Batch, batch_problem, hard_probe_mask
 from parity.stages import INFER_STAGES, STAGE_INPUTS, TRAIN_STAGES
-from parity.weights import WeightError, validate_weights, weights_dtype
+from parity.inputs.weights import WeightError, validate_weights, weights_dtype
 from models_tf import device as tf_device
 from models_tf import losses, network, physics, training
 
@@ -144,7 +144,7 @@ class ForwardModel:
 
     # -- persistence ------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """One .npz (parity.checkpoint): config, weights by canonical name, log_scale and probe state."""
+        """One .npz (parity.inputs.checkpoint): config, weights by canonical name, log_scale and probe state."""
         return write_npz_checkpoint(path, CHECKPOINT_FORMAT, self.cfg, self.dtype, self.weights(),
                                     float(self.log_scale.numpy()), None if self.probe is None else self.probe.numpy())
 

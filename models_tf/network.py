@@ -13,9 +13,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from parity import data
+from parity.inputs import data
 from parity.config import ForwardConfig
-from parity.weights import (PAD_OBJECT_OUTER, decoder_filters, encoder_filters, head_branches)
+from parity.inputs.weights import (PAD_OBJECT_OUTER, decoder_filters, encoder_filters, head_branches)
 
 
 def amp_activation(name: str) -> Callable[[tf.Tensor], tf.Tensor]:
@@ -30,7 +30,7 @@ def phase_activation(x: tf.Tensor) -> tf.Tensor:
 
 
 def centre_window_mask(N: int, dtype: str) -> tf.Tensor:
-    """(N, N): 1 inside the central N/2 window, 0 outside (geometry from parity.data)."""
+    """(N, N): 1 inside the central N/2 window, 0 outside (geometry from parity.inputs.data)."""
     return tf.constant(data.centre_window_mask(N), dtype=dtype)
 
 

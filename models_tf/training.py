@@ -11,8 +11,8 @@ from typing import Iterator
 import numpy as np
 import tensorflow as tf
 
-from parity.data import Batch
-from parity.training import LOG_SCALE, AdamConfig
+from parity.inputs.data import Batch
+from parity.run.training import LOG_SCALE, AdamConfig
 from models_tf import losses, network
 
 

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from parity.config import ForwardConfig
-from parity.data import Batch, batch_problem, hard_probe_mask
+from parity.inputs.data import Batch, batch_problem, hard_probe_mask
 from parity.stages import INFER_STAGES, STAGE_INPUTS, TRAIN_STAGES
-from parity.weights import init_weights, validate_weights, weights_dtype
+from parity.inputs.weights import init_weights, validate_weights, weights_dtype
 from models_torch import device as torch_device
 from models_torch import losses, network, physics, training
 

@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from parity import data
+from parity.inputs import data
 from parity.config import ForwardConfig
-from parity.weights import (PAD_OBJECT_OUTER, decoder_filters, encoder_filters, head_branches)
+from parity.inputs.weights import (PAD_OBJECT_OUTER, decoder_filters, encoder_filters, head_branches)
 
 _TORCH_DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -40,7 +40,7 @@ def phase_activation(x: torch.Tensor) -> torch.Tensor:
 
 
 def centre_window_mask(N: int, dtype: torch.dtype, device=None) -> torch.Tensor:
-    """(N, N): 1 inside the central N/2 window, 0 outside (geometry from parity.data)."""
+    """(N, N): 1 inside the central N/2 window, 0 outside (geometry from parity.inputs.data)."""
     return torch.tensor(data.centre_window_mask(N), dtype=dtype, device=device)
 
 

@@ -11,8 +11,8 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from parity.data import Batch
-from parity.training import LOG_SCALE, AdamConfig
+from parity.inputs.data import Batch
+from parity.run.training import LOG_SCALE, AdamConfig
 from models_torch import losses, network
 
 
@@ -53,7 +53,7 @@ def _as_keras_scalar(x: float) -> float:
 
 
 class Adam:
-    """Keras' Adam update, written out (parity.training.AdamConfig states the formula):
+    """Keras' Adam update, written out (parity.run.training.AdamConfig states the formula):
         alpha_t = lr·sqrt(1 − beta_2^t) / (1 − beta_1^t)
         m ← m + (g − m)(1 − beta_1);  v ← v + (g² − v)(1 − beta_2);  w ← w − alpha_t·m / (sqrt(v) + eps)
     Not torch.optim.Adam: it adds eps to sqrt(v̂) after bias correction, which at step 1 is an

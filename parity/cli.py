@@ -15,14 +15,14 @@ class UsageError(Exception):
 
 
 def _cmd_cases(args: argparse.Namespace) -> int:
-    from parity.cases import format_case_table
+    from parity.inputs.cases import format_case_table
 
     print(format_case_table())
     return 0
 
 
 def _cmd_make_fixture(args: argparse.Namespace) -> int:
-    from parity.fixture import FIXTURE_N128_PATH, FIXTURE_PATH, FixtureSpec, is_shipped, make_fixture, readme_path
+    from parity.inputs.fixture import FIXTURE_N128_PATH, FIXTURE_PATH, FixtureSpec, is_shipped, make_fixture, readme_path
     from parity.resources import INSTALLED
 
     probe = Path(args.probe) if args.probe else None
@@ -50,7 +50,7 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 
 def _unique_cases(args: argparse.Namespace) -> list:
     """The chosen cases, each once (a repeated --case runs once)."""
-    from parity.cases import cases_in, get_case
+    from parity.inputs.cases import cases_in, get_case
 
     try:
         return [get_case(n) for n in dict.fromkeys(args.case)] if args.case else cases_in(args.cases)
@@ -63,8 +63,8 @@ def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: lis
     inputs, the golden folder and each case's golden. A bad tolerance file or input is one line
     and exit 2 (UsageError and friends, raised); a corrupt golden is that case's error, returned
     (case -> message) and printed, and the other cases still run."""
-    from parity.goldens import GoldenError, golden_path, load_golden, load_golden_profile
-    from parity.tolerances import load_profile
+    from parity.goldens.store import GoldenError, golden_path, load_golden, load_golden_profile
+    from parity.run.tolerances import load_profile
 
     use_goldens = not args.data
     if args.goldens and not Path(args.goldens).is_dir():
@@ -95,12 +95,12 @@ def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: lis
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from parity.data import load_scan
-    from parity import dump
+    from parity.inputs.data import load_scan
+    from parity.report import dump
     from parity.files import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunFolder
-    from parity.report import write_report
-    from parity.engine import run_case
-    from parity.results import EXIT_BAD_INPUT, exit_code
+    from parity.report.markdown import write_report
+    from parity.run.engine import run_case
+    from parity.run.results import EXIT_BAD_INPUT, exit_code
 
     cases = _unique_cases(args)
     if args.data:
@@ -113,7 +113,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
             print(f"skipping {case.name}: it needs N={case.config.N}, {args.data} has {scan.N}x{scan.N} patterns")
         cases = [c for c in cases if c.config.N == scan.N]
     from parity.backends import get_backend
-    from parity.engine import backend_devices
+    from parity.run.backend_run import backend_devices
 
     candidates = [c for c in dict.fromkeys(args.candidate or ["torch"]) if c != args.ref]
     for name in [args.ref, *candidates]:
@@ -185,8 +185,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
-    from parity import goldens
-    from parity.refresh import apply, format_plan, plan
+    from parity.goldens import store as goldens
+    from parity.goldens.refresh import apply, format_plan, plan
     from parity.resources import INSTALLED
 
     cases = _unique_cases(args)
@@ -207,8 +207,8 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
 
 
 def _cmd_faults(args: argparse.Namespace) -> int:
-    from parity.fault_eval import evaluate, format_table
-    from parity.faults import CATALOGUE, get_fault
+    from parity.faults.evaluate import evaluate, format_table
+    from parity.faults.catalogue import CATALOGUE, get_fault
 
     from parity.backends import get_backend
 
@@ -235,8 +235,8 @@ def _cmd_faults(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import shlex
 
-    from parity import bench, bench_tiers
-    from parity.cases import cases_in
+    from parity.bench import measure as bench, tiers as bench_tiers
+    from parity.inputs.cases import cases_in
 
     cases = [c.name for c in _unique_cases(args)]
     if args.repeat < 1:
@@ -283,7 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_backends)
 
     p = sub.add_parser("make-fixture", help="(re)generate the shipped fly001-format fixture")
-    from parity.fixture import FIXTURE_N128_PATH, FIXTURE_PATH
+    from parity.inputs.fixture import FIXTURE_N128_PATH, FIXTURE_PATH
 
     p.add_argument("--N", type=int, choices=(64, 128), default=64,
                    help="detector size: 64 (16x16 scan) or 128 (8x8 scan, for the N=128 cases)")
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "synthetic one; for manual checks, never for the shipped fixture")
     p.set_defaults(func=_cmd_make_fixture)
 
-    from parity.results import EXIT_CODES_HELP
+    from parity.run.results import EXIT_CODES_HELP
 
     p = sub.add_parser("check", help="run both backends on the cases, compare stage by stage, write the report",
                        description="Run the reference and each candidate on the cases and run every check their "
@@ -390,14 +390,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None, reuse: Sequence[str] = ()) -> int:
     """The command line. `reuse`: backends whose model and traces `parity check` may take from
-    this process's cache (`parity.cache`) instead of building them; for in-process callers that
+    this process's cache (`parity.run.cache`) instead of building them; for in-process callers that
     patch only the other backends (tests of a broken port against the untouched reference). The
     console command builds everything."""
     from parity.config import ConfigError
-    from parity.data import DataError
-    from parity.goldens import GoldenError
-    from parity.tolerances import ToleranceError
-    from parity.weights import WeightError
+    from parity.inputs.data import DataError
+    from parity.goldens.store import GoldenError
+    from parity.run.tolerances import ToleranceError
+    from parity.inputs.weights import WeightError
 
     from parity.backends import BackendError
 
@@ -409,7 +409,7 @@ def main(argv: Optional[Sequence[str]] = None, reuse: Sequence[str] = ()) -> int
     args = build_parser().parse_args(argv)
     args.reuse = tuple(reuse)
     if args.command in ("check", "refresh", "faults"):  # the engine's errors exist once it is importable
-        from parity.engine import DeviceUnavailable
+        from parity.run.backend_run import DeviceUnavailable
 
         bad_input += (DeviceUnavailable,)
     try:

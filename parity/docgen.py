@@ -80,7 +80,7 @@ class _Options:
 
 def plugin_reference() -> str:
     """The pytest plugin's command-line options and markers, from the plugin itself."""
-    from parity import pytest_plugin
+    from parity.plugin import pytest_plugin
 
     options = _Options()
     pytest_plugin.pytest_addoption(options)
@@ -94,7 +94,7 @@ def plugin_reference() -> str:
 def tolerances_reference(path: Path | None = None) -> str:
     """fixtures/tolerances.toml as tables, one per profile, each value beside the reason written
     above it in the file; the file's header as the introduction."""
-    from parity.tolerances import TOLERANCE_PATH
+    from parity.run.tolerances import TOLERANCE_PATH
 
     text = Path(path or TOLERANCE_PATH).read_text()
     intro, sections, comment = [], [], []
@@ -125,7 +125,7 @@ def tolerances_reference(path: Path | None = None) -> str:
 
 def cases_reference() -> str:
     """What `parity cases` prints."""
-    from parity.cases import format_case_table
+    from parity.inputs.cases import format_case_table
 
     return "```\n" + format_case_table().rstrip() + "\n```\n"
 

@@ -44,7 +44,7 @@ def main(argv=None) -> int:
         return 2
     sys.path.insert(0, str(ROOT))
     from parity.cli import main as parity
-    from parity.faults import get_fault
+    from parity.faults.catalogue import get_fault
 
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -80,7 +80,7 @@ def commands(device: str, work: Path) -> dict[str, list[str]]:
               "-k", "parity", "--parity-ref", "numpy", "--parity-device", device,
               "--parity-dump", str(work / "dump")]
     if not plugin_registered():
-        pytest[3:3] = ["-p", "parity.pytest_plugin"]
+        pytest[3:3] = ["-p", "parity.plugin.pytest_plugin"]
     if device == "cuda":
         pytest.append("--require-cuda")
     check = [sys.executable, "-m", "parity", "check", "--device", device, "--ref", "numpy", "--grad",

@@ -10,7 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from parity.cases import get_case
+from parity.inputs.cases import get_case
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class Backend:
 @lru_cache(maxsize=None)
 def backend(name: str) -> Backend:
     if name == "tf":
-        from parity.plugin_devices import require_backend
+        from parity.plugin.devices import require_backend
 
         require_backend("tensorflow")  # skipped, with the package named, where it is not installed
         pkg = importlib.import_module("models_tf")  # first: it sets TensorFlow's env before import

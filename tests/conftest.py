@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from parity.fixture import FixtureSpec, simulate
+from parity.inputs.fixture import FixtureSpec, simulate
 
 
 @pytest.fixture(autouse=True)

@@ -13,11 +13,11 @@ import pytest
 
 from parity.adapters import Derived, Tap, map_weights
 from parity.backends import register
-from parity.cases import get_case
+from parity.inputs.cases import get_case
 from parity.config import ForwardConfig
-from parity.engine import run_case
-from parity.plugin_devices import require_backend
-from parity.weights import WeightError, init_weights
+from parity.run.engine import run_case
+from parity.plugin.devices import require_backend
+from parity.inputs.weights import WeightError, init_weights
 from tests.distributions import fake_distribution, run_user_tests
 
 EXAMPLE = Path(__file__).resolve().parent / "adapter_example"
@@ -44,7 +44,7 @@ def _registry(clean_registry):  # backends registered here end with their test
 
 
 def test_adapter_agrees_where_the_port_is_right_and_says_what_it_does_not_provide(my_port, tmp_path):
-    from parity.report import write_report
+    from parity.report.markdown import write_report
 
     result = my_port()
     assert result.passed
@@ -167,7 +167,7 @@ def test_unconvert_undoes_convert_into_the_ports_own_value():
     import torch
 
     from parity.adapters.pytorch import _torch_like
-    from parity.results import CannotForce
+    from parity.run.results import CannotForce
 
     own = (torch.zeros(1), torch.arange(2 * 3 * 1 * 4 * 5, dtype=torch.float32).reshape(2, 3, 1, 4, 5))
     tap = Tap("x", "m", pick=1, squeeze=(2,), layout="BCHW")
@@ -194,7 +194,7 @@ def test_tap_transform_when_and_calls():
     assert canvas.convert(np.zeros((2, 5, 5))).shape == (2, 5, 5, 1)
     assert canvas.active(ForwardConfig(gridsize=2)) and not canvas.active(ForwardConfig(gridsize=1))
     from parity.adapters.taps import _check_fired
-    from parity.results import WiringError
+    from parity.run.results import WiringError
 
     _check_fired(canvas, 1, "p")
     with pytest.raises(WiringError, match="tap 'object.canvas' on function 'm:f' fired 2 times, declared calls=1"):
@@ -208,7 +208,7 @@ def test_a_derived_stage_without_its_inputs_is_a_wiring_error(clean_registry):
     import torch
 
     from parity.adapters import torch_backend
-    from parity.results import WiringError
+    from parity.run.results import WiringError
 
     backend = torch_backend("lone", lambda cfg, w, device: torch.nn.Identity(),
                             run=lambda m, batch, cfg: m(torch.zeros(1)), taps=[],

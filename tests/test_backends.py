@@ -92,7 +92,7 @@ def test_unknown_backend_is_one_line(tmp_path, capsys):
 
 @pytest.mark.full  # the gate catches this fault in process (test_parity_faults); here through the CLI
 def test_network_stage_bug_in_torch_is_blamed_on_torch(tmp_path, capsys):
-    from parity.faults import get_fault
+    from parity.faults.catalogue import get_fault
 
     with get_fault("avg-pool-for-max-pool").inject():
         code = main(["check", "--case", "gs2-big", "--dtype", "float64", "--no-figures", "--out", str(tmp_path)])
@@ -122,8 +122,8 @@ def test_a_backend_without_a_stage_is_reported_not_provided(tmp_path):
                      build_fn=lambda cfg, w, device="cpu", **kw: Partial(models_numpy.build(cfg, w, device=device, **kw)),
                      load_fn=lambda path, device="cpu", cfg=None: models_numpy.load(path, device=device),
                      configure_fn=lambda device: {}))
-    from parity.cases import get_case
-    from parity.engine import run_case
+    from parity.inputs.cases import get_case
+    from parity.run.engine import run_case
 
     result = run_case(get_case("gs1"), dtype="float64", candidates=["numpy-partial"], use_golden=False,
                       checkpoints=False)
@@ -134,7 +134,7 @@ def test_a_backend_without_a_stage_is_reported_not_provided(tmp_path):
 
 
 def test_exit_codes_follow_the_worst_kind_of_result():
-    from parity.results import CheckResult, Failure, exit_code
+    from parity.run.results import CheckResult, Failure, exit_code
 
     def result(status, kind=None):
         failure = Failure(kind, "E", "m", None, "x", "") if kind else None

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from parity import bench, bench_tiers
+from parity.bench import measure as bench, tiers as bench_tiers
 from parity.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from parity.cases import CASES, cases_in, get_case
+from parity.inputs.cases import CASES, cases_in, get_case
 from parity.cli import main
 from parity.config import AMP_ACTIVATIONS
 

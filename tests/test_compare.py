@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from parity.compare import compare_stage, compare_traces, relative_error
-from parity.tolerances import ToleranceError, load_profile
+from parity.run.compare import compare_stage, compare_traces, relative_error
+from parity.run.tolerances import ToleranceError, load_profile
 
 
 def _trace(**stages):

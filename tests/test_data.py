@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from parity.config import ForwardConfig
-from parity.data import (DataError, digests, effective_probe, group, group_indices,
+from parity.inputs.data import (DataError, digests, effective_probe, group, group_indices,
                          hard_probe_mask, load_scan, make_batch, normalisation_factor)
 
 
@@ -168,7 +168,7 @@ def test_digests_are_per_array_and_change_with_content(write_npz, small_scan_arr
 
 
 def test_batches_share_one_normalisation(write_npz, small_scan_arrays):
-    from parity.data import batches
+    from parity.inputs.data import batches
 
     scan = load_scan(write_npz(**small_scan_arrays))
     cfg = ForwardConfig()

@@ -5,10 +5,11 @@ is checked here with the CPU on both sides and with devices named but not used."
 import pytest
 
 from parity.backends import Backend, BackendError, BackendUnavailable, get_backend, register
-from parity.cases import get_case
-from parity.checks import gradient_checks
-from parity.engine import DeviceUnavailable, backend_devices, require_device, run_case
-from parity.tolerances import load_profile
+from parity.inputs.cases import get_case
+from parity.run.checks import gradient_checks
+from parity.run.backend_run import DeviceUnavailable, backend_devices, require_device
+from parity.run.engine import run_case
+from parity.run.tolerances import load_profile
 
 
 def test_candidates_take_the_device_the_reference_stays_on_the_cpu():

@@ -5,10 +5,10 @@ import json
 import numpy as np
 import pytest
 
-from parity.cases import get_case
+from parity.inputs.cases import get_case
 from parity.cli import main
-from parity.engine import run_case
-from parity.oracle import arbitrate
+from parity.run.engine import run_case
+from parity.run.oracle import arbitrate
 from parity.stages import OBJECT_STAGES, TRAIN_STAGES
 from tests.backends import case_trace
 
@@ -157,7 +157,7 @@ def test_check_on_other_data(tmp_path, capsys, small_scan_arrays):
 
 @pytest.mark.full
 def test_check_with_data_skips_cases_of_another_detector_size(tmp_path, capsys):
-    from parity.fixture import FIXTURE_N128_PATH
+    from parity.inputs.fixture import FIXTURE_N128_PATH
 
     assert main(["check", "--cases", "all", "--dtype", "float64", "--data", str(FIXTURE_N128_PATH),
                  "--no-figures", "--out", str(tmp_path / "r")]) == 0
@@ -167,7 +167,7 @@ def test_check_with_data_skips_cases_of_another_detector_size(tmp_path, capsys):
 
 
 def test_check_with_data_that_fits_no_chosen_case(tmp_path, capsys):
-    from parity.fixture import FIXTURE_N128_PATH
+    from parity.inputs.fixture import FIXTURE_N128_PATH
 
     assert main(["check", "--data", str(FIXTURE_N128_PATH), "--out", str(tmp_path / "r")]) == 2
     err = capsys.readouterr().err
@@ -175,7 +175,7 @@ def test_check_with_data_that_fits_no_chosen_case(tmp_path, capsys):
 
 
 def test_check_compares_each_backend_with_the_golden(tmp_path, capsys):
-    from parity.goldens import golden_path
+    from parity.goldens.store import golden_path
 
     golden = json.loads(golden_path("gs1").read_text())
     golden["summaries"]["patch_stats"]["global_std"] *= 1.5
@@ -202,7 +202,7 @@ def test_check_with_a_corrupt_golden_is_one_line(tmp_path, capsys):
 def test_run_case_reuses_only_the_backends_it_is_told_to():
     """`reuse=("tensorflow",)`: the reference's model and traces come from the process cache (the
     same objects on a second call), the candidate is built afresh each time."""
-    from parity.cache import cached_run
+    from parity.run.cache import cached_run
 
     case = get_case("gs1")
     first = run_case(case, dtype="float64", use_golden=False, checkpoints=False, reuse=("tensorflow",))
@@ -217,8 +217,8 @@ def test_run_case_reuses_only_the_backends_it_is_told_to():
 
 
 def test_a_figure_that_cannot_be_drawn_is_said_in_the_report(gs2_big, tmp_path, monkeypatch):
-    from parity import dump, figures
-    from parity.report import write_report
+    from parity.report import dump, figures
+    from parity.report.markdown import write_report
 
     def broken(result, path):
         raise ValueError("cannot draw this")
@@ -235,7 +235,7 @@ def test_a_figure_that_cannot_be_drawn_is_said_in_the_report(gs2_big, tmp_path, 
 def test_arbitration_recomputes_once_where_both_sides_feed_the_stage_the_same_inputs(monkeypatch):
     """numpy's answer depends only on the stage's inputs: where both sides hold the same, it is
     computed once (a network stage costs a numpy forward); where they differ, once per side."""
-    from parity import oracle
+    from parity.run import oracle
 
     cfg, _, batch = get_case("gs2-big").inputs("float64")
     tf_trace = case_trace("tf", "gs2-big", "float64")

@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from parity.data import load_scan
-from parity.fixture import (FIXTURE_N128_PATH, FIXTURE_PATH, FixtureSpec, make_fixture, probe_rms_radius,
+from parity.inputs.data import load_scan
+from parity.inputs.fixture import (FIXTURE_N128_PATH, FIXTURE_PATH, FixtureSpec, make_fixture, probe_rms_radius,
                             synthetic_probe)
 
 

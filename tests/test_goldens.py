@@ -6,19 +6,19 @@ import os
 
 import pytest
 
-from parity import goldens
+from parity.goldens import store as goldens
 from parity.cli import main
-from parity.goldens import (GoldenError, compare_golden, dumps, flatten, golden_path, iter_goldens,
+from parity.goldens.store import (GoldenError, compare_golden, dumps, flatten, golden_path, iter_goldens,
                             load_golden, load_golden_profile, write_atomic)
-from parity.refresh import apply, plan, RefreshRefused
-from parity.cases import get_case
+from parity.goldens.refresh import apply, plan, RefreshRefused
+from parity.inputs.cases import get_case
 
 COMMITTED = list(iter_goldens())
 PROFILES = [(d, t) for d in ("cpu", "cuda") for t in ("float32", "float64")]
 
 
 def test_every_case_has_a_golden():
-    from parity.cases import case_names
+    from parity.inputs.cases import case_names
 
     assert sorted(p.stem for p in COMMITTED) == sorted(case_names("all"))
 
@@ -114,7 +114,7 @@ def test_wrong_types_inside_summaries(tmp_path):
 def test_bad_golden_tolerance_table(tmp_path):
     bad = tmp_path / "tol.toml"
     bad.write_text('[golden.cpu.float64]\n"*" = 1e-9\n')
-    from parity.tolerances import ToleranceError
+    from parity.run.tolerances import ToleranceError
 
     with pytest.raises(ToleranceError, match="must be a table like"):
         load_golden_profile("cpu", "float64", bad)
@@ -149,15 +149,15 @@ def gs1_plan(tmp_path_factory):
 
 def _replan(planned, folder, mode):
     """Re-decide a plan for `mode` from the same reference golden, without running TF again."""
-    import parity.engine as engine
+    import parity.goldens.recipe as recipe
 
     golden = planned[0].golden
-    original = engine.reference_golden
-    engine.reference_golden = lambda case, data=None: golden
+    original = recipe.reference_golden
+    recipe.reference_golden = lambda case, data=None: golden
     try:
         return plan([get_case("gs1")], mode, folder)
     finally:
-        engine.reference_golden = original
+        recipe.reference_golden = original
 
 
 def test_refresh_modes(gs1_plan, tmp_path, monkeypatch):
@@ -254,7 +254,7 @@ def test_refresh_cli_dry_run_and_ci(tmp_path, capsys, monkeypatch):
 @pytest.fixture
 def reference_must_not_run(monkeypatch):
     """Fail if `parity refresh` runs the reference; count the runs it is allowed."""
-    import parity.engine as engine
+    import parity.goldens.recipe as recipe
 
     runs = []
 
@@ -262,7 +262,7 @@ def reference_must_not_run(monkeypatch):
         runs.append(case.name)
         raise AssertionError(f"reference run of {case.name}")
 
-    monkeypatch.setattr(engine, "reference_golden", forbidden)
+    monkeypatch.setattr(recipe, "reference_golden", forbidden)
     return runs
 
 
@@ -270,7 +270,7 @@ def _fingerprinted_copy(folder, names):
     """The committed goldens of `names`, with the fingerprint this checkout would write (the
     committed ones match the commit that wrote them; any later edit of a source they cover
     only makes the refresh run the reference again)."""
-    from parity.fingerprint import fingerprint, inputs_key
+    from parity.goldens.fingerprint import fingerprint, inputs_key
 
     for name in names:
         golden = load_golden(golden_path(name))
@@ -282,7 +282,7 @@ def _fingerprinted_copy(folder, names):
 def test_refresh_trusts_a_matching_fingerprint_without_running(reference_must_not_run, tmp_path, capsys):
     """Where nothing that decides a golden changed, --dry-run and --failing decide from the
     fingerprint alone and run no model."""
-    from parity.cases import case_names
+    from parity.inputs.cases import case_names
 
     folder = _fingerprinted_copy(tmp_path, case_names("all"))
     planned = plan([get_case(n) for n in case_names("all")], "failing", folder)
@@ -294,7 +294,7 @@ def test_refresh_trusts_a_matching_fingerprint_without_running(reference_must_no
 
 @pytest.mark.parametrize("change", ["edited summary", "no fingerprint", "other tensorflow", "other source"])
 def test_refresh_reruns_where_the_fingerprint_does_not_match(change, reference_must_not_run, tmp_path, monkeypatch):
-    import parity.fingerprint as fp
+    import parity.goldens.fingerprint as fp
 
     golden = load_golden(_fingerprinted_copy(tmp_path, ["gs1"]) / "gs1.json")
     if change == "edited summary":

@@ -36,10 +36,10 @@ def test_dry_run_prints_the_gate_and_runs_nothing(tmp_path):
 def test_commands_load_the_plugin_only_where_it_is_not_installed(gpu_check, monkeypatch, tmp_path):
     monkeypatch.setattr(gpu_check, "plugin_registered", lambda: False)
     pytest_cmd = gpu_check.commands("cuda", tmp_path)["pytest"]
-    assert pytest_cmd[1:5] == ["-m", "pytest", "-p", "parity.pytest_plugin"]
+    assert pytest_cmd[1:5] == ["-m", "pytest", "-p", "parity.plugin.pytest_plugin"]
     monkeypatch.setattr(gpu_check, "plugin_registered", lambda: True)
     rehearsal = gpu_check.commands("cpu", tmp_path)
-    assert "parity.pytest_plugin" not in rehearsal["pytest"] and "--require-cuda" not in rehearsal["pytest"]
+    assert "parity.plugin.pytest_plugin" not in rehearsal["pytest"] and "--require-cuda" not in rehearsal["pytest"]
     assert rehearsal["check"][rehearsal["check"].index("--device") + 1] == "cpu"
 
 

@@ -8,8 +8,8 @@ with forward hooks on its relu convs; thresholds from the issue that introduced 
 import numpy as np
 import pytest
 
-from parity.cases import case_names, get_case
-from parity.weights import is_head_conv
+from parity.inputs.cases import case_names, get_case
+from parity.inputs.weights import is_head_conv
 from tests.backends import backend
 
 DEFAULT = case_names("default")

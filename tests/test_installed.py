@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from parity.plugin_devices import require_backend
+from parity.plugin.devices import require_backend
 
 pytestmark = [pytest.mark.full, pytest.mark.processes]  # builds a wheel into a fresh venv: minutes
 

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_core_and_numpy_backend_never_import_a_framework_at_top_level():
     core = [p.relative_to(ROOT).with_suffix("") for p in sorted((ROOT / "parity").rglob("*.py")) if p.stem != "__main__"]
     modules = [".".join(p.parts[:-1] if p.name == "__init__" else p.parts) for p in core]  # subpackages too
-    assert "parity.adapters.pytorch" in modules and "parity.checks.forward" in modules
+    assert "parity.adapters.pytorch" in modules and "parity.run.checks.forward" in modules
     modules += [f"models_numpy.{p.stem}" for p in sorted((ROOT / "models_numpy").glob("*.py"))]
     code = ("import importlib, sys\n"
             f"for m in {modules!r}: importlib.import_module(m)\n"

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from models_numpy import physics as oracle
-from parity.cases import case_names, get_case
+from parity.inputs.cases import case_names, get_case
 from parity.config import ForwardConfig
 from parity.stages import INFER_STAGES, OBJECT_STAGES, TRAIN_STAGES
-from parity.weights import init_weights, parameter_count
+from parity.inputs.weights import init_weights, parameter_count
 from tests.backends import backend, case_trace
 
 BACKENDS = ["tf", "torch"]
@@ -175,8 +175,8 @@ def test_groups_do_not_mix_whatever_the_batch_size(be):
     # upstream merged every group of a batch onto one canvas once B·C >= 64
     case = get_case("gs2-big")
     cfg = case.config
-    from parity.data import load_scan, make_batch
-    from parity.fixture import FIXTURE_PATH
+    from parity.inputs.data import load_scan, make_batch
+    from parity.inputs.fixture import FIXTURE_PATH
 
     scan = load_scan(FIXTURE_PATH)
     big = make_batch(scan, cfg, np.arange(0, 200, 10), "float64")  # B = 20, B·C = 80
@@ -212,7 +212,7 @@ def test_save_then_load_in_a_fresh_process_gives_the_same_trace(be, tmp_path):
     np.savez(tmp_path / "trace.npz", **trace)
     script = textwrap.dedent(f"""
         import numpy as np
-        from parity.cases import get_case
+        from parity.inputs.cases import get_case
         from parity.stages import TRAIN_STAGES
         import {be.package.__name__} as backend
         model = backend.load({str(ckpt)!r})

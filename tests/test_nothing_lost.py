@@ -55,7 +55,7 @@ def _users_files(folder: Path) -> None:
 
 
 def _scan(tmp: Path, name: str = "scan.npz", **change) -> Path:
-    from parity.fixture import FixtureSpec, simulate
+    from parity.inputs.fixture import FixtureSpec, simulate
 
     arrays = dict(simulate(FixtureSpec(rows=4, cols=4, seed=7)), **change)
     path = tmp / name
@@ -65,7 +65,7 @@ def _scan(tmp: Path, name: str = "scan.npz", **change) -> Path:
 
 def _npz_with_header(tmp: Path, key: str, shape: tuple, name: str = "lying.npz") -> Path:
     """A valid scan whose `key` member's NPY header claims `shape` (the bytes stay as they were)."""
-    from parity.fixture import FixtureSpec, simulate
+    from parity.inputs.fixture import FixtureSpec, simulate
 
     arrays = simulate(FixtureSpec(rows=4, cols=4, seed=7))
     path = tmp / name
@@ -262,7 +262,7 @@ PROBES = [
 
 
 def _five() -> dict:
-    from parity.fixture import FixtureSpec, simulate
+    from parity.inputs.fixture import FixtureSpec, simulate
 
     arrays = simulate(FixtureSpec(rows=4, cols=4, seed=7))
     return {k: v for k, v in arrays.items() if k in ("diffraction", "xcoords", "ycoords", "scan_index")}
@@ -356,7 +356,7 @@ def test_a_manifest_never_reaches_outside_its_folder(tmp_path):
 def test_an_interrupted_run_leaves_no_previous_pass(tmp_path, monkeypatch, capsys):
     """After a passing run, a run interrupted at its second case says it is unfinished: the
     previous PASS is gone from report.md and summary.json, and summary.json does not read passed."""
-    import parity.engine as engine
+    import parity.run.engine as engine
 
     monkeypatch.chdir(tmp_path)
     assert main(["check", *QUICK, "--out", "out"], reuse=("numpy", "torch")) == 0
@@ -395,7 +395,7 @@ def test_a_corrupt_golden_is_its_cases_error_and_the_other_cases_run(tmp_path, m
 
 
 def test_the_report_of_a_running_check_says_it_is_unfinished(tmp_path):
-    from parity.report import write_report
+    from parity.report.markdown import write_report
 
     write_report([], tmp_path, {}, state="running", planned=8)
     assert "**Unfinished run**: 0 of 8 runs done so far" in (tmp_path / "report.md").read_text()
@@ -404,8 +404,8 @@ def test_the_report_of_a_running_check_says_it_is_unfinished(tmp_path):
 
 
 def test_a_table_where_a_number_stands_is_one_line(tmp_path):
-    from parity.goldens import load_golden_profile
-    from parity.tolerances import ToleranceError, load_profile
+    from parity.goldens.store import load_golden_profile
+    from parity.run.tolerances import ToleranceError, load_profile
 
     bad = tmp_path / "tolerances.toml"
     bad.write_text("agreement = 3\ngolden = { cpu = 1 }\n")
@@ -418,7 +418,7 @@ def test_a_table_where_a_number_stands_is_one_line(tmp_path):
 def test_bench_keeps_what_it_measured_when_interrupted(tmp_path, monkeypatch):
     """`parity bench --out` into a folder that does not exist yet; interrupted in the harness
     timings, the file holds the imports and the backends measured before, marked partial."""
-    from parity import bench
+    from parity.bench import measure as bench
 
     monkeypatch.setattr(bench, "import_times", lambda: {"numpy": 0.1})
     monkeypatch.setattr(bench, "backend_times", lambda *a: [{"case": "gs1"}])

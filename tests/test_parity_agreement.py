@@ -10,10 +10,10 @@ float64 ≤ 1e-12, float32 ≤ 1e-5). Runs come from the plugin's per-process ca
 import numpy as np
 import pytest
 
-from parity.cases import case_names, get_case
-from parity.compare import compare_traces
+from parity.inputs.cases import case_names, get_case
+from parity.run.compare import compare_traces
 from parity.stages import INFER_STAGES, TRAIN_STAGES
-from parity.tolerances import load_profile
+from parity.run.tolerances import load_profile
 
 pytestmark = pytest.mark.parity
 

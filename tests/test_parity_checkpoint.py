@@ -5,9 +5,9 @@ gave collapsed patches while the training path looked healthy."""
 import numpy as np
 import pytest
 
-from parity.cases import get_case
+from parity.inputs.cases import get_case
 from parity.stages import INFER_STAGES
-from parity.weights import digest
+from parity.inputs.weights import digest
 from parity.backends import get_backend
 from tests.backends import case_trace
 
@@ -42,7 +42,7 @@ def test_parity_checkpoints_load_in_a_fresh_process(backend_name, parity_run, py
     import sys
     import textwrap
 
-    from parity.cases import case_names
+    from parity.inputs.cases import case_names
 
     names = case_names(pytestconfig.getoption("parity_cases"))
     for name in names:
@@ -53,7 +53,7 @@ def test_parity_checkpoints_load_in_a_fresh_process(backend_name, parity_run, py
     script = textwrap.dedent(f"""
         import numpy as np
         import {package} as backend
-        from parity.cases import get_case
+        from parity.inputs.cases import get_case
         for name in {names!r}:
             model = backend.load({str(tmp_path)!r} + f"/{{name}}.ckpt")
             _, _, batch = get_case(name).inputs("float64")

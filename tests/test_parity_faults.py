@@ -1,12 +1,12 @@
-"""The fault catalogue (parity/faults.py): every porting bug, injected into one backend, must
+"""The fault catalogue (parity/faults/catalogue.py): every porting bug, injected into one backend, must
 make the parity check fail, be blamed on the expected first stage and, where the numpy oracle
 covers that stage, on the backend it was injected into. One test id per fault."""
 
 import pytest
 
-from parity.fault_eval import evaluate
-from parity.faults import CATALOGUE
-from parity.plugin_devices import require_backend
+from parity.faults.evaluate import evaluate
+from parity.faults.catalogue import CATALOGUE
+from parity.plugin.devices import require_backend
 
 pytestmark = pytest.mark.parity
 
@@ -48,9 +48,9 @@ def test_parity_fault_catalogue_covers_the_listed_bug_classes():
 
 def test_parity_fault_injection_leaves_the_port_clean(parity_ref):
     """After a fault's block, the port is itself again: the same case passes."""
-    from parity.cases import get_case
-    from parity.engine import run_case
-    from parity.faults import get_fault
+    from parity.inputs.cases import get_case
+    from parity.run.engine import run_case
+    from parity.faults.catalogue import get_fault
 
     with get_fault("merge-translation-sign").inject():
         pass

@@ -13,7 +13,7 @@ def test_parity_golden(parity_target, parity_run, parity_golden):
 
 
 def _reproduce_cases():
-    from parity.cases import case_names
+    from parity.inputs.cases import case_names
 
     names = case_names("all")
     return [pytest.param(c, marks=[] if c == "gs2-big" else [pytest.mark.full]) for c in names]
@@ -26,10 +26,10 @@ def test_parity_golden_reproduces_from_the_reference(case, tmp_path, parity_run)
     written and read back as `parity refresh` does, matches the committed one — digests exactly,
     every summary under the golden profile. The gate does it for one case, the full tier for
     every case."""
-    from parity import goldens
-    from parity.cases import get_case
-    from parity.engine import golden_of
-    from parity.plugin_devices import require_backend
+    from parity.goldens import store as goldens
+    from parity.inputs.cases import get_case
+    from parity.goldens.recipe import golden_of
+    from parity.plugin.devices import require_backend
 
     backend, device, dtype = goldens.REFERENCE
     require_backend(backend)

@@ -1,12 +1,12 @@
 """Where an error is born (docs/design.md §12): every origin of a run, each blamed by numpy from the
 reference's inputs, for two independent faults at once and for a fault born under its tolerance
-and amplified over it downstream (parity.origin_cases.ORIGIN_CASES)."""
+and amplified over it downstream (tests.origin_cases.ORIGIN_CASES)."""
 
 import pytest
 
-from parity.fault_eval import find_origins
-from parity.origin_cases import ORIGIN_CASES
-from parity.plugin_devices import require_backend
+from parity.faults.evaluate import find_origins
+from tests.origin_cases import ORIGIN_CASES
+from parity.plugin.devices import require_backend
 
 pytestmark = pytest.mark.parity
 
@@ -62,7 +62,7 @@ def test_parity_check_writes_a_minimal_reproduction_that_runs_in_a_fresh_process
     import sys
 
     from parity.cli import main
-    from parity.faults import get_fault
+    from parity.faults.catalogue import get_fault
 
     require_backend(parity_ref)
     with get_fault("probe-conjugated").inject():
@@ -81,7 +81,7 @@ def test_parity_check_writes_a_minimal_reproduction_that_runs_in_a_fresh_process
     for figure in ("origin_torch_probe_illuminated_float64.png", "errors_float64.png"):
         assert (tmp_path / "out" / "gs2-big" / figure).is_file() and f"(gs2-big/{figure})" in report
     # the port's code carries the bug in the fresh process too (here: injected before the script runs)
-    runner = ("import runpy, sys; from parity.faults import get_fault\n"
+    runner = ("import runpy, sys; from parity.faults.catalogue import get_fault\n"
               "with get_fault('probe-conjugated').inject():\n"
               "    runpy.run_path(sys.argv[1], run_name='__main__')")
     done = subprocess.run([sys.executable, "-c", runner, str(folder / "repro.py")], capture_output=True, text=True,
@@ -101,8 +101,8 @@ def test_parity_a_pointwise_origin_is_reduced_to_a_window_around_its_worst_eleme
 
     import numpy as np
 
-    from parity.origin_cases import OriginCase
-    from parity.repro import CROP
+    from tests.origin_cases import OriginCase
+    from parity.report.repro import CROP
 
     require_backend(parity_ref)
     case = OriginCase("intensity-scale-inverted", "", "gs2-big", ("intensity-scale-inverted",),

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from parity.cases import get_case
+from parity.inputs.cases import get_case
 from tests.backends import backend
 
 pytestmark = pytest.mark.parity

@@ -5,12 +5,12 @@ what the README states; the port's Adam is Keras' Adam."""
 import numpy as np
 import pytest
 
-from parity.cases import get_case
-from parity.goldens import compare_golden, golden_path, load_golden, load_golden_profile
-from parity.tolerances import load_profile
-from parity.training import (LOSS_TERMS, AdamConfig, compare_gradients, compare_training, gradient_summary,
+from parity.inputs.cases import get_case
+from parity.goldens.store import compare_golden, golden_path, load_golden, load_golden_profile
+from parity.run.tolerances import load_profile
+from parity.run.training import (LOSS_TERMS, AdamConfig, compare_gradients, compare_training, gradient_summary,
                              trainable_names)
-from parity.weights import weight_specs
+from parity.inputs.weights import weight_specs
 
 pytestmark = pytest.mark.parity
 
@@ -133,7 +133,7 @@ def test_port_adam_is_keras_adam():
     """The port's written-out Adam against keras.optimizers.Adam (what the reference trains with):
     the same gradient sequence, 5 steps, float64, a kernel-shaped and a scalar variable, gradients
     spanning 1e-9..1e3 so that epsilon matters for some elements."""
-    from parity.plugin_devices import require_backend
+    from parity.plugin.devices import require_backend
 
     require_backend("tensorflow")
     import keras
@@ -189,8 +189,8 @@ def test_torch_optim_adam_is_not_keras_adam():
 @pytest.mark.full
 def test_training_leaves_the_runs_models_alone(parity_run):
     """`run_case(train_steps=K)` trains fresh models: the cached forward models keep their weights."""
-    from parity.engine import run_case
-    from parity.plugin_devices import require_backend
+    from parity.run.engine import run_case
+    from parity.plugin.devices import require_backend
 
     require_backend("tensorflow")  # the reference that trains
 

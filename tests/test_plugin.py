@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from parity.goldens import golden_path
+from parity.goldens.store import golden_path
 
 
 USER_TEST = '''
@@ -156,8 +156,8 @@ def test_later_plain():
 
 @pytest.mark.processes
 def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester, monkeypatch):
-    from parity.cases import case_names
-    from parity.pytest_plugin import case_in_nodeid as _case_in
+    from parity.inputs.cases import case_names
+    from parity.plugin.pytest_plugin import case_in_nodeid as _case_in
 
     pytester.makepyfile(test_order=ORDER_TEST)
     collected = pytester.runpytest("-p", "no:cacheprovider", "--collect-only", "-q")
@@ -186,7 +186,7 @@ def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester, monkeypat
 
 
 def test_case_of_a_test_id():
-    from parity.pytest_plugin import case_in_nodeid
+    from parity.plugin.pytest_plugin import case_in_nodeid
 
     assert case_in_nodeid("t.py::test_x[gs2-big-float32]") == "gs2-big"
     assert case_in_nodeid("t.py::test_x[gs2-big-probebig-torch-cpu-float64]") == "gs2-big-probebig"
@@ -198,7 +198,7 @@ def test_case_of_a_test_id():
 
 
 def test_run_cache_keeps_the_latest_runs_only():
-    from parity.cache import LruCache
+    from parity.run.cache import LruCache
 
     cache, computed = LruCache(2), []
 

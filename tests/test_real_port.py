@@ -21,13 +21,13 @@ import pytest
 
 from parity.adapters import map_weights
 from parity.backends import register
-from parity.cases import get_case
+from parity.inputs.cases import get_case
 from parity.config import ForwardConfig
-from parity.engine import run_case
-from parity.plugin_devices import require_backend
-from parity.results import (ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PASSED, EXIT_RAISED, FAILED, NOT_RUN,
+from parity.run.engine import run_case
+from parity.plugin.devices import require_backend
+from parity.run.results import (ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PASSED, EXIT_RAISED, FAILED, NOT_RUN,
                             PASSED)
-from parity.weights import init_weights
+from parity.inputs.weights import init_weights
 from tests.distributions import fake_distribution, run_user_tests
 
 PORT = Path(__file__).resolve().parent / "real_port"

@@ -11,10 +11,10 @@ import models_torch
 import models_torch.model as torch_model
 import torch
 from parity.cli import main
-from parity.plugin_devices import require_backend
+from parity.plugin.devices import require_backend
 
 # The full tier's: the CLI's account of each loader and saver bug. The gate catches the same bugs in
-# process (the checkpoint faults of parity/faults.py, test_parity_checkpoint).
+# process (the checkpoint faults of parity/faults/catalogue.py, test_parity_checkpoint).
 pytestmark = pytest.mark.parity
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from parity.config import ForwardConfig
-from parity.summaries import canvas_stats, diffraction_stats, offset_stats, patch_stats
+from parity.goldens.summaries import canvas_stats, diffraction_stats, offset_stats, patch_stats
 
 
 def test_patch_stats_by_hand():

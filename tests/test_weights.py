@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from parity.config import ForwardConfig
-from parity.weights import (WeightError, digest, init_weights, load_weights, parameter_count,
+from parity.inputs.weights import (WeightError, digest, init_weights, load_weights, parameter_count,
                             save_weights, validate_weights, weight_specs)
 
 

@@ -15,7 +15,7 @@ from parity.backends import Backend
 def _loss_and_gradients(adapter: AdapterModel, batch):
     """(loss terms as floats, gradients by canonical name in the neutral layout) from the user's
     loss; only the tensors the weight mapping covers (and log_scale, when mapped) have one."""
-    from parity.training import LOG_SCALE
+    from parity.run.training import LOG_SCALE
 
     model, cfg = adapter.model, adapter.cfg
     model.zero_grad(set_to_none=True)
@@ -55,7 +55,7 @@ def _torch_like(array: np.ndarray, like):
     """`array` as a tensor of `like`'s dtype on its device."""
     import torch
 
-    from parity.results import CannotForce
+    from parity.run.results import CannotForce
 
     if not isinstance(like, torch.Tensor):
         raise CannotForce(f"the port's value there is a {type(like).__name__}, not a tensor")

@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from parity.adapters.weights import _to_numpy, neutral_weights
-from parity.results import CannotForce, WiringError
+from parity.run.results import CannotForce, WiringError
 from parity.stages import INFER_STAGES, STAGE_INPUTS, TRAIN_STAGES
 
 

@@ -9,7 +9,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from parity.weights import WeightError
+from parity.inputs.weights import WeightError
 
 # how a neutral (Keras-layout) tensor becomes the user's tensor
 TRANSPOSE_RULES = {

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from parity.adapters import Derived, Tap, map_weights, torch_backend
-from parity.weights import encoder_filters
+from parity.inputs.weights import encoder_filters
 
 
 def to_channels_first(x: torch.Tensor) -> torch.Tensor:

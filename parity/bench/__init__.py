@@ -1,0 +1,1 @@
+"""`parity bench`: where the time goes, and the test tiers' timings."""

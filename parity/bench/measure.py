@@ -1,0 +1,331 @@
+"""`parity bench`: where the time of a parity run goes, measured in one process and one run so
+the figures compare (docs/design.md §12).
+
+Measured: the import time of each framework (the first import in this process), per backend ×
+case the build time, per backend × case × dtype the median forward (≥ 5 after a warm-up), one
+loss-and-gradients call and one Adam step, the harness's own work per case (summaries,
+comparison, arbitration, checkpoints, dump, golden), per extended case one cold build and
+forward in float64, then the test tiers cold in subprocesses (the gate `pytest -k parity`, `make
+test`'s whole gate, optionally the full tier unsharded and in shards): for each its wall time, the
+time to its first test result and the peak RSS of every test process (`parity.bench.probe`).
+
+The *bare cost* is what the tests cannot avoid. `bare_forward_s`: the imports plus, per backend ×
+case × dtype, one build and one training forward; `bare_with_training_s` adds one gradient per
+backend × case × dtype and the full tier's TRAIN_STEPS Adam steps in float64; `gate_bare_s` is the
+gate's own: the imports, per backend × default case × dtype one build, forward and gradient, the
+gate's GATE_TRAIN_STEPS Adam steps on GATE_TRAIN_CASE, and one build and forward of every
+extended case in float64.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+SCHEMA = 1
+BACKENDS = ("tensorflow", "torch")  # reference first; numpy stands in for TensorFlow where it is missing
+DTYPES = ("float32", "float64")
+TRAIN_STEPS = 10  # what test_parity_training_tracks runs per default case, float64 (full tier)
+GATE_TRAIN_STEPS, GATE_TRAIN_CASE = 2, "gs2-big"  # test_parity_two_adam_steps_track (the gate)
+
+
+def _timed(fn: Callable) -> tuple[float, object]:
+    start = time.perf_counter()
+    value = fn()
+    return time.perf_counter() - start, value
+
+
+def _median(fn: Callable, repeat: int) -> float:
+    fn()  # warm-up: first-call allocation, TF's first trace of each shape
+    return statistics.median(_timed(fn)[0] for _ in range(repeat))
+
+
+def peak_rss_mb(children: bool = False) -> float:
+    """Peak resident set size of this process (or of its waited-for children), in MB."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN if children else resource.RUSAGE_SELF)
+    scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    return usage.ru_maxrss * scale / 1e6
+
+
+def bench_backends() -> tuple[str, ...]:
+    """The backends timed here: the reference first. Without TensorFlow (a torch-only machine)
+    the numpy backend is the reference, as `--ref numpy` makes it for the checks."""
+    from parity.backends import get_backend
+
+    return BACKENDS if get_backend(BACKENDS[0]).missing() is None else ("numpy", *BACKENDS[1:])
+
+
+def import_times() -> dict[str, float]:
+    """Seconds for the first import of each installed framework in this process (0 if already
+    imported)."""
+    from parity.backends import get_backend
+
+    out = {}
+    for module in [get_backend(b).framework for b in bench_backends() if b != "numpy"]:
+        already = module in sys.modules
+        seconds, _ = _timed(lambda: __import__(module))
+        out[module] = 0.0 if already else seconds
+    return out
+
+
+def backend_times(case_names: Sequence[str], repeat: int, progress: Callable[[str], None]) -> list[dict]:
+    """Per backend × case × dtype: build, median forward, one gradient, one Adam step (seconds)."""
+    from parity.backends import get_backend
+    from parity.inputs.cases import get_case
+    from parity.run.checks.base import _trainable
+    from parity.run.training import AdamConfig
+
+    rows = []
+    for name in case_names:
+        case = get_case(name)
+        for dtype in DTYPES:
+            cfg, weights, batch = case.inputs(dtype)
+            for backend in bench_backends():
+                progress(f"  {name} {dtype} {backend}")
+                build, model = _timed(lambda: get_backend(backend).build(cfg, weights))
+                forward = _median(lambda: model.forward_train(batch), repeat)
+                gradient = step = None  # numpy has no autograd: nothing to time
+                if _trainable(model):
+                    gradient = _median(lambda: model.loss_and_gradients(batch), max(1, repeat // 2))
+                    fresh = get_backend(backend).build(cfg, weights)
+                    step = _median(lambda: list(fresh.train_steps(batch, 1, AdamConfig())), max(1, repeat // 2))
+                rows.append({"case": name, "dtype": dtype, "backend": backend, "build_s": build,
+                             "forward_s": forward, "gradient_s": gradient, "adam_step_s": step})
+    return rows
+
+
+def extended_times(case_names: Sequence[str], progress: Callable[[str], None]) -> list[dict]:
+    """Per extended case, float64, per backend: one build and one forward, cold (what the gate's
+    test_parity_extended_case_forward_float64 does once per case)."""
+    from parity.backends import get_backend
+    from parity.inputs.cases import get_case
+
+    rows = []
+    for name in case_names:
+        cfg, weights, batch = get_case(name).inputs("float64")
+        for backend in bench_backends():
+            progress(f"  {name} float64 {backend} (extended, cold)")
+            build, model = _timed(lambda: get_backend(backend).build(cfg, weights))
+            forward, _ = _timed(lambda: model.forward_train(batch))
+            rows.append({"case": name, "dtype": "float64", "backend": backend, "build_s": build, "forward_s": forward})
+    return rows
+
+
+def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) -> list[dict]:
+    """Per case (float64): what the harness adds on top of the backends' compute."""
+    from parity.report import dump
+    from parity.goldens import store as goldens
+    from parity.backends import get_backend
+    from parity.inputs.cases import get_case
+    from parity.run.compare import compare_traces
+    from parity.run.engine import run_case
+    from parity.run.pipeline import CheckpointRoundTrip, CrossCheckpoint, RunContext, run_pipeline
+    from parity.run.oracle import arbitrate
+    from parity.stages import TRAIN_STAGES
+    from parity.goldens.summaries import summarise
+    from parity.run.tolerances import load_profile
+
+    rows = []
+    ref, cand = bench_backends()
+    profile = load_profile("cpu", "float64")
+    for name in case_names:
+        progress(f"  harness {name}")
+        case = get_case(name)
+        cfg, weights, batch = case.inputs("float64")
+        models = {b: get_backend(b).build(cfg, weights) for b in (ref, cand)}
+        train = {b: m.forward_train(batch) for b, m in models.items()}
+        row = {"case": name}
+        row["summaries_s"] = _timed(lambda: [summarise(t, cfg) for t in train.values()])[0]
+        row["comparison_s"] = _timed(lambda: compare_traces(train[ref], train[cand], profile))[0]
+        # arbitration runs only on a divergence; timed here on the last stage as if it diverged
+        row["arbitration_s"] = _timed(lambda: arbitrate(TRAIN_STAGES[-1], train[ref], train[cand], cfg,
+                                                        batch, 1e-12, ref, cand, weights=weights))[0]
+        ctx = RunContext(case=case, cfg=cfg, weights=weights, batch=batch, dtype="float64", ref=ref,
+                         candidates=[cand], devices={b: "cpu" for b in models}, profiles={b: profile for b in models},
+                         models=models, train=train)
+        row["checkpoints_s"] = _timed(lambda: run_pipeline(ctx, (CheckpointRoundTrip(), CrossCheckpoint())))[0]
+        with tempfile.TemporaryDirectory(prefix="parity-bench-") as tmp:
+            result = run_case(case, dtype="float64", checkpoints=False, ref=ref, candidates=[cand])
+            row["dump_s"] = _timed(lambda: dump.dump_case(result, Path(tmp)))[0]
+        golden = goldens.load_golden(goldens.golden_path(name))
+        golden_profile = goldens.load_golden_profile("cpu", "float64")
+        summaries = summarise(train[cand], cfg)
+        row["golden_s"] = _timed(lambda: goldens.compare_golden(golden, summaries, result.digests, "float64",
+                                                                golden_profile))[0]
+        rows.append(row)
+    return rows
+
+
+def bare_cost(imports: dict, rows: list[dict], case_names: Sequence[str], training: bool) -> float:
+    """Imports + per backend × case × dtype one build and one forward (+ one gradient per dtype
+    and TRAIN_STEPS Adam steps in float64 when the suite runs the training tests)."""
+    total = sum(imports.values())
+    for r in rows:
+        if r["case"] not in case_names:
+            continue
+        total += r["build_s"] + r["forward_s"]
+        if training:
+            total += (r["gradient_s"] or 0.0) + (TRAIN_STEPS * (r["adam_step_s"] or 0.0)
+                                                 if r["dtype"] == "float64" else 0.0)
+    return total
+
+
+def gate_bare_cost(imports: dict, rows: list[dict], extended: list[dict]) -> Optional[float]:
+    """The gate's bare cost (module docstring); None unless the default cases and every extended
+    case were timed."""
+    from parity.inputs.cases import case_names
+
+    timed = {r["case"] for r in rows}
+    if not set(case_names("default")) <= timed or {r["case"] for r in extended} != set(case_names("extended")):
+        return None
+    total = sum(imports.values())
+    for r in rows:
+        if r["case"] in case_names("default"):
+            total += r["build_s"] + r["forward_s"] + (r["gradient_s"] or 0.0)
+            if (r["case"], r["dtype"]) == (GATE_TRAIN_CASE, "float64"):
+                total += GATE_TRAIN_STEPS * (r["adam_step_s"] or 0.0)
+    return total + sum(r["build_s"] + r["forward_s"] for r in extended)
+
+
+def run(case_names: Sequence[str], repeat: int, progress: Callable[[str], None] = lambda line: None,
+        extended: Sequence[str] = (), save: Callable[[dict], None] = lambda result: None) -> dict:
+    """Everything but the pytest timings (`time_pytest_runs`, after this); `extended`: the
+    extended cases whose cold float64 forward is timed (the gate's bare cost needs them all).
+    `save(result)` is called after each part with what is measured so far (state "partial"), so
+    that an interrupted bench keeps its numbers."""
+    result = {"schema": SCHEMA, "state": "partial",
+              "machine": {"platform": platform.platform(), "python": platform.python_version(),
+                          "cpus": os.cpu_count()},
+              "cases": list(case_names), "repeat": repeat}
+    progress("imports")
+    result["imports_s"] = imports = import_times()
+    save(result)
+    progress("backends (build, forward, gradient, Adam step)")
+    result["backends"] = rows = backend_times(case_names, repeat, progress)
+    save(result)
+    progress("extended cases (one cold build and forward, float64)")
+    result["extended"] = ext = extended_times(extended, progress)
+    save(result)
+    progress("harness")
+    result["harness"] = harness_times(case_names, progress)
+    result.update({"bare_forward_s": bare_cost(imports, rows, case_names, training=False),
+                   "bare_with_training_s": bare_cost(imports, rows, case_names, training=True),
+                   "gate_bare_s": gate_bare_cost(imports, rows, ext),
+                   "peak_rss_mb": peak_rss_mb()})
+    save(result)
+    return result
+
+
+def _flat(result: dict) -> dict[str, float]:
+    """The numbers of a bench result by a readable key, for tables and --compare."""
+    out = {f"import {k}": v for k, v in result["imports_s"].items()}
+    for r in result["backends"]:
+        stem = f"{r['backend']} {r['case']} {r['dtype']}"
+        for key in ("build_s", "forward_s", "gradient_s", "adam_step_s"):
+            if r[key] is not None:
+                out[f"{stem} {key[:-2]}"] = r[key]
+    for h in result["harness"]:
+        for key, value in h.items():
+            if key != "case":
+                out[f"harness {h['case']} {key[:-2]}"] = value
+    for r in result.get("extended", []):
+        out[f"{r['backend']} {r['case']} float64 cold build + forward"] = r["build_s"] + r["forward_s"]
+    out["bare forward"] = result["bare_forward_s"]
+    out["bare with training"] = result["bare_with_training_s"]
+    if result.get("gate_bare_s"):
+        out["gate bare"] = result["gate_bare_s"]
+    for p in result.get("pytest_runs", []):
+        name = p.get("label") or p["command"]
+        out[f"{name} wall"] = p["wall_s"]
+        for key in ("first_result_s", "first_run_s"):
+            if p.get(key) is not None:
+                out[f"{name} {key[:-2].replace('_', ' ')}"] = p[key]
+    out["peak RSS MB"] = result["peak_rss_mb"]
+    return out
+
+
+def _seconds(value, width: int) -> str:
+    return f"{value:{width}.3f}" if value is not None else "—".rjust(width)
+
+
+def format_table(result: dict) -> str:
+    lines = [f"machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, "
+             f"python {result['machine']['python']}", ""]
+    lines.append("imports: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["imports_s"].items()))
+    lines += ["", f"{'case':18s} {'dtype':8s} {'backend':11s} {'build':>8s} {'forward':>9s} {'gradient':>9s} {'adam step':>10s}"]
+    for r in result["backends"]:
+        lines.append(f"{r['case']:18s} {r['dtype']:8s} {r['backend']:11s} {r['build_s']:8.3f} {r['forward_s']:9.3f} "
+                     f"{_seconds(r['gradient_s'], 9)} {_seconds(r['adam_step_s'], 10)}")
+    keys = [k for k in result["harness"][0] if k != "case"] if result["harness"] else []
+    lines += ["", "harness, float64, seconds: " + " ".join(f"{k[:-2]:>12s}" for k in keys)]
+    for h in result["harness"]:
+        lines.append(f"  {h['case']:24s} " + " ".join(f"{h[k]:12.3f}" for k in keys))
+    if result.get("extended"):
+        lines += ["", "extended cases, float64, one cold build + forward (s): " + ", ".join(
+            f"{r['case']} {r['backend']} {r['build_s'] + r['forward_s']:.2f}" for r in result["extended"])]
+    lines += ["", f"bare cost (imports + one build and forward per backend × case × dtype): {result['bare_forward_s']:.1f} s",
+              f"bare cost with the gradient and training tests' compute:               {result['bare_with_training_s']:.1f} s"]
+    if result.get("gate_bare_s"):
+        lines.append(f"the gate's bare cost (default cases with gradients, {GATE_TRAIN_STEPS} Adam steps, "
+                     f"one forward per extended case): {result['gate_bare_s']:.1f} s")
+    runs = result.get("pytest_runs", [])
+    if runs:
+        lines += ["", "| run | wall | × gate bare | first result (first test that ran) | peak RSS, largest process "
+                      "| processes | outcome |", "|---|---|---|---|---|---|---|"]
+        for p in runs:
+            ratio = f"{p['ratio_to_gate_bare']:.2f}×" if p.get("ratio_to_gate_bare") else "—"
+            first = (f"{p['first_result_s']:.1f} s" if p.get("first_result_s") is not None else "—") + (
+                f" ({p['first_run_s']:.1f} s)" if p.get("first_run_s") is not None else "")
+            procs = p.get("peak_rss_mb_by_process", {})
+            lines.append(f"| {p.get('label') or p['command']} | {p['wall_s']:.1f} s | {ratio} | {first} | "
+                         f"{p.get('peak_rss_mb_max', -1):.0f} MB | {len(procs)} | exit {p['returncode']}: {p['summary']} |")
+    lines.append(f"peak RSS of this process: {result['peak_rss_mb']:.0f} MB")
+    return "\n".join(lines)
+
+
+def compare(new: dict, old: dict) -> str:
+    """new / old for every number both results hold."""
+    a, b = _flat(new), _flat(old)
+    common = [k for k in a if k in b]
+    width = max((len(k) for k in common), default=10)
+    lines = [f"{'':{width}}  {'old':>10s}  {'new':>10s}  {'new/old':>8s}"]
+    for k in common:
+        ratio = a[k] / b[k] if b[k] else float("inf")
+        lines.append(f"{k:{width}}  {b[k]:10.3f}  {a[k]:10.3f}  {ratio:8.2f}")
+    return "\n".join(lines)
+
+
+def write(result: dict, path: Path) -> Path:
+    """Write a bench result atomically (its folder created)."""
+    from parity.files import write_atomic
+
+    return write_atomic(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
+
+
+def is_result(path: Path) -> bool:
+    """True where `path` holds a JSON object `parity bench` wrote (any schema, finished or not)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "schema" in data and "machine" in data
+
+
+def load(path: Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: not a bench result ({exc})") from None
+    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
+        raise ValueError(f"{path}: key 'schema' must be {SCHEMA} (a file written by `parity bench`)")
+    if data.get("state", "complete") != "complete":
+        raise ValueError(f"{path}: key 'state' is {data.get('state')!r}: an unfinished bench, nothing to compare with")
+    return data

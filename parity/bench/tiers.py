@@ -1,0 +1,72 @@
+"""The test tiers `parity bench` times: each pytest run cold in a fresh subprocess, with its wall
+time, the time to its first result and the peak RSS of every test process (read from the probe
+plugin `parity.bench.probe`, loaded into each of them with `-p`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from parity.bench.measure import _timed
+
+
+def pytest_wall(args: Sequence[str], cwd: Path, label: str = "") -> dict:
+    """`python -m pytest …` cold in a fresh subprocess: wall time, exit code, the last line pytest
+    printed, the seconds from the start to its first test result, and the peak RSS (MB) of every
+    test process (the main one and each xdist worker; −1 where /proc is missing), from the probe
+    plugin `parity.bench.probe`."""
+    from parity.bench.probe import ENV
+
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "parity.bench.probe", *args]
+    with tempfile.TemporaryDirectory(prefix="parity-bench-probe-") as probe:
+        env = {k: v for k, v in os.environ.items() if k != "CI"}
+        env[ENV] = probe
+        launched = time.time()
+        seconds, done = _timed(lambda: subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env))
+        records = [json.loads(p.read_text()) for p in sorted(Path(probe).glob("*.json"))]
+    lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
+    summary = lines[-1] if lines else (done.stderr.strip().splitlines() or [""])[-1]
+    first = next((r["first_result_at"] for r in records if r.get("first_result_at")), None)
+    first_run = next((r["first_run_at"] for r in records if r.get("first_run_at")), None)
+    processes = {r["process"]: r["peak_rss_mb"] for r in records}
+    return {"label": label or " ".join(["pytest", *args]), "command": " ".join(["pytest", *args]),
+            "wall_s": seconds, "returncode": done.returncode, "summary": summary,
+            "first_result_s": first - launched if first is not None else None,
+            "first_run_s": first_run - launched if first_run is not None else None,
+            "peak_rss_mb_by_process": processes,
+            "peak_rss_mb_max": max(processes.values(), default=-1.0)}
+
+
+def tier_runs(full: bool = False, shards: int = 0) -> list[tuple[str, list[str]]]:
+    """(label, pytest arguments) of the test tiers: the gate as `pytest -k parity` and as `make
+    test` runs it (the whole gate tier), and with `full` the full tier unsharded and, with `shards`
+    N, each of its N shards (pytest-split, as the workflow's matrix runs them)."""
+    runs = [("gate: pytest -k parity", ["-k", "parity"]), ("gate: make test (whole gate tier)", [])]
+    if full:
+        runs.append(("full tier: make test-full", ["--tier", "full"]))
+    for k in range(1, shards + 1):
+        runs.append((f"full tier, shard {k}/{shards}", ["--tier", "full", "--splits", str(shards), "--group", str(k)]))
+    return runs
+
+
+def time_pytest_runs(result: dict, runs: Sequence[Sequence[str] | tuple[str, Sequence[str]]], cwd: Path,
+                     progress: Callable[[str], None] = lambda line: None,
+                     save: Callable[[dict], None] = lambda result: None) -> None:
+    """Time each pytest run cold (after `run`, so its imports are its own) into
+    result["pytest_runs"], each with its ratio to the gate's bare cost. A run is a list of
+    arguments or (label, arguments)."""
+    result["pytest_runs"] = []
+    for run in runs:
+        label, args = run if isinstance(run, tuple) else ("", list(run))
+        progress(f"{label or 'pytest'}: pytest {' '.join(args)} (cold, in a subprocess)")
+        timing = pytest_wall(args, cwd, label)
+        timing["ratio_to_gate_bare"] = timing["wall_s"] / result["gate_bare_s"] if result.get("gate_bare_s") else None
+        result["pytest_runs"].append(timing)
+        save(result)

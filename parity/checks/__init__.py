@@ -1,9 +1,0 @@
-"""The checks of a parity run, one module each (docs/design.md §10); `parity.pipeline` runs them."""
-
-from parity.checks.base import REF, BackendRaised, Check, RunContext, _trainable  # noqa: F401
-from parity.checks.checkpoint import CheckpointCheck, CheckpointRoundTrip, CrossCheckpoint  # noqa: F401
-from parity.checks.forward import ForwardAgreement, PathConsistency  # noqa: F401
-from parity.checks.golden import GoldenCheck  # noqa: F401
-from parity.checks.origins import OriginsCheck  # noqa: F401
-from parity.checks.gradients import (GradientAgreement, TrainingAgreement, gradient_checks, stand_in,  # noqa: F401
-                                     training_checks)

@@ -1,0 +1,1 @@
+"""The pytest plugin (`pytest -k parity`) and its fixtures."""

@@ -1,0 +1,318 @@
+"""The parity pytest plugin, registered through the `pytest11` entry point `ptycho_parity`, so it
+is active in any project that installs the package.
+
+Options (group "ptycho-parity"):
+  --parity-device cpu|cuda|auto   device of the port (auto: cuda when torch sees one)
+  --parity-ref tensorflow|numpy|… the reference backend (numpy needs no TensorFlow)
+  --parity-ref-device cpu|cuda    device of the reference (default: cpu, whatever --parity-device says)
+  --require-reference             fail, never skip, a test whose reference framework is not installed
+  --parity-dtype float32|float64|all
+  --parity-cases default|extended|all
+  --parity-data PATH              a fly001-format NPZ instead of the shipped fixtures
+  --parity-dump DIR               write what failing golden checks obtained, and why, here
+  --parity-goldens DIR            golden folder (default: the package's fixtures/goldens)
+  --require-cuda                  fail, never skip, when CUDA cannot run
+Goldens go through pytest-regressions (`--force-regen`, `--regen-all`).
+
+Parametrisation: an argument named `parity_case` runs once per case of the chosen set (id: the
+case name), `parity_dtype` once per chosen dtype, `parity_target` once per case × backend (the
+reference and torch) × dtype, each backend on its own device (id: `gs2-big-torch-cuda-float32`),
+and `parity_sides` once, its id saying where each side runs (`tensorflow-cpu-vs-torch-cuda`).
+
+Ordering (fail fast): the default cases' tests first, case by case, those marked `parity_first`
+at the head of their case (float64 first); then tests of no case; then the extended cases. Under
+`-n N` (the default `--dist load`) all tests of a case go to one worker, so a case is computed by
+one worker.
+
+Fixtures: `parity_run(case, backend, dtype)` → a cached `parity.run.backend_run.BackendRun` (each
+(case, backend, device, dtype) computed once per test process while its case's tests run), and
+`parity_golden(run)`, which checks a run against its case's golden. A test that asks for a
+backend whose framework is not installed (TensorFlow on a torch-only GPU runner) is skipped with
+one line naming the package, or failed under `--require-reference`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from parity.plugin.devices import (PORT, REQUIRE_REFERENCE, backend_device, cuda_problem, parity_device,
+                                   parity_sides_of, require_backend)
+
+def pytest_addoption(parser):
+    group = parser.getgroup("ptycho-parity", "ptycho-parity: backend parity and golden checks")
+    group.addoption("--parity-device", dest="parity_device", choices=("cpu", "cuda", "auto"), default="cpu",
+                    help="device of the port (auto: cuda where torch sees one, else cpu; default: cpu)")
+    group.addoption("--parity-ref", dest="parity_ref", metavar="BACKEND", default="tensorflow",
+                    help="the reference backend (default: tensorflow; numpy needs no TensorFlow)")
+    group.addoption("--parity-ref-device", dest="parity_ref_device", choices=("cpu", "cuda"), default="cpu",
+                    help="device of the reference (default: cpu, whatever --parity-device says)")
+    group.addoption("--require-reference", dest="require_reference", action="store_true", default=False,
+                    help="fail, never skip, the tests whose reference framework is not installed")
+    group.addoption("--parity-dtype", dest="parity_dtype", choices=("float32", "float64", "all"), default="all",
+                    help="precision of the parity runs (default: all)")
+    group.addoption("--parity-cases", dest="parity_cases", choices=("default", "extended", "all"),
+                    default="default",
+                    help="which cases: the fast default four, the extended set that covers every "
+                         "config branch, or all (default: default)")
+    group.addoption("--parity-data", dest="parity_data", metavar="PATH", default=None,
+                    help="a fly001-format NPZ to run the cases on instead of the shipped fixtures")
+    group.addoption("--parity-dump", dest="parity_dump", metavar="DIR", default=None,
+                    help="write what failing golden checks obtained, with the mismatch table, here")
+    group.addoption("--parity-goldens", dest="parity_goldens", metavar="DIR", default=None,
+                    help="golden folder (default: the package's fixtures/goldens)")
+    group.addoption("--require-cuda", dest="require_cuda", action="store_true", default=False,
+                    help="fail, never skip, when the CUDA parity tests cannot run")
+
+
+def share_cores_between_workers(config) -> None:
+    """Under pytest-xdist, each worker gives both frameworks its share of the cores, so N workers
+    do not run N × cores threads each (measured on 2 cores: the training tests took 127 s under
+    `-n 2` with every framework on all cores, 74 s with one thread each, 87 s serially).
+    TensorFlow reads its variables when its runtime starts, after this; torch reads
+    PARITY_NUM_THREADS when a model is configured, and so does any process a test starts, which
+    keeps the fresh-process checkpoint tests bit for bit. OMP_NUM_THREADS is left alone: numpy's
+    BLAS is already loaded here, and a subprocess would then sum in another order than its parent."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    if not hasattr(config, "workerinput") or workers < 2:
+        return
+    share = str(max(1, (os.cpu_count() or 1) // workers))
+    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", share)
+    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
+    os.environ.setdefault("PARITY_NUM_THREADS", share)
+
+
+# the plugin's markers (also listed in the documentation, from here)
+MARKERS = {
+    "parity": "backend-agreement and golden tests (`pytest -k parity`)",
+    "parity_first": "runs first among its case's tests (the cheapest, most discriminating check, so a forward "
+                    "bug fails within seconds)",
+    "cuda": "needs a CUDA device; skipped where there is none (failed instead with --require-cuda)",
+}
+
+
+def pytest_configure(config):
+    share_cores_between_workers(config)
+    REQUIRE_REFERENCE.append(bool(config.getoption("require_reference")))
+    for name, text in MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: {text}")
+    data = config.getoption("parity_data")
+    if data:
+        from parity.inputs.data import DataError, load_scan
+
+        try:
+            load_scan(data)  # a bad file is one line before any test runs
+        except DataError as exc:
+            raise pytest.UsageError(f"--parity-data: {exc}") from None
+    from parity.backends import BackendError, get_backend
+
+    try:
+        reference = get_backend(config.getoption("parity_ref"))
+    except BackendError as exc:
+        raise pytest.UsageError(f"--parity-ref: {exc}") from None
+    if config.getoption("require_reference") and reference.missing():
+        raise pytest.UsageError(f"--require-reference: {reference.missing()}")
+    wants_cuda = (config.getoption("parity_device") == "cuda" or config.getoption("require_cuda")
+                  or config.getoption("parity_ref_device") == "cuda")
+    if wants_cuda and not _is_xdist_controller(config):
+        problem = cuda_problem(config)
+        if problem:
+            option = ("--require-cuda" if config.getoption("require_cuda") else
+                      "--parity-device cuda" if config.getoption("parity_device") == "cuda" else
+                      "--parity-ref-device cuda")
+            raise pytest.UsageError(f"{option}: {problem}")
+
+
+def pytest_unconfigure(config):
+    if REQUIRE_REFERENCE:
+        REQUIRE_REFERENCE.pop()
+
+
+def pytest_report_header(config):
+    ref = config.getoption("parity_ref")
+    return (f"ptycho-parity: reference {ref} on {backend_device(config, ref)}, "
+            f"port {PORT} on {backend_device(config, PORT)}")
+
+
+def _is_xdist_controller(config) -> bool:
+    # the controller of `-n N` runs no test; its workers check the device themselves
+    return getattr(config.option, "numprocesses", None) not in (None, 0) and not hasattr(config, "workerinput")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("cuda") is None:
+        return
+    problem = cuda_problem(item.config)
+    if problem:
+        if item.config.getoption("require_cuda"):
+            pytest.fail(f"--require-cuda: {problem}", pytrace=False)
+        pytest.skip(f"no CUDA: {problem}")
+
+
+def _dtypes(config) -> list[str]:
+    choice = config.getoption("parity_dtype")
+    return ["float32", "float64"] if choice == "all" else [choice]
+
+
+def pytest_generate_tests(metafunc):
+    from parity.inputs.cases import case_names
+
+    config = metafunc.config
+    if "parity_case" in metafunc.fixturenames:
+        names = case_names(config.getoption("parity_cases"))
+        metafunc.parametrize("parity_case", names, ids=names)
+    if "parity_dtype" in metafunc.fixturenames:
+        metafunc.parametrize("parity_dtype", _dtypes(config))
+    if "parity_target" in metafunc.fixturenames:
+        backends = dict.fromkeys([config.getoption("parity_ref"), PORT])
+        targets = [(case, backend, backend_device(config, backend), dtype)
+                   for case in case_names(config.getoption("parity_cases"))
+                   for backend in backends for dtype in _dtypes(config)]
+        metafunc.parametrize("parity_target", targets, ids=["-".join(t) for t in targets])
+    if "parity_sides" in metafunc.fixturenames:
+        sides = parity_sides_of(config)
+        metafunc.parametrize("parity_sides", [sides], ids=[sides.id])
+
+
+def case_in_nodeid(nodeid: str) -> str | None:
+    """The case a test id is parametrised with: a case name is a whole part of its parameter id
+    (`test_x[gs2-big-float32]`, `test_golden[gs1-torch-cpu-float64]`,
+    `test_y[tensorflow-cpu-vs-torch-cpu-gs2-big-n128]`), the longest such; None for other tests."""
+    from parity.inputs.cases import case_names
+
+    if not nodeid.endswith("]") or "[" not in nodeid:
+        return None
+    param = f"-{nodeid[nodeid.index('[') + 1:-1]}-"
+    found = [c for c in case_names("all") if f"-{c}-" in param]
+    return max(found, key=len) if found else None
+
+
+def pytest_collection_modifyitems(config, items):
+    """Fail fast, one case at a time: the tests of the default cases first, case by case, each
+    case's tests marked `parity_first` at its head (float64 before float32); then the tests of no
+    case; then the extended cases' tests. A case's tests run one after the other, so its models
+    and traces are computed once and dropped when the next case starts (RunCache keeps only the
+    latest few)."""
+    from parity.inputs.cases import case_names
+
+    default = set(case_names("default"))
+    rank = {name: i for i, name in enumerate(case_names("all"))}
+    cases = {item.nodeid: case_in_nodeid(item.nodeid) for item in items}  # what the xdist scheduler sees
+
+    def order(item):
+        case = cases[item.nodeid]
+        bucket = 1 if case is None else 0 if case in default else 2
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        return (bucket, rank.get(case, -1), item.get_closest_marker("parity_first") is None,
+                params.get("parity_dtype", "float64") != "float64")
+
+    items[:] = sorted(items, key=order)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: only called where xdist runs
+def pytest_xdist_make_scheduler(config, log):
+    """Under `-n N` with the default `--dist load`: the same load balancing, except that all
+    tests of one parity case go to one worker as one unit, so each case's models, traces and
+    gradients are computed by one worker, not by every worker (other `--dist` modes are left
+    as asked)."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class CaseScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            case = case_in_nodeid(nodeid)
+            return f"parity case {case}" if case else nodeid  # any other test: a unit of its own
+
+    return CaseScheduling(config, log)
+
+
+class RunCache:
+    """Each (case, backend, device, dtype, data) is run once per test process while its case's
+    tests run (the tests are ordered by case); the runs live in `parity.run.cache`, shared with
+    `run_case(reuse=...)`, which keeps the latest few."""
+
+    def __init__(self, data: str | None):
+        self.data = data
+
+    def get(self, case: str, backend: str, dtype: str, device: str):
+        from parity.run.cache import cached_run
+        from parity.inputs.cases import get_case
+
+        return cached_run(get_case(case), backend, device, dtype, data=self.data)
+
+
+@pytest.fixture(scope="session")
+def parity_device_name(pytestconfig) -> str:
+    """The port's device (--parity-device, with auto resolved): it chooses the tolerance profile."""
+    return parity_device(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def parity_ref(pytestconfig) -> str:
+    """The reference backend's name (--parity-ref)."""
+    return pytestconfig.getoption("parity_ref")
+
+
+@pytest.fixture(scope="session")
+def parity_run_cache(pytestconfig) -> RunCache:
+    return RunCache(pytestconfig.getoption("parity_data"))
+
+
+@pytest.fixture(scope="session")
+def parity_run(pytestconfig, parity_run_cache):
+    """`parity_run(case, backend, dtype, device=None)` → a cached BackendRun (train and infer
+    traces, summaries, digests, provenance); the device defaults to --parity-device."""
+
+    def run(case: str, backend: str, dtype: str = "float64", device: str | None = None):
+        __tracebackhide__ = True
+        require_backend(backend)
+        return parity_run_cache.get(case, backend, dtype, device or backend_device(pytestconfig, backend))
+
+    run.data = parity_run_cache.data  # the --parity-data scan, or None for the shipped fixture
+    return run
+
+
+@pytest.fixture(scope="session")
+def parity_gradients(parity_run):
+    """`parity_gradients(case, backend, dtype, device=None)` → (loss terms, gradients by tensor
+    name, neutral layout) of the cached run's model; computed once per process and kept with the
+    run (`BackendRun.gradients`, which the golden of a reference run reads too; device: the
+    backend's own in this session, as for `parity_run`)."""
+
+    def gradients(case: str, backend: str, dtype: str = "float64", device: str | None = None):
+        return parity_run(case, backend, dtype, device).gradients
+
+    return gradients
+
+
+@pytest.fixture(scope="session")
+def parity_check(pytestconfig):
+    """`parity_check(case, candidate, dtype="float64", ref=None, grad=False, train_steps=0,
+    goldens=True, checkpoints=True)` → a CaseResult: the candidate (any registered backend, your
+    own adapter included) on --parity-device against the reference (default: --parity-ref) on
+    --parity-ref-device, through every check its capabilities allow (forward agreement arbitrated
+    by numpy, train/infer paths, checkpoint round trip and across backends, golden; gradients and
+    Adam steps when asked). The dtype is float64 unless given: the precision at which a port's
+    stages are judged most strictly. `.passed`, `.verdict()`, `.results` (every check: passed,
+    failed, not run with why, or error with the file:line), `.comparisons[candidate]`; `.report()` (also `str(result)`)
+    is the message to assert with: `assert result.passed, result.report()`."""
+    from parity.inputs.cases import get_case
+    from parity.run.engine import run_case
+
+    def check(case: str, candidate: str, dtype: str = "float64", ref: str | None = None, grad: bool = False,
+              train_steps: int = 0, goldens: bool = True, checkpoints: bool = True):
+        __tracebackhide__ = True
+        ref = ref or pytestconfig.getoption("parity_ref")
+        require_backend(ref)
+        return run_case(get_case(case), device=parity_device(pytestconfig), dtype=dtype,
+                        ref_device=pytestconfig.getoption("parity_ref_device"),
+                        data=pytestconfig.getoption("parity_data"), use_golden=goldens, checkpoints=checkpoints,
+                        ref=ref, candidates=[candidate], grad=grad, train_steps=train_steps)
+
+    return check
+
+
+# the golden fixture lives in its own module; imported here, it is one of this plugin's fixtures
+from parity.plugin.goldens import parity_golden  # noqa: E402,F401

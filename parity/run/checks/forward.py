@@ -1,0 +1,58 @@
+"""Forward agreement (every stage against the reference, numpy arbitrating the first divergence)
+and the train ↔ infer paths of each backend."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from parity.backends import get_backend
+from parity.run.checks.base import Check, _status
+from parity.run.compare import compare_traces
+from parity.run.oracle import arbitrate
+from parity.run.results import CheckResult
+from parity.stages import OBJECT_STAGES
+
+
+class ForwardAgreement(Check):
+    """Every stage of the candidate's training path against the reference's; the numpy backend
+    arbitrates the first divergence."""
+
+    name = "forward"
+
+    def run(self, ctx, cand):
+        comparison = compare_traces(ctx.train[ctx.ref], ctx.train[cand], ctx.profiles[cand], ctx.ref, cand,
+                                    not_provided=get_backend(cand).not_provided(ctx.cfg))
+        ctx.comparisons[cand] = comparison
+        first = comparison.first_divergence
+        arbitration = (arbitrate(first.stage, ctx.train[ctx.ref], ctx.train[cand], ctx.cfg, ctx.batch,
+                                 first.tolerance, ctx.ref, cand, weights=ctx.weights) if first is not None else None)
+        worst = comparison.worst
+        if first is None:
+            summary = (f"every stage agrees (worst {worst.stage}: {worst.rel_error:.2e})"
+                       if worst is not None and worst.rel_error is not None else "every provided stage agrees")
+        else:
+            summary = f"first divergence at {first.stage}: " + (arbitration or {}).get("verdict", first.message)
+            if first.rel_error is None or first.overlap or "mismatch" in first.message:  # what differs, not only who
+                summary += f" ({first.message})"
+        return [CheckResult(self.name, cand, _status(comparison.passed), summary, comparison,
+                            extra={"arbitration": arbitration})]
+
+
+class PathConsistency(Check):
+    """forward_infer against forward_train of the same model: the object stages must be identical."""
+
+    name = "paths"
+    needs_infer = True
+
+    def backends(self, ctx):
+        return ctx.backends
+
+    def run(self, ctx, name):
+        train, infer = ctx.train[name], ctx.infer[name]
+        same = {s: bool(np.array_equal(infer.get(s), train.get(s), equal_nan=True))
+                for s in OBJECT_STAGES if s in train or s in infer}
+        bad = [s for s, ok in same.items() if not ok]
+        if not same:
+            return [self.not_run(name, f"{name} provides no object stage")]
+        summary = "forward_infer equals forward_train" if not bad else f"forward_infer differs at {', '.join(bad)}"
+        return [CheckResult(self.name, name, _status(not bad), summary, same)]

@@ -1,0 +1,168 @@
+"""Origins: where an error is born, not only where it is first seen (docs/design.md §12).
+
+For each stage of a candidate that diverges, the stage is computed again by the candidate from the
+*reference's* inputs to it (teacher forcing, `model.stage(name, inputs, batch)`): its local error.
+A stage whose local error is over its tolerance is an **origin**; one over end to end but within
+locally is **propagated** (it only carries or amplifies an error born upstream). Every origin is
+arbitrated by numpy from the reference's inputs, so the blame does not depend on a polluted
+upstream. The columns land on the forward check's stage comparisons (`local_error`,
+`amplification`, `mark`), which the report and stats.json show.
+
+Local errors are computed where the forward check found a divergence: a run that agrees end to
+end has no origin to look for, and the gate stays within its time budget.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from parity.run.checks.base import Check, _status
+from parity.run.compare import compare_stage, relative_error
+from parity.run.results import CannotForce, CheckResult
+from parity.stages import STAGE_INPUTS
+
+ORIGIN, PROPAGATED, OK = "origin", "propagated", "ok"
+
+
+UNFORCED = "not forced"
+
+
+def can_force(model) -> bool:
+    """Whether a model computes a stage from given inputs (the built-in backends and torch adapters
+    do; a torch adapter may still decline one stage, with CannotForce)."""
+    return callable(getattr(model, "stage", None))
+
+
+def _stage_or_reason(model, name: str, inputs: dict, batch):
+    """The model's stage from the given inputs, or the CannotForce that says why it has none."""
+    try:
+        return np.asarray(model.stage(name, inputs, batch))
+    except CannotForce as exc:
+        return exc
+
+
+class OriginsCheck(Check):
+    """Stage-local errors of a diverging candidate, the origin/propagated marks and every origin,
+    arbitrated by numpy from the reference's inputs."""
+
+    name = "origins"
+
+    def wanted(self, ctx) -> bool:
+        """Only where a candidate diverged (the forward check runs before this is asked)."""
+        return any(not c.passed for c in ctx.comparisons.values())
+
+    def run(self, ctx, cand):
+        comparison = ctx.comparisons.get(cand)
+        if comparison is None:
+            return [self.not_run(cand, "no forward comparison")]
+        if comparison.passed:
+            return [CheckResult(self.name, cand, _status(True), "every stage agrees end to end: no origin")]
+        model = ctx.models[cand]
+        if not can_force(model):
+            return [self.not_run(cand, f"{cand} cannot compute a stage from the reference's inputs (its model has "
+                                       f"no stage(name, inputs, batch): a Keras adapter reads its layers through "
+                                       f"one sub-model and cannot put the reference's values in)")]
+        ref = ctx.train[ctx.ref]
+        origins, forced = [], {}  # forced: stage -> the candidate's output fed the reference's inputs
+        for s in comparison.stages:
+            inputs = STAGE_INPUTS.get(s.stage)
+            if inputs is None or not s.provided or s.stage not in ref:
+                continue
+            if inputs:
+                value = ctx.call(cand, f"stage {s.stage} from {ctx.ref}'s inputs", _stage_or_reason, model,
+                                 s.stage, {k: ref[k] for k in inputs}, ctx.batch)
+                if isinstance(value, CannotForce):
+                    s.mark, s.local_note = UNFORCED, str(value)
+                    continue
+                forced[s.stage] = value
+                local = compare_stage(s.stage, ref[s.stage], forced[s.stage], s.tolerance, ctx.ref, cand,
+                                      statistic=s.statistic)
+                s.local_error, local_passed = local.rel_error, local.passed
+                if local.rel_error is None:  # no error to measure: the shapes differ
+                    s.local_note = local.message
+            else:  # read from the batch only: local is end to end
+                s.local_error, local_passed = s.rel_error, s.passed
+            upstream = [c.rel_error for c in comparison.stages if c.stage in inputs and c.rel_error is not None]
+            if upstream and s.rel_error is not None and max(upstream) > 0:
+                s.amplification = s.rel_error / max(upstream)
+            s.mark = ORIGIN if not local_passed else PROPAGATED if not s.passed else OK
+            if s.mark == ORIGIN:
+                origins.append(_arbitrate(ctx, cand, s, forced.get(s.stage)))
+        first = comparison.first_divergence
+        if not origins and first is not None and first.mark == PROPAGATED:
+            # born under its tolerance and amplified over it downstream: the origin is the stage
+            # before the first divergence that used the most of its budget when fed the
+            # reference's inputs
+            before = comparison.stages[:comparison.stages.index(first)]
+            born = max((s for s in before if s.local_error and s.tolerance), default=None,
+                       key=lambda s: s.local_error / s.tolerance)
+            if born is not None:
+                born.mark = ORIGIN
+                origins.append(dict(_arbitrate(ctx, cand, born, forced.get(born.stage), amplified=True),
+                                    amplified_to=first.stage))
+        ctx.local[cand] = {o["stage"]: forced[o["stage"]] for o in origins if o["stage"] in forced}
+        if ctx.repro_dir is not None:
+            for origin in origins:
+                origin["repro"] = str(self._repro(ctx, cand, origin))
+        # a diverging stage that could not be forced may be an origin too: say which, and why
+        unknown = [s for s in comparison.stages if s.mark == UNFORCED and not s.passed]
+        if not origins and not unknown:
+            summary = "no origin: every stage is within its tolerance when fed the reference's inputs"
+        elif not origins:
+            summary = "no origin found"
+        else:
+            summary = f"{len(origins)} origin{'s' if len(origins) > 1 else ''}: " + ", ".join(
+                f"{o['stage']} ({o['short']}" + (f"; born under its tolerance at {o['local_error']:.1e}, "
+                                                 f"amplified over it by {o['amplified_to']}" if "amplified_to" in o
+                                                 else "") + ")" for o in origins)
+        if unknown:
+            summary += "; not forced, so possibly origins too: " + "; ".join(
+                f"{s.stage} ({s.local_note})" for s in unknown)
+        # the stage table with its new columns is the forward check's comparison
+        return [CheckResult(self.name, cand, _status(not origins and not unknown), summary, origins,
+                            extra={"origins": origins})]
+
+    @staticmethod
+    def _repro(ctx, cand: str, origin: dict):
+        """A minimal reproduction of one origin (parity.report.repro); the script's path."""
+        from parity.report.repro import write_repro
+
+        stage = next(s for s in ctx.comparisons[cand].stages if s.stage == origin["stage"])
+        folder = ctx.repro_dir / f"{ctx.case.name}-{ctx.dtype}-{cand}-{stage.stage}"
+        return ctx.call(cand, f"minimal reproduction of {stage.stage}", write_repro, folder, case=ctx.case.name,
+                        dtype=ctx.dtype, stage=stage.stage, ref=ctx.ref, cand=cand, ref_model=ctx.models[ctx.ref],
+                        cand_model=ctx.models[cand], ref_trace=ctx.train[ctx.ref], batch=ctx.batch,
+                        tolerance=stage.tolerance, worst_at=stage.worst_at, statistic=stage.statistic)
+
+
+def _arbitrate(ctx, cand: str, stage, forced: Optional[np.ndarray], amplified: bool = False) -> dict:
+    """numpy's opinion on an origin stage, computed from the reference's inputs: which side it
+    agrees with (`amplified`: an error born under the tolerance, judged against the local error
+    itself instead of the tolerance)."""
+    from parity.run.oracle import NETWORK_STAGES, RECOMPUTE, numpy_network
+
+    ref_name, ref = ctx.ref, ctx.train[ctx.ref]
+    out = {"stage": stage.stage, "local_error": stage.local_error, "blame": cand, "short": cand,
+           "numpy": None}
+    if stage.stage not in RECOMPUTE or forced is None:  # an input stage: both sides read the same batch
+        return out
+    net = numpy_network(ctx.cfg, ctx.weights) if stage.stage in NETWORK_STAGES else None
+    want = RECOMPUTE[stage.stage](ref, ctx.cfg, ctx.batch, net)
+    forced = np.asarray(forced)
+    errors = {ref_name: relative_error(want, ref[stage.stage]),
+              cand: relative_error(want, forced) if forced.shape == want.shape else float("inf")}
+    # an error born under the tolerance: numpy sides with whoever it is closer to than the error
+    bar = stage.local_error / 10 if amplified and stage.local_error else stage.tolerance
+    ok = {name: err <= bar for name, err in errors.items()}
+    if ok[ref_name] and not ok[cand]:
+        blame, words = cand, f"numpy agrees with {ref_name}"
+    elif ok[cand] and not ok[ref_name]:
+        blame, words = ref_name, f"numpy agrees with {cand}"
+    elif not ok[cand]:
+        blame, words = "both", "numpy agrees with neither"
+    else:
+        blame, words = None, "numpy agrees with both within the tolerance"
+    out.update(blame=blame, numpy=errors, short=f"{blame or 'neither'}; {words}")
+    return out

@@ -1,0 +1,55 @@
+"""One pipeline of checks, the same for every backend (docs/design.md §10).
+
+`RunContext` holds what every check reads (the case's inputs, each backend's model and traces,
+the tolerance profiles). A check is a small class with a name, the backends it applies to and
+`run(ctx, backend) -> CheckResult`; the engine runs each check for each of its backends, in
+`PIPELINE` order. Whatever a backend raises while the harness calls it becomes an `error` result
+naming the file:line in the backend's code; a check a backend lacks the capability for is `not
+run`, with the reason. What a backend prints during a run is captured into `ctx.output`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+from parity.run.checks import (Check, CheckpointRoundTrip, CrossCheckpoint, ForwardAgreement, GoldenCheck,
+                           GradientAgreement, OriginsCheck, PathConsistency, RunContext, TrainingAgreement)
+from parity.run.checks.base import BackendRaised
+from parity.run.results import ERROR, WIRING, CheckResult
+
+__all__ = ["PIPELINE", "Check", "RunContext", "run_pipeline"]
+
+
+# the golden check last: with --grad it compares the loss terms and gradient norms the gradient
+# check computed (once per run)
+PIPELINE: tuple[Check, ...] = (ForwardAgreement(), OriginsCheck(), PathConsistency(), CheckpointRoundTrip(), CrossCheckpoint(),
+                               GradientAgreement(), TrainingAgreement(), GoldenCheck())
+
+
+def run_pipeline(ctx: RunContext, checks: Sequence[Check] = PIPELINE) -> list[CheckResult]:
+    """Every check for each of its backends, in order. A backend whose build or forward raised
+    gets an error result at the forward check and `not run` for the rest."""
+    results: list[CheckResult] = []
+    with tempfile.TemporaryDirectory(prefix="parity-ckpt-") as workdir:
+        ctx.workdir = Path(workdir)
+        for check in (c for c in checks if c.wanted(ctx)):
+            for name in check.backends(ctx):
+                results += _run_one(check, ctx, name)
+    return results
+
+
+def _run_one(check: Check, ctx: RunContext, name: str) -> list[CheckResult]:
+    broken = [b for b in dict.fromkeys([name, ctx.ref]) if b in ctx.failed]
+    if broken:  # the error once, at the forward check; the checks that needed the model say why not
+        failure = ctx.failed[broken[0]]
+        if check.name == "forward":
+            return [CheckResult(check.name, name, ERROR, failure.line(), failure=failure)]
+        how = "is mis-wired (found in" if failure.kind == WIRING else "raised (in"
+        return [check.not_run(name, f"{broken[0]} {how} {failure.during.removeprefix(broken[0] + ' ')}; "
+                                    f"see the forward check)")]
+    try:
+        return check.run(ctx, name)
+    except BackendRaised as exc:
+        return [CheckResult(check.name, name, ERROR, exc.failure.line(), failure=exc.failure)]

@@ -1,0 +1,317 @@
+"""Training parity, framework-free (docs/design.md §11): the optimizer's hyper-parameters, the
+backward order of the trainable tensors, and the comparison of losses, gradients and K Adam steps.
+
+The backends compute; this module only names, orders and judges (numpy only):
+  - `loss_and_gradients(batch)` on a model → ({"loss", "loss.nll", "loss.mae"}: float,
+    {"log_scale" | canonical weight name: gradient in the neutral (Keras) layout});
+  - `train_steps(batch, steps, adam)` → an iterator of K records (the loss before the step and
+    every trainable tensor after it), each step taken as its record is read.
+Tolerance keys: `loss`, `loss.nll`, `loss.mae`, `grad.<tensor>`, `train.loss`, `train.<tensor>`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Optional
+
+import numpy as np
+
+from parity.run.compare import StageComparison, TraceComparison, compare_traces
+from parity.config import ForwardConfig
+from parity.run.tolerances import ToleranceProfile
+from parity.inputs.weights import weight_specs
+
+LOSS_TERMS = ("loss", "loss.nll", "loss.mae")
+LOG_SCALE = "log_scale"
+
+
+@dataclass(frozen=True)
+class AdamConfig:
+    """Adam as the reference trains (Keras' defaults, upstream's learning rate), in Keras' form:
+        alpha_t = lr·sqrt(1 − beta_2^t) / (1 − beta_1^t)
+        m ← m + (g − m)(1 − beta_1);  v ← v + (g² − v)(1 − beta_2)
+        w ← w − alpha_t·m / (sqrt(v) + epsilon)
+    epsilon is added to sqrt(v) *before* bias correction; torch.optim.Adam adds its eps after it,
+    so the port writes Keras' update out rather than using torch.optim.Adam. Keras also rounds the
+    learning rate and the betas of the bias correction to float32 even for float64 weights; the
+    port does the same (models_torch.training.Adam)."""
+
+    learning_rate: float = 1e-3
+    beta_1: float = 0.9
+    beta_2: float = 0.999
+    epsilon: float = 1e-7  # Keras' default; torch's default is 1e-8
+
+    def to_dict(self) -> dict:
+        return {"learning_rate": self.learning_rate, "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
+
+
+def trainable_names(cfg: ForwardConfig) -> list[str]:
+    """Every trainable tensor in backward order, from the loss towards the input: `log_scale`
+    (it scales the predicted diffraction, right before the loss), then the weights from the last
+    layer of the phase decoder back to the first conv of the encoder."""
+    return [LOG_SCALE, *reversed(list(weight_specs(cfg)))]
+
+
+def _as_arrays(values: Mapping, prefix: str) -> dict[str, np.ndarray]:
+    return {f"{prefix}{k}": np.asarray(v) for k, v in values.items() if v is not None}
+
+
+def gradient_trace(losses: Mapping[str, float], grads: Mapping[str, Optional[np.ndarray]]) -> dict[str, np.ndarray]:
+    """One backend's loss terms and gradients as one trace keyed by tolerance key."""
+    return {**{k: np.asarray(v) for k, v in losses.items()}, **_as_arrays(grads, "grad.")}
+
+
+def gradient_order(cfg: ForwardConfig) -> list[str]:
+    return [*LOSS_TERMS, *(f"grad.{n}" for n in trainable_names(cfg))]
+
+
+@dataclass
+class GradientCheck:
+    """Loss terms and every gradient of one candidate against the reference, in backward order;
+    a differing loss is arbitrated by the numpy backend's loss, a differing gradient by central
+    differences of that loss."""
+
+    candidate: str
+    comparison: TraceComparison
+    numpy_losses: Optional[dict] = None
+    blame: Optional[dict] = None  # {"blame": backend | "both" | None, "verdict": text}
+
+    @property
+    def passed(self) -> bool:
+        return self.comparison.passed
+
+    @property
+    def first_divergence(self) -> Optional[StageComparison]:
+        return self.comparison.first_divergence
+
+    def describe(self) -> str:
+        first = self.first_divergence
+        skipped = [s for s in self.comparison.stages if not s.provided]
+        if first is None and skipped and len(skipped) == len(self.comparison.stages):
+            return f"gradients {self.comparison.ref_name} vs {self.candidate}: {skipped[0].message}"
+        if first is None:
+            worst = self.comparison.worst
+            return (f"gradients {self.comparison.ref_name} vs {self.candidate}: loss and every gradient agree"
+                    + (f" (worst {worst.stage}: {worst.rel_error:.2e})" if worst and worst.rel_error is not None else "")
+                    + (f"; not provided by {self.candidate}: {', '.join(s.stage for s in skipped)}" if skipped else ""))
+        text = f"gradients {self.comparison.ref_name} vs {self.candidate}: first divergence (backward order) at {first.stage}: {first.message}"
+        if self.blame:
+            text += f"; {self.blame['verdict']}"
+        return text
+
+    def to_dict(self) -> dict:
+        first = self.first_divergence
+        return {"candidate": self.candidate, "passed": self.passed,
+                "first_divergence": first.stage if first else None,
+                "numpy_losses": self.numpy_losses, "blame": self.blame,
+                "tensors": [s.to_dict() for s in self.comparison.stages]}
+
+
+def arbitrate_loss(ref_losses: Mapping[str, float], cand_losses: Mapping[str, float],
+                   numpy_losses: Mapping[str, float], profile: ToleranceProfile, ref: str, cand: str) -> Optional[dict]:
+    """Which side's loss agrees with numpy's, term by term; None when the two sides agree."""
+    for term in LOSS_TERMS:
+        if term not in cand_losses or term not in ref_losses:
+            continue  # a term the candidate does not give (an adapter's loss): not provided
+        tol = profile.for_stage(term)
+        err_ref = _rel(numpy_losses[term], ref_losses[term])
+        err_cand = _rel(numpy_losses[term], cand_losses[term])
+        if _rel(ref_losses[term], cand_losses[term]) <= tol:
+            continue
+        ok_ref, ok_cand = err_ref <= tol, err_cand <= tol
+        blame = cand if ok_ref and not ok_cand else ref if ok_cand and not ok_ref else "both"
+        verdict = (f"numpy's {term} = {numpy_losses[term]:.12g} agrees with {ref} ({err_ref:.1e}) "
+                   f"and not with {cand} ({err_cand:.1e}): {cand} is wrong" if blame == cand else
+                   f"numpy's {term} = {numpy_losses[term]:.12g} agrees with {cand} ({err_cand:.1e}) "
+                   f"and not with {ref} ({err_ref:.1e}): {ref} is wrong" if blame == ref else
+                   f"numpy's {term} = {numpy_losses[term]:.12g} differs from both ({ref} {err_ref:.1e}, "
+                   f"{cand} {err_cand:.1e})")
+        return {"term": term, "blame": blame, "verdict": verdict,
+                "numpy": numpy_losses[term], ref: ref_losses[term], cand: cand_losses[term]}
+    return None
+
+
+def _rel(ref: float, other: float) -> float:
+    if not (math.isfinite(ref) and math.isfinite(other)):
+        return 0.0 if ref == other else math.inf
+    return abs(other - ref) / abs(ref) if ref != 0 else abs(other)
+
+
+def directional_derivative(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], log_scale: float, batch,
+                           tensor: str, direction: np.ndarray, step: float) -> float:
+    """d loss / dt of loss(tensor + t·direction) at t = 0 by central differences of the numpy
+    backend's loss, in float64."""
+    import dataclasses
+
+    from parity.backends import get_backend
+
+    wide = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+    batch = dataclasses.replace(batch, diffraction=np.asarray(batch.diffraction, dtype=np.float64),
+                                offsets=np.asarray(batch.offsets, dtype=np.float64),
+                                probe=np.asarray(batch.probe, dtype=np.complex128))
+
+    def loss_at(t: float) -> float:
+        if tensor == LOG_SCALE:
+            w, ls = wide, log_scale + t * float(direction)
+        else:
+            w, ls = dict(wide, **{tensor: wide[tensor] + t * direction}), log_scale
+        return get_backend("numpy").build(cfg, w, log_scale=ls).losses(batch)["loss"]
+
+    return (loss_at(step) - loss_at(-step)) / (2 * step)
+
+
+def arbitrate_gradient(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], log_scale: float, batch, tensor: str,
+                       ref_grad: Optional[np.ndarray], cand_grad: Optional[np.ndarray], ref: str, cand: str) -> dict:
+    """Which side's gradient of `tensor` is right: both are projected on d = (ref − cand)/max|ref − cand|
+    and compared with the numpy loss's central difference along d (two step sizes, so the
+    difference's own error is known). A missing gradient counts as zero."""
+    shape = np.shape(weights[tensor]) if tensor != LOG_SCALE else ()
+    g_ref = np.zeros(shape) if ref_grad is None else np.asarray(ref_grad, dtype=np.float64)
+    g_cand = np.zeros(shape) if cand_grad is None else np.asarray(cand_grad, dtype=np.float64)
+    delta = g_ref - g_cand
+    direction = delta / (np.max(np.abs(delta)) or 1.0)
+    scale = float(np.max(np.abs(weights[tensor]))) if tensor != LOG_SCALE else abs(log_scale)
+    h = 1e-5 * max(scale, 1e-3)
+    fd = directional_derivative(cfg, weights, log_scale, batch, tensor, direction, h)
+    fd_half = directional_derivative(cfg, weights, log_scale, batch, tensor, direction, h / 2)
+    uncertainty = 2 * abs(fd - fd_half) + 1e-12 * abs(fd)
+    p_ref, p_cand = float(np.sum(g_ref * direction)), float(np.sum(g_cand * direction))
+    e_ref, e_cand = abs(p_ref - fd_half), abs(p_cand - fd_half)
+    if abs(p_ref - p_cand) <= 3 * uncertainty:
+        blame, verdict = None, (f"numpy's central difference along (ref − cand) ({fd_half:.6g} ± {uncertainty:.1g}) "
+                                f"cannot tell {ref} ({p_ref:.6g}) from {cand} ({p_cand:.6g})")
+    else:
+        blame = cand if e_ref < e_cand else ref
+        right = ref if blame == cand else cand
+        verdict = (f"numpy's central difference of the loss along (ref − cand) is {fd_half:.6g} ± {uncertainty:.1g}: "
+                   f"{right} gives {p_ref if right == ref else p_cand:.6g}, {blame} gives "
+                   f"{p_cand if blame == cand else p_ref:.6g}: {blame} is wrong")
+    return {"tensor": tensor, "blame": blame, "verdict": verdict, "numpy_directional": fd_half,
+            "uncertainty": uncertainty, ref: p_ref, cand: p_cand}
+
+
+def compare_gradients(cfg: ForwardConfig, ref: tuple, cand: tuple, profile: ToleranceProfile,
+                      ref_name: str, cand_name: str, numpy_losses: Optional[Mapping[str, float]] = None,
+                      arbiter: Optional[dict] = None, partial: bool = False) -> GradientCheck:
+    """`ref`/`cand`: (losses, grads) as `loss_and_gradients` returns them. `arbiter` ({"weights",
+    "log_scale", "batch"}) lets the numpy backend's central differences judge a differing gradient.
+    `partial`: the candidate (an adapter) gives only some terms and tensors; the others read "not
+    provided"."""
+    cand_trace = gradient_trace(*cand)
+    missing = [k for k in gradient_order(cfg) if k not in cand_trace] if partial else []
+    comparison = compare_traces(gradient_trace(*ref), cand_trace, profile, ref_name, cand_name,
+                                order=gradient_order(cfg), not_provided=missing)
+    blame = None
+    first = comparison.first_divergence
+    if first is not None and first.stage in LOSS_TERMS and numpy_losses is not None:
+        blame = arbitrate_loss(ref[0], cand[0], numpy_losses, profile, ref_name, cand_name)
+    elif first is not None and first.stage.startswith("grad.") and arbiter is not None:
+        tensor = first.stage.removeprefix("grad.")
+        blame = arbitrate_gradient(cfg, arbiter["weights"], arbiter["log_scale"], arbiter["batch"], tensor,
+                                   ref[1].get(tensor), cand[1].get(tensor), ref_name, cand_name)
+    return GradientCheck(cand_name, comparison, dict(numpy_losses) if numpy_losses else None, blame)
+
+
+def gradient_summary(losses: Mapping[str, float], grads: Mapping[str, np.ndarray]) -> dict:
+    """What a golden keeps of a gradient run: the loss terms and each gradient's L2 norm."""
+    return {"loss": {k.replace("loss.", "") if k != "loss" else "total": float(v) for k, v in losses.items()},
+            "grad_norm": {k: float(np.linalg.norm(np.asarray(g, dtype=np.float64)))
+                          for k, g in grads.items() if g is not None}}
+
+
+# -- training steps ---------------------------------------------------------------------------
+
+@dataclass
+class TrainingCheck:
+    """K Adam steps of one candidate against the reference: at each step the loss before it and
+    every trainable tensor after it; the first step (then the first tensor, backward order) that
+    parts is reported."""
+
+    candidate: str
+    ref_name: str
+    steps: list[TraceComparison] = field(default_factory=list)
+    ref_losses: list[float] = field(default_factory=list)
+    cand_losses: list[float] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(s.passed for s in self.steps)
+
+    @property
+    def first_divergence(self) -> Optional[tuple[int, StageComparison]]:
+        for k, step in enumerate(self.steps, start=1):
+            if not step.passed:
+                return k, step.first_divergence
+        return None
+
+    @property
+    def worst_rel_error(self) -> float:
+        return max((s.rel_error or 0.0 for step in self.steps for s in step.stages), default=0.0)
+
+    def loss_curve_difference(self) -> float:
+        """max_k |loss_cand − loss_ref| / |loss_ref|."""
+        return max((_rel(r, c) for r, c in zip(self.ref_losses, self.cand_losses)), default=0.0)
+
+    def describe(self) -> str:
+        first = self.first_divergence
+        skipped = [s for step in self.steps for s in step.stages if not s.provided]
+        if first is None and skipped and len(skipped) == sum(len(step.stages) for step in self.steps):
+            return f"training {self.ref_name} vs {self.candidate}: {skipped[0].message}"
+        label = f"training {self.ref_name} vs {self.candidate}, {len(self.steps)} Adam steps"
+        if first is None:
+            return f"{label}: track (worst {self.worst_rel_error:.2e}, loss curves ≤ {self.loss_curve_difference():.2e})"
+        k, stage = first
+        return f"{label}: part at step {k}, {stage.stage}: {stage.message}"
+
+    def to_dict(self) -> dict:
+        first = self.first_divergence
+        return {"candidate": self.candidate, "passed": self.passed, "steps": len(self.steps),
+                "first_divergence": None if first is None else {"step": first[0], "tensor": first[1].stage,
+                                                                 "message": first[1].message},
+                "worst_rel_error": self.worst_rel_error,
+                "loss_curve_max_rel_difference": self.loss_curve_difference(),
+                "loss": {self.ref_name: self.ref_losses, self.candidate: self.cand_losses},
+                "per_step": [{"step": k, "passed": s.passed,
+                              "worst": max((st.rel_error or 0.0 for st in s.stages), default=0.0)}
+                             for k, s in enumerate(self.steps, start=1)]}
+
+
+def step_trace(record: Mapping) -> dict[str, np.ndarray]:
+    """One training record → a trace keyed by tolerance key (`train.loss`, `train.<tensor>`)."""
+    return {"train.loss": np.asarray(record["loss"]), **_as_arrays(record["tensors"], "train.")}
+
+
+def step_metric(key: str) -> str:
+    """The loss before a step is judged like any stage; each tensor after a step by ‖Δ‖₂/‖ref‖₂.
+    Adam divides every gradient element by its own RMS + epsilon, so an element whose gradient
+    cancels to near epsilon turns rounding into a visibly different step for that element alone,
+    and such offsets grow over the steps (chaotic on the bigger cases: gs3-big's worst element
+    reaches 2.8e-6 of max|w| at step 10 with one thread per framework, while the tensors track to
+    4.6e-8 in norm). A real optimizer bug moves every element: Adam epsilon 1e-8 instead of 1e-7
+    parts by 4.4e-4 in norm at step 1."""
+    return "max" if key == "train.loss" else "norm"
+
+
+def compare_training(cfg: ForwardConfig, ref: Iterable[Mapping], cand: Iterable[Mapping], profile: ToleranceProfile,
+                     ref_name: str, cand_name: str) -> TrainingCheck:
+    """`ref`/`cand`: the records `train_steps` yields, one per step, read in lockstep so that only
+    the current step of each backend is held (K steps of every tensor would not fit a big model)."""
+    order = ["train.loss", *(f"train.{n}" for n in trainable_names(cfg))]
+    check = TrainingCheck(cand_name, ref_name)
+    missing = object()
+    ref, cand = iter(ref), iter(cand)
+    for r, c in itertools.zip_longest(ref, cand, fillvalue=missing):
+        if r is missing or c is missing:  # a backend that stopped early is a failure, not a shorter test
+            n_ref = len(check.ref_losses) + (r is not missing) + sum(1 for _ in ref)
+            n_cand = len(check.cand_losses) + (c is not missing) + sum(1 for _ in cand)
+            stop = StageComparison("train.steps", False, f"{ref_name} ran {n_ref} steps, {cand_name} {n_cand}")
+            check.steps.append(TraceComparison(ref_name, cand_name, [stop]))
+            break
+        check.ref_losses.append(float(r["loss"]))
+        check.cand_losses.append(float(c["loss"]))
+        check.steps.append(compare_traces(step_trace(r), step_trace(c), profile, ref_name, cand_name, order=order,
+                                          metric=step_metric))
+    return check

@@ -4,3 +4,6 @@
 from models_numpy.model import ForwardModel, ModelError, build, load
 
 __all__ = ["ForwardModel", "ModelError", "build", "load"]
+
+# what this backend's models can do beyond the forward paths (parity.backends.CAPABILITIES)
+CAPABILITIES = frozenset({"teacher_forcing"})

@@ -13,3 +13,6 @@ ONEDNN_OPTS = ("unknown: tensorflow was imported before models_tf" if "tensorflo
 from models_tf.model import ForwardModel, ModelError, build, load  # noqa: E402
 
 __all__ = ["ForwardModel", "ModelError", "build", "load"]
+
+# what this backend's models can do beyond the forward paths (parity.backends.CAPABILITIES)
+CAPABILITIES = frozenset({"gradients", "adam_steps", "teacher_forcing"})

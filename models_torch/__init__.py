@@ -3,3 +3,6 @@
 from models_torch.model import ForwardModel, ModelError, build, load
 
 __all__ = ["ForwardModel", "ModelError", "build", "load"]
+
+# what this backend's models can do beyond the forward paths (parity.backends.CAPABILITIES)
+CAPABILITIES = frozenset({"gradients", "adam_steps", "teacher_forcing"})

@@ -10,8 +10,13 @@ from typing import Optional, Sequence
 from parity import __version__
 
 
-class UsageError(Exception):
-    """Bad input from the user: one line on stderr, exit code 2."""
+from parity.errors import UsageError, unique_cases
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from parity.check import check
+
+    return check(args)
 
 
 def _cmd_cases(args: argparse.Namespace) -> int:
@@ -48,148 +53,12 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
-def _unique_cases(args: argparse.Namespace) -> list:
-    """The chosen cases, each once (a repeated --case runs once)."""
-    from parity.inputs.cases import cases_in, get_case
-
-    try:
-        return [get_case(n) for n in dict.fromkeys(args.case)] if args.case else cases_in(args.cases)
-    except KeyError as exc:
-        raise UsageError(exc.args[0]) from None
-
-
-def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: list) -> dict[str, str]:
-    """Read every input of the run before any model is built: the tolerance profiles, each case's
-    inputs, the golden folder and each case's golden. A bad tolerance file or input is one line
-    and exit 2 (UsageError and friends, raised); a corrupt golden is that case's error, returned
-    (case -> message) and printed, and the other cases still run."""
-    from parity.goldens.store import GoldenError, golden_path, load_golden, load_golden_profile
-    from parity.run.tolerances import load_profile
-
-    use_goldens = not args.data
-    if args.goldens and not Path(args.goldens).is_dir():
-        raise UsageError(f"--goldens {args.goldens}: no such folder (the golden check would silently have "
-                         f"nothing to compare with)")
-    if args.summary_md:
-        target = Path(args.summary_md)
-        if target.is_dir() or not target.parent.is_dir():
-            raise UsageError(f"--summary-md {args.summary_md}: "
-                             f"{'is a folder' if target.is_dir() else 'its folder does not exist'}")
-    for dtype in dtypes:
-        for device in dict.fromkeys(devices.values()):
-            load_profile(device, dtype)
-            if use_goldens:
-                load_golden_profile(device, dtype)
-    bad: dict[str, str] = {}
-    for case in cases:
-        case.inputs("float64", data=args.data)  # too few points, all-zero groups: DataError, one line
-        path = golden_path(case.name, args.goldens)
-        if use_goldens and path.exists():
-            try:
-                load_golden(path)
-            except GoldenError as exc:
-                bad[case.name] = str(exc)
-                print(f"parity: error: {exc}; {case.name} runs without its golden check, the other cases as "
-                      f"usual (exit code 2)", file=sys.stderr, flush=True)
-    return bad
-
-
-def _cmd_check(args: argparse.Namespace) -> int:
-    from parity.inputs.data import load_scan
-    from parity.report import dump
-    from parity.files import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunFolder
-    from parity.report.markdown import write_report
-    from parity.run.engine import run_case
-    from parity.run.results import EXIT_BAD_INPUT, exit_code
-
-    cases = _unique_cases(args)
-    if args.data:
-        scan = load_scan(args.data)  # fail fast, one line, before any model is built
-        other_n = [c for c in cases if c.config.N != scan.N]
-        if other_n and len(other_n) == len(cases):
-            raise UsageError(f"{args.data}: patterns are {scan.N}x{scan.N}, but every chosen case needs "
-                             f"N={sorted({c.config.N for c in other_n})}")
-        for case in other_n:
-            print(f"skipping {case.name}: it needs N={case.config.N}, {args.data} has {scan.N}x{scan.N} patterns")
-        cases = [c for c in cases if c.config.N == scan.N]
-    from parity.backends import get_backend
-    from parity.run.backend_run import backend_devices
-
-    candidates = [c for c in dict.fromkeys(args.candidate or ["torch"]) if c != args.ref]
-    for name in [args.ref, *candidates]:
-        get_backend(name).require()  # unknown or not installed: one line, before any model is built
-    if not candidates:
-        raise UsageError(f"--candidate: give at least one backend other than the reference {args.ref!r}")
-    devices = backend_devices(args.ref, candidates, args.device, args.ref_device)
-    if args.train_steps < 0:
-        raise UsageError(f"--train-steps must be >= 0, got {args.train_steps}")
-    dtypes = list(dump.iter_dtypes(args.dtype))
-    bad_goldens = _preflight(args, cases, devices, dtypes)
-    out = Path(args.out)
-    folder = RunFolder(out, command="parity check", force=args.force).open()
-    total = len(cases) * len(dtypes)
-    where = lambda names: ", ".join(f"{n} on {devices[n]}" for n in names)  # noqa: E731
-    print(f"parity check: {where([args.ref])} (reference) vs {where(candidates)}; "
-          f"{len(cases)} case(s) x {len(dtypes)} dtype(s); "
-          f"data {args.data or 'shipped fly001 fixture'}; report in {out}/", flush=True)
-    results, figures, n = [], {}, 0
-    state = FAILED
-    try:
-        write_report(results, out, figures, state=RUNNING, planned=total)
-        for case in cases:
-            for dtype in dtypes:
-                n += 1
-                print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
-                result = run_case(case, device=args.device, ref_device=args.ref_device, dtype=dtype, data=args.data,
-                                  goldens_dir=args.goldens,
-                                  ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps,
-                                  reuse=args.reuse,
-                                  repro_dir=Path(args.repro) if args.repro else out / case.name / "repro")
-                figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures,
-                                                             fresh=dtype == dtypes[0])
-                print(f"{result.verdict()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
-                for line in result.check_lines(every=not args.brief):
-                    print("      " + line.replace("\n", "\n      "), flush=True)
-                if args.compare_paths:
-                    print(dump.compare_paths_text(result), flush=True)
-                for message in result.golden_messages():
-                    print("      " + message.replace("\n", "\n      "), flush=True)
-                results.append(result)
-                write_report(results, out, figures, state=RUNNING, planned=total)  # an interrupted run says so
-                folder.record()
-        state = COMPLETE
-    except KeyboardInterrupt:
-        state = INTERRUPTED
-        raise
-    finally:
-        try:
-            report = write_report(results, out, figures, state=state, planned=total)
-        finally:
-            folder.close(state)
-    print()
-    print(dump.summary_table(results))
-    code = exit_code([c for r in results for c in r.results])
-    if bad_goldens:
-        code = EXIT_BAD_INPUT
-    failed = [r for r in results if not r.passed]
-    print(f"\n{len(results) - len(failed)}/{len(results)} runs agree; report: {report}")
-    if args.summary_md:
-        from parity.files import write_atomic
-
-        try:
-            write_atomic(args.summary_md, dump.summary_markdown(results))
-        except OSError as exc:  # the verdict above stands; the exit code says something went wrong
-            print(f"parity: error: --summary-md {args.summary_md}: {exc.strerror or exc}", file=sys.stderr)
-            code = code or EXIT_BAD_INPUT
-    return code
-
-
 def _cmd_refresh(args: argparse.Namespace) -> int:
     from parity.goldens import store as goldens
     from parity.goldens.refresh import apply, format_plan, plan
     from parity.resources import INSTALLED
 
-    cases = _unique_cases(args)
+    cases = unique_cases(args)
     directory = Path(args.goldens) if args.goldens else goldens.GOLDEN_DIR
     if not args.goldens and INSTALLED and not args.dry_run:
         raise UsageError(f"the goldens of this installed copy live in {goldens.GOLDEN_DIR}; "
@@ -235,16 +104,16 @@ def _cmd_faults(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import shlex
 
-    from parity.bench import measure as bench, tiers as bench_tiers
+    from parity.bench import measure as bench, results as bench_results, tiers as bench_tiers
     from parity.inputs.cases import cases_in
 
-    cases = [c.name for c in _unique_cases(args)]
+    cases = [c.name for c in unique_cases(args)]
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
     old = None
     if args.compare:
         try:
-            old = bench.load(Path(args.compare))
+            old = bench_results.load(Path(args.compare))
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     if args.shards < 0:
@@ -252,22 +121,22 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     runs = ([] if args.no_pytest else [shlex.split(a) for a in args.pytest] if args.pytest
             else bench_tiers.tier_runs(full=args.full, shards=args.shards))
     out = Path(args.out)
-    if out.is_dir() or (out.exists() and not bench.is_result(out)):
+    if out.is_dir() or (out.exists() and not bench_results.is_result(out)):
         raise UsageError(f"--out {out}: {'is a folder' if out.is_dir() else 'holds a file parity bench did not write'}; "
                          f"name another file")
     progress = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
-    save = lambda result: bench.write(result, out)  # noqa: E731 - after each part: an interrupted bench keeps its numbers
+    save = lambda result: bench_results.write(result, out)  # noqa: E731 - after each part: an interrupted bench keeps its numbers
     # the gate's bare cost needs the extended cases' forwards: timed when the default cases are
     extended = [c.name for c in cases_in("extended")] if set(cases) >= {c.name for c in cases_in("default")} else []
     result = bench.run(cases, args.repeat, progress=progress, extended=extended, save=save)
     bench_tiers.time_pytest_runs(result, runs, Path.cwd(), progress=progress, save=save)
     result["state"] = "complete"
-    print(bench.format_table(result))
-    path = bench.write(result, out)
+    print(bench_results.format_table(result))
+    path = bench_results.write(result, out)
     print(f"wrote {path}")
     if old is not None:
         print()
-        print(bench.compare(result, old))
+        print(bench_results.compare(result, old))
     return 0
 
 

@@ -10,7 +10,8 @@ import contextlib
 from dataclasses import dataclass
 from typing import Iterator
 
-from parity.faults.catalogue import _torch, get_fault, patched
+from parity.faults.catalogue import get_fault
+from parity.faults.injections import _torch, patched
 
 
 def encoder_output_scaled():

@@ -56,11 +56,31 @@ def test_bench_times_pytest_cold_in_a_subprocess(workers):
     assert 0 < timing["first_result_s"] <= timing["first_run_s"] < timing["wall_s"]
 
 
-def test_the_tiers_bench_times():
-    labels = [label for label, _ in bench_tiers.tier_runs(full=True, shards=4)]
-    assert labels[:3] == ["gate: pytest -k parity", "gate: make test (whole gate tier)", "full tier: make test-full"]
-    assert dict(bench_tiers.tier_runs(shards=4))["full tier, shard 3/4"] == ["--tier", "full", "--splits", "4", "--group", "3"]
-    assert len(bench_tiers.tier_runs()) == 2
+def test_the_bare_costs_the_bench_computes():
+    """The bench's own arithmetic on made-up timings (every build 1 s, forward 2 s, gradient 4 s,
+    Adam step 8 s, imports 3 s), worked out by hand: the default suite's bare cost is imports plus
+    one build and forward per backend x case x dtype; with training, one gradient per dtype and
+    TRAIN_STEPS Adam steps in float64; the gate's adds its GATE_TRAIN_STEPS steps on its case and
+    one cold forward of each extended case (16 s each here)."""
+    from parity.inputs.cases import case_names
+
+    default, extended = case_names("default"), case_names("extended")
+    rows = [{"case": c, "dtype": d, "backend": b, "build_s": 1.0, "forward_s": 2.0, "gradient_s": 4.0,
+             "adam_step_s": 8.0} for c in default for d in ("float32", "float64") for b in ("tensorflow", "torch")]
+    imports = {"tensorflow": 2.0, "torch": 1.0}
+    runs = len(default) * 2 * 2  # case x dtype x backend
+    assert bench.bare_cost(imports, rows, default, training=False) == 3 + runs * 3
+    assert bench.bare_cost(imports, rows, default, training=True) == 3 + runs * (3 + 4) + runs // 2 * bench.TRAIN_STEPS * 8
+    assert bench.bare_cost(imports, rows, default[:1], training=False) == 3 + 4 * 3  # only the cases asked for
+    ext = [{"case": c, "backend": b, "build_s": 6.0, "forward_s": 10.0} for c in extended for b in ("tensorflow",)]
+    gate = 3 + runs * (3 + 4) + 2 * bench.GATE_TRAIN_STEPS * 8 + len(extended) * 16  # 2: both backends' float64
+    assert bench.gate_bare_cost(imports, rows, ext) == gate
+    assert bench.gate_bare_cost(imports, rows, ext[1:]) is None  # an extended case not timed: no figure
+    # the tiers it times: the gate's arguments select the gate, the shards split the full tier
+    runs_ = dict(bench_tiers.tier_runs(full=True, shards=3))
+    assert ["--tier", "full"] in runs_.values() and ["-k", "parity"] in runs_.values()
+    shards = [a for a in runs_.values() if "--splits" in a]
+    assert [a[a.index("--group") + 1] for a in shards] == ["1", "2", "3"] and all(a[:2] == ["--tier", "full"] for a in shards)
 
 
 def test_bench_refuses_a_foreign_compare_file(tmp_path, capsys):

@@ -31,10 +31,6 @@ def _text(page: Path) -> str:
     return html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
 
 
-def test_the_readme_fits_on_two_screens():
-    assert len((ROOT / "README.md").read_text().splitlines()) <= 150
-
-
 def test_the_site_builds_strictly_with_the_generated_pages_and_the_included_snippets(tmp_path):
     done = _mkdocs(ROOT / "mkdocs.yml", tmp_path / "site")
     assert done.returncode == 0, done.stdout + done.stderr

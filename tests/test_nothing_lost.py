@@ -418,7 +418,7 @@ def test_a_table_where_a_number_stands_is_one_line(tmp_path):
 def test_bench_keeps_what_it_measured_when_interrupted(tmp_path, monkeypatch):
     """`parity bench --out` into a folder that does not exist yet; interrupted in the harness
     timings, the file holds the imports and the backends measured before, marked partial."""
-    from parity.bench import measure as bench
+    from parity.bench import measure as bench, results as bench_results
 
     monkeypatch.setattr(bench, "import_times", lambda: {"numpy": 0.1})
     monkeypatch.setattr(bench, "backend_times", lambda *a: [{"case": "gs1"}])
@@ -430,8 +430,8 @@ def test_bench_keeps_what_it_measured_when_interrupted(tmp_path, monkeypatch):
     monkeypatch.setattr(bench, "harness_times", interrupted)
     out = tmp_path / "new" / "folder" / "bench.json"
     with pytest.raises(KeyboardInterrupt):
-        bench.run(["gs1"], 1, save=lambda result: bench.write(result, out))
+        bench.run(["gs1"], 1, save=lambda result: bench_results.write(result, out))
     kept = json.loads(out.read_text())
     assert kept["state"] == "partial" and kept["imports_s"] == {"numpy": 0.1} and kept["backends"] == [{"case": "gs1"}]
     with pytest.raises(ValueError, match="key 'state' is 'partial': an unfinished bench"):
-        bench.load(out)
+        bench_results.load(out)

@@ -8,8 +8,9 @@ import pytest
 from parity.inputs.cases import get_case
 from parity.goldens.store import compare_golden, golden_path, load_golden, load_golden_profile
 from parity.run.tolerances import load_profile
-from parity.run.training import (LOSS_TERMS, AdamConfig, compare_gradients, compare_training, gradient_summary,
-                             trainable_names)
+from parity.run.adam_steps import compare_training
+from parity.run.training import (LOSS_TERMS, AdamConfig, compare_gradients, gradient_summary,
+                                 trainable_names)
 from parity.inputs.weights import weight_specs
 
 pytestmark = pytest.mark.parity

@@ -60,4 +60,5 @@ def keras_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
     return Backend(name, "tensorflow", ("cpu", "cuda"), build_fn=build, configure_fn=tf_device.configure,
                    load_fn=(lambda path, cfg=None, device="cpu": adapt(load(path, cfg, device), cfg)) if load else None,
                    stages=tuple(s for s in TRAIN_STAGES if s in set(layers) | {d.stage for d in derived}),
-                   checkpoints=save is not None and load is not None, neutral_out=False, builds_from_state=False)
+                   checkpoints=save is not None and load is not None, neutral_out=False, builds_from_state=False,
+                   capabilities=frozenset())

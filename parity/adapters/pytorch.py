@@ -113,4 +113,5 @@ def torch_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
                    infer_stages=spec.infer_stages_for,
                    checkpoints=save is not None and load is not None,
                    neutral_out=mapping is not None and get_state is not None,
-                   builds_from_state=set_state is not None)
+                   builds_from_state=set_state is not None,
+                   capabilities=frozenset({"teacher_forcing", "partial_gradients", *(["gradients"] if loss else [])}))

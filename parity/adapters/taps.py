@@ -184,7 +184,6 @@ class AdapterModel:
                  as_like: Optional[Callable[[np.ndarray, Any], Any]] = None):
         self.spec, self.backend, self.model, self.cfg = spec, spec.name, model, cfg
         self._submodule, self._hook, self._no_grad, self._as_like = submodule, hook, no_grad, as_like
-        self.partial_gradients = True  # tensors the mapping does not cover read "not provided"
 
     def _target(self, tap: Tap):
         try:

@@ -17,6 +17,14 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 ENTRY_POINT_GROUP = "ptycho_parity.backends"
+# What a backend's models can do beyond the forward paths, declared once per backend (`Backend.
+# capabilities`, or a built-in package's CAPABILITIES); a check that needs one reads it from here.
+CAPABILITIES = {
+    "gradients": "model.loss_and_gradients(batch): the loss terms and the gradient of every weight",
+    "partial_gradients": "its loss gives only some terms and its mapping only some tensors (an adapter)",
+    "adam_steps": "model.train_steps(batch, steps, adam): K optimizer steps",
+    "teacher_forcing": "model.stage(name, inputs, batch): one stage from given inputs (the origins check)",
+}
 
 
 class BackendError(ValueError):
@@ -50,6 +58,23 @@ class Backend:
     # the stages its inference path gives (None: every provided stage up to object.trimmed); an
     # adapter whose own inference entry point passes fewer taps says so here
     infer_stages: Optional[Callable] = None
+    # which of CAPABILITIES its models have; None: what its `package` declares (CAPABILITIES
+    # there), or none for a backend without a package
+    capabilities: Optional[frozenset] = None
+
+    def can(self, capability: str) -> bool:
+        """Whether this backend's models have `capability` (a key of CAPABILITIES), as declared."""
+        if capability not in CAPABILITIES:
+            raise ValueError(f"unknown capability {capability!r}; known: {', '.join(CAPABILITIES)}")
+        declared = self.capabilities
+        if declared is None:
+            declared = (getattr(self._module(), "CAPABILITIES", frozenset()) if self.package is not None
+                        else frozenset())
+        return capability in declared
+
+    def trains(self) -> bool:
+        """Loss, gradients and optimizer steps: what the training checks and a golden's gradients need."""
+        return self.can("gradients") and self.can("adam_steps")
 
     def stages_for(self, cfg=None) -> Optional[tuple[str, ...]]:
         return self.stages(cfg) if callable(self.stages) else self.stages
@@ -178,10 +203,6 @@ def get_backend(name: str) -> Backend:
     if name not in known:
         raise BackendError(f"unknown backend {name!r}; installed: {', '.join(sorted(known))}")
     return known[name]
-
-
-def backend_names() -> list[str]:
-    return sorted(discover())
 
 
 def configure_all(devices: Mapping[str, str]) -> dict:

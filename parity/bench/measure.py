@@ -19,7 +19,6 @@ extended case in float64.
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import resource
@@ -80,7 +79,6 @@ def backend_times(case_names: Sequence[str], repeat: int, progress: Callable[[st
     """Per backend × case × dtype: build, median forward, one gradient, one Adam step (seconds)."""
     from parity.backends import get_backend
     from parity.inputs.cases import get_case
-    from parity.run.checks.base import _trainable
     from parity.run.training import AdamConfig
 
     rows = []
@@ -93,7 +91,7 @@ def backend_times(case_names: Sequence[str], repeat: int, progress: Callable[[st
                 build, model = _timed(lambda: get_backend(backend).build(cfg, weights))
                 forward = _median(lambda: model.forward_train(batch), repeat)
                 gradient = step = None  # numpy has no autograd: nothing to time
-                if _trainable(model):
+                if get_backend(backend).trains():
                     gradient = _median(lambda: model.loss_and_gradients(batch), max(1, repeat // 2))
                     fresh = get_backend(backend).build(cfg, weights)
                     step = _median(lambda: list(fresh.train_steps(batch, 1, AdamConfig())), max(1, repeat // 2))
@@ -222,110 +220,3 @@ def run(case_names: Sequence[str], repeat: int, progress: Callable[[str], None] 
                    "peak_rss_mb": peak_rss_mb()})
     save(result)
     return result
-
-
-def _flat(result: dict) -> dict[str, float]:
-    """The numbers of a bench result by a readable key, for tables and --compare."""
-    out = {f"import {k}": v for k, v in result["imports_s"].items()}
-    for r in result["backends"]:
-        stem = f"{r['backend']} {r['case']} {r['dtype']}"
-        for key in ("build_s", "forward_s", "gradient_s", "adam_step_s"):
-            if r[key] is not None:
-                out[f"{stem} {key[:-2]}"] = r[key]
-    for h in result["harness"]:
-        for key, value in h.items():
-            if key != "case":
-                out[f"harness {h['case']} {key[:-2]}"] = value
-    for r in result.get("extended", []):
-        out[f"{r['backend']} {r['case']} float64 cold build + forward"] = r["build_s"] + r["forward_s"]
-    out["bare forward"] = result["bare_forward_s"]
-    out["bare with training"] = result["bare_with_training_s"]
-    if result.get("gate_bare_s"):
-        out["gate bare"] = result["gate_bare_s"]
-    for p in result.get("pytest_runs", []):
-        name = p.get("label") or p["command"]
-        out[f"{name} wall"] = p["wall_s"]
-        for key in ("first_result_s", "first_run_s"):
-            if p.get(key) is not None:
-                out[f"{name} {key[:-2].replace('_', ' ')}"] = p[key]
-    out["peak RSS MB"] = result["peak_rss_mb"]
-    return out
-
-
-def _seconds(value, width: int) -> str:
-    return f"{value:{width}.3f}" if value is not None else "—".rjust(width)
-
-
-def format_table(result: dict) -> str:
-    lines = [f"machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, "
-             f"python {result['machine']['python']}", ""]
-    lines.append("imports: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["imports_s"].items()))
-    lines += ["", f"{'case':18s} {'dtype':8s} {'backend':11s} {'build':>8s} {'forward':>9s} {'gradient':>9s} {'adam step':>10s}"]
-    for r in result["backends"]:
-        lines.append(f"{r['case']:18s} {r['dtype']:8s} {r['backend']:11s} {r['build_s']:8.3f} {r['forward_s']:9.3f} "
-                     f"{_seconds(r['gradient_s'], 9)} {_seconds(r['adam_step_s'], 10)}")
-    keys = [k for k in result["harness"][0] if k != "case"] if result["harness"] else []
-    lines += ["", "harness, float64, seconds: " + " ".join(f"{k[:-2]:>12s}" for k in keys)]
-    for h in result["harness"]:
-        lines.append(f"  {h['case']:24s} " + " ".join(f"{h[k]:12.3f}" for k in keys))
-    if result.get("extended"):
-        lines += ["", "extended cases, float64, one cold build + forward (s): " + ", ".join(
-            f"{r['case']} {r['backend']} {r['build_s'] + r['forward_s']:.2f}" for r in result["extended"])]
-    lines += ["", f"bare cost (imports + one build and forward per backend × case × dtype): {result['bare_forward_s']:.1f} s",
-              f"bare cost with the gradient and training tests' compute:               {result['bare_with_training_s']:.1f} s"]
-    if result.get("gate_bare_s"):
-        lines.append(f"the gate's bare cost (default cases with gradients, {GATE_TRAIN_STEPS} Adam steps, "
-                     f"one forward per extended case): {result['gate_bare_s']:.1f} s")
-    runs = result.get("pytest_runs", [])
-    if runs:
-        lines += ["", "| run | wall | × gate bare | first result (first test that ran) | peak RSS, largest process "
-                      "| processes | outcome |", "|---|---|---|---|---|---|---|"]
-        for p in runs:
-            ratio = f"{p['ratio_to_gate_bare']:.2f}×" if p.get("ratio_to_gate_bare") else "—"
-            first = (f"{p['first_result_s']:.1f} s" if p.get("first_result_s") is not None else "—") + (
-                f" ({p['first_run_s']:.1f} s)" if p.get("first_run_s") is not None else "")
-            procs = p.get("peak_rss_mb_by_process", {})
-            lines.append(f"| {p.get('label') or p['command']} | {p['wall_s']:.1f} s | {ratio} | {first} | "
-                         f"{p.get('peak_rss_mb_max', -1):.0f} MB | {len(procs)} | exit {p['returncode']}: {p['summary']} |")
-    lines.append(f"peak RSS of this process: {result['peak_rss_mb']:.0f} MB")
-    return "\n".join(lines)
-
-
-def compare(new: dict, old: dict) -> str:
-    """new / old for every number both results hold."""
-    a, b = _flat(new), _flat(old)
-    common = [k for k in a if k in b]
-    width = max((len(k) for k in common), default=10)
-    lines = [f"{'':{width}}  {'old':>10s}  {'new':>10s}  {'new/old':>8s}"]
-    for k in common:
-        ratio = a[k] / b[k] if b[k] else float("inf")
-        lines.append(f"{k:{width}}  {b[k]:10.3f}  {a[k]:10.3f}  {ratio:8.2f}")
-    return "\n".join(lines)
-
-
-def write(result: dict, path: Path) -> Path:
-    """Write a bench result atomically (its folder created)."""
-    from parity.files import write_atomic
-
-    return write_atomic(path, json.dumps(result, indent=1, sort_keys=True) + "\n")
-
-
-def is_result(path: Path) -> bool:
-    """True where `path` holds a JSON object `parity bench` wrote (any schema, finished or not)."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "schema" in data and "machine" in data
-
-
-def load(path: Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a bench result ({exc})") from None
-    if not isinstance(data, dict) or data.get("schema") != SCHEMA:
-        raise ValueError(f"{path}: key 'schema' must be {SCHEMA} (a file written by `parity bench`)")
-    if data.get("state", "complete") != "complete":
-        raise ValueError(f"{path}: key 'state' is {data.get('state')!r}: an unfinished bench, nothing to compare with")
-    return data

@@ -9,7 +9,7 @@ from typing import Optional
 
 from parity.inputs.cases import Case, case_digests
 from parity.run.backend_run import BackendRun, run_backend
-from parity.run.checks.base import _trainable
+from parity.backends import get_backend
 from parity.goldens.fingerprint import fingerprint, inputs_key
 from parity.goldens.store import REFERENCE, build_golden
 from parity.run.training import gradient_summary
@@ -26,7 +26,7 @@ def golden_of(run: BackendRun, case: Case, data: Optional[str | Path] = None, gr
     gradient norms of its model, the digests of both dtypes and its provenance (with, for the
     reference run, the fingerprint `parity.goldens.fingerprint` checks)."""
     summaries = dict(run.summaries)
-    if gradients and _trainable(run.model):
+    if gradients and get_backend(run.backend).trains():
         summaries["gradients"] = gradient_summary(*run.gradients)
     all_digests = {d: case_digests(case, d, data) for d in ("float32", "float64")}
     golden = build_golden(case.name, case.config.to_dict(), all_digests, summaries,

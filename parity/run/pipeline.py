@@ -16,16 +16,30 @@ from typing import Sequence
 
 from parity.run.checks import (Check, CheckpointRoundTrip, CrossCheckpoint, ForwardAgreement, GoldenCheck,
                            GradientAgreement, OriginsCheck, PathConsistency, RunContext, TrainingAgreement)
+from parity.backends import get_backend
 from parity.run.checks.base import BackendRaised
 from parity.run.results import ERROR, WIRING, CheckResult
 
 __all__ = ["PIPELINE", "Check", "RunContext", "run_pipeline"]
 
 
-# the golden check last: with --grad it compares the loss terms and gradient norms the gradient
-# check computed (once per run)
-PIPELINE: tuple[Check, ...] = (ForwardAgreement(), OriginsCheck(), PathConsistency(), CheckpointRoundTrip(), CrossCheckpoint(),
-                               GradientAgreement(), TrainingAgreement(), GoldenCheck())
+def ordered(checks: Sequence[Check]) -> tuple[Check, ...]:
+    """The checks in an order that runs each after the checks it reads (`Check.after`); otherwise
+    as listed (fail fast: the forward comparison first)."""
+    pending, done, out = list(checks), set(), []
+    names = {c.name for c in checks}
+    while pending:
+        ready = next((c for c in pending if all(a in done or a not in names for a in c.after)), None)
+        if ready is None:
+            raise ValueError(f"checks wait on each other: {[c.name for c in pending]}")
+        pending.remove(ready)
+        done.add(ready.name)
+        out.append(ready)
+    return tuple(out)
+
+
+PIPELINE: tuple[Check, ...] = ordered((ForwardAgreement(), OriginsCheck(), PathConsistency(), CheckpointRoundTrip(),
+                                       CrossCheckpoint(), GradientAgreement(), TrainingAgreement(), GoldenCheck()))
 
 
 def run_pipeline(ctx: RunContext, checks: Sequence[Check] = PIPELINE) -> list[CheckResult]:
@@ -49,6 +63,9 @@ def _run_one(check: Check, ctx: RunContext, name: str) -> list[CheckResult]:
         how = "is mis-wired (found in" if failure.kind == WIRING else "raised (in"
         return [check.not_run(name, f"{broken[0]} {how} {failure.during.removeprefix(broken[0] + ' ')}; "
                                     f"see the forward check)")]
+    lacking = next((cap for cap in check.requires if not get_backend(name).can(cap)), None)
+    if lacking:  # declared, never probed: every "not run" of a missing capability comes from here
+        return [check.not_run(name, check.lacking(name, lacking))]
     try:
         return check.run(ctx, name)
     except BackendRaised as exc:

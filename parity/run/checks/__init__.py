@@ -1,6 +1,6 @@
 """The checks of a parity run, one module each (docs/design.md §10); `parity.run.pipeline` runs them."""
 
-from parity.run.checks.base import REF, BackendRaised, Check, RunContext, _trainable  # noqa: F401
+from parity.run.checks.base import REF, BackendRaised, Check, RunContext  # noqa: F401
 from parity.run.checks.checkpoint import CheckpointCheck, CheckpointRoundTrip, CrossCheckpoint  # noqa: F401
 from parity.run.checks.forward import ForwardAgreement, PathConsistency  # noqa: F401
 from parity.run.checks.golden import GoldenCheck  # noqa: F401

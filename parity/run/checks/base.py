@@ -115,7 +115,7 @@ class RunContext:
         """backend -> (loss terms, gradients), once per run, for every model that computes them."""
         if self.gradients is None:
             self.gradients = {name: self.call(name, "loss_and_gradients", model.loss_and_gradients, self.batch)
-                               for name, model in self.models.items() if _has_gradients(model)}
+                               for name, model in self.models.items() if get_backend(name).can("gradients")}
         return self.gradients
 
 
@@ -130,10 +130,6 @@ def summarise_trace(trace, cfg) -> dict:
         return {"error": f"cannot summarise: {exc.__class__.__name__}: {exc}"}
 
 
-def _has_gradients(model) -> bool:
-    return callable(getattr(model, "loss_and_gradients", None))
-
-
 def _status(passed: bool) -> str:
     return PASSED if passed else FAILED
 
@@ -143,6 +139,12 @@ class Check:
 
     name = ""
     needs_infer = False  # reads each backend's inference path (ctx.infer), which then runs
+    requires: tuple[str, ...] = ()  # capabilities (parity.backends.CAPABILITIES) a backend must declare
+    after: tuple[str, ...] = ()  # checks whose results this one reads: the pipeline runs them first
+
+    def lacking(self, name: str, capability: str) -> str:
+        """Why `name` is not checked: it does not declare `capability`."""
+        return f"{name} has no {capability.replace('_', ' ')}"
 
     def backends(self, ctx: RunContext) -> list[str]:
         return list(ctx.candidates)
@@ -156,10 +158,6 @@ class Check:
 
     def not_run(self, name: str, why: str, label: str = "") -> CheckResult:
         return CheckResult(self.name, name, NOT_RUN, f"not run: {why}", label=label)
-
-
-def _trainable(model) -> bool:
-    return _has_gradients(model) and callable(getattr(model, "train_steps", None))
 
 
 def _provided(ctx, name: str, stages: Sequence[str]) -> list[str]:

@@ -90,6 +90,7 @@ class CrossCheckpoint(Check):
     training path."""
 
     name = "cross-checkpoint"
+    after = ("checkpoint",)  # hands on the models the round trip loaded
 
     def run(self, ctx, cand):
         out = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from parity.backends import get_backend
 from parity.run.checks.base import Check, _provided, _status
 from parity.run.results import ERROR, CheckResult, input_failure
 
@@ -12,6 +13,7 @@ class GoldenCheck(Check):
     """Each backend's summaries against the case's golden, on the sections its stages allow."""
 
     name = "golden"
+    after = ("gradients",)  # with --grad it compares the loss terms and gradient norms computed there
 
     def backends(self, ctx):
         return ctx.backends
@@ -38,7 +40,7 @@ class GoldenCheck(Check):
             from parity.run.training import gradient_summary
 
             summaries["gradients"] = gradient_summary(*ctx.gradients[name])
-            if getattr(ctx.models[name], "partial_gradients", False):  # an adapter's loss: the terms it gives
+            if get_backend(name).can("partial_gradients"):  # an adapter's loss: the terms it gives
                 golden, absent = _only_gradients_of(golden, summaries["gradients"])
                 skipped += absent
         result = goldens.compare_golden(golden, summaries, ctx.digests, ctx.dtype, ctx.golden_profiles[name],

@@ -6,12 +6,13 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 from parity.backends import get_backend
-from parity.run.checks.base import Check, _has_gradients, _status, _trainable
+from parity.run.checks.base import Check, _status
 from parity.run.compare import StageComparison, TraceComparison
 from parity.config import ForwardConfig
 from parity.inputs.data import Batch
 from parity.run.results import NOT_RUN, CheckResult
-from parity.run.training import AdamConfig, GradientCheck, TrainingCheck, compare_gradients, compare_training
+from parity.run.adam_steps import TrainingCheck, compare_training
+from parity.run.training import AdamConfig, GradientCheck, compare_gradients
 
 
 def _not_run(ref: str, cand: str, what: str, why: str) -> TraceComparison:
@@ -60,7 +61,7 @@ def gradient_checks(models: dict, results: dict, batch: Batch, profiles: Mapping
         checks[cand] = compare_gradients(cfg, results[base], results[cand], profiles[cand], base, cand, numpy_losses,
                                          arbiter={"weights": weights, "batch": batch,
                                                   "log_scale": base_model.state()["log_scale"]},
-                                         partial=getattr(models[cand], "partial_gradients", False))
+                                         partial=get_backend(cand).can("partial_gradients"))
     return checks
 
 
@@ -72,7 +73,7 @@ def training_checks(cfg: ForwardConfig, weights, batch: Batch, profiles: Mapping
     several candidates it trains once per candidate."""
     def train(name: str, device: str):  # a fresh model per comparison; None where the backend cannot train
         model = get_backend(name).build(cfg, weights, device=device)
-        return model.train_steps(batch, steps, adam) if _trainable(model) else None
+        return model.train_steps(batch, steps, adam) if get_backend(name).trains() else None
 
     checks = {}
     for cand in candidates:
@@ -92,13 +93,15 @@ def training_checks(cfg: ForwardConfig, weights, batch: Batch, profiles: Mapping
 
 class GradientAgreement(Check):
     name = "gradients"
+    requires = ("gradients",)
+
+    def lacking(self, name, capability):
+        return f"{name} computes no loss and gradients (an adapter: give loss=)"
 
     def wanted(self, ctx):
         return ctx.grad
 
     def run(self, ctx, cand):
-        if not _has_gradients(ctx.models[cand]):
-            return [self.not_run(cand, f"{cand} computes no loss and gradients (an adapter: give loss=)")]
         results = ctx.gradient_results()
         check = ctx.call(cand, "gradients", gradient_checks, ctx.models, results, ctx.batch, ctx.profiles, ctx.ref,
                          [cand], ctx.weights, ctx.devices)[cand]
@@ -110,13 +113,15 @@ class GradientAgreement(Check):
 
 class TrainingAgreement(Check):
     name = "training"
+    requires = ("gradients", "adam_steps")
+
+    def lacking(self, name, capability):
+        return f"{name} takes no optimizer steps (adapters do not train)"
 
     def wanted(self, ctx):
         return bool(ctx.train_steps)
 
     def run(self, ctx, cand):
-        if not _trainable(ctx.models[cand]):
-            return [self.not_run(cand, f"{cand} takes no optimizer steps (adapters do not train)")]
         check = ctx.call(cand, "training", training_checks, ctx.cfg, ctx.weights, ctx.batch, ctx.profiles,
                          ctx.devices, ctx.ref, [cand], ctx.train_steps, ctx.adam)[cand]
         status = _status(check.passed)

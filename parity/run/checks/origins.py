@@ -18,6 +18,7 @@ from typing import Optional
 
 import numpy as np
 
+from parity.backends import get_backend
 from parity.run.checks.base import Check, _status
 from parity.run.compare import compare_stage, relative_error
 from parity.run.results import CannotForce, CheckResult
@@ -27,12 +28,6 @@ ORIGIN, PROPAGATED, OK = "origin", "propagated", "ok"
 
 
 UNFORCED = "not forced"
-
-
-def can_force(model) -> bool:
-    """Whether a model computes a stage from given inputs (the built-in backends and torch adapters
-    do; a torch adapter may still decline one stage, with CannotForce)."""
-    return callable(getattr(model, "stage", None))
 
 
 def _stage_or_reason(model, name: str, inputs: dict, batch):
@@ -48,6 +43,7 @@ class OriginsCheck(Check):
     arbitrated by numpy from the reference's inputs."""
 
     name = "origins"
+    after = ("forward",)  # reads the forward comparison of each candidate
 
     def wanted(self, ctx) -> bool:
         """Only where a candidate diverged (the forward check runs before this is asked)."""
@@ -60,7 +56,7 @@ class OriginsCheck(Check):
         if comparison.passed:
             return [CheckResult(self.name, cand, _status(True), "every stage agrees end to end: no origin")]
         model = ctx.models[cand]
-        if not can_force(model):
+        if not get_backend(cand).can("teacher_forcing"):  # a torch adapter may still decline one stage: CannotForce
             return [self.not_run(cand, f"{cand} cannot compute a stage from the reference's inputs (its model has "
                                        f"no stage(name, inputs, batch): a Keras adapter reads its layers through "
                                        f"one sub-model and cannot put the reference's values in)")]

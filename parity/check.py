@@ -1,0 +1,139 @@
+"""The `parity check` job: every input read before any model is built, the run folder opened (and
+locked), each case and dtype run through the engine, the report and summary written after each,
+and the exit code. The command line (`parity.cli`) hands it its arguments."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from parity.errors import UsageError, unique_cases
+
+
+def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: list) -> dict[str, str]:
+    """Read every input of the run before any model is built: the tolerance profiles, each case's
+    inputs, the golden folder and each case's golden. A bad tolerance file or input is one line
+    and exit 2 (UsageError and friends, raised); a corrupt golden is that case's error, returned
+    (case -> message) and printed, and the other cases still run."""
+    from parity.goldens.store import GoldenError, golden_path, load_golden, load_golden_profile
+    from parity.run.tolerances import load_profile
+
+    use_goldens = not args.data
+    if args.goldens and not Path(args.goldens).is_dir():
+        raise UsageError(f"--goldens {args.goldens}: no such folder (the golden check would silently have "
+                         f"nothing to compare with)")
+    if args.summary_md:
+        target = Path(args.summary_md)
+        if target.is_dir() or not target.parent.is_dir():
+            raise UsageError(f"--summary-md {args.summary_md}: "
+                             f"{'is a folder' if target.is_dir() else 'its folder does not exist'}")
+    for dtype in dtypes:
+        for device in dict.fromkeys(devices.values()):
+            load_profile(device, dtype)
+            if use_goldens:
+                load_golden_profile(device, dtype)
+    bad: dict[str, str] = {}
+    for case in cases:
+        case.inputs("float64", data=args.data)  # too few points, all-zero groups: DataError, one line
+        path = golden_path(case.name, args.goldens)
+        if use_goldens and path.exists():
+            try:
+                load_golden(path)
+            except GoldenError as exc:
+                bad[case.name] = str(exc)
+                print(f"parity: error: {exc}; {case.name} runs without its golden check, the other cases as "
+                      f"usual (exit code 2)", file=sys.stderr, flush=True)
+    return bad
+
+
+def check(args: argparse.Namespace) -> int:
+    """`parity check`: read every input, open the run folder, run each case and dtype, write the
+    report as the run goes; the exit code."""
+    from parity.inputs.data import load_scan
+    from parity.report import dump
+    from parity.files import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunFolder
+    from parity.report.markdown import write_report
+    from parity.run.engine import run_case
+    from parity.run.results import EXIT_BAD_INPUT, exit_code
+
+    cases = unique_cases(args)
+    if args.data:
+        scan = load_scan(args.data)  # fail fast, one line, before any model is built
+        other_n = [c for c in cases if c.config.N != scan.N]
+        if other_n and len(other_n) == len(cases):
+            raise UsageError(f"{args.data}: patterns are {scan.N}x{scan.N}, but every chosen case needs "
+                             f"N={sorted({c.config.N for c in other_n})}")
+        for case in other_n:
+            print(f"skipping {case.name}: it needs N={case.config.N}, {args.data} has {scan.N}x{scan.N} patterns")
+        cases = [c for c in cases if c.config.N == scan.N]
+    from parity.backends import get_backend
+    from parity.run.backend_run import backend_devices
+
+    candidates = [c for c in dict.fromkeys(args.candidate or ["torch"]) if c != args.ref]
+    for name in [args.ref, *candidates]:
+        get_backend(name).require()  # unknown or not installed: one line, before any model is built
+    if not candidates:
+        raise UsageError(f"--candidate: give at least one backend other than the reference {args.ref!r}")
+    devices = backend_devices(args.ref, candidates, args.device, args.ref_device)
+    if args.train_steps < 0:
+        raise UsageError(f"--train-steps must be >= 0, got {args.train_steps}")
+    dtypes = list(dump.iter_dtypes(args.dtype))
+    bad_goldens = _preflight(args, cases, devices, dtypes)
+    out = Path(args.out)
+    folder = RunFolder(out, command="parity check", force=args.force).open()
+    total = len(cases) * len(dtypes)
+    where = lambda names: ", ".join(f"{n} on {devices[n]}" for n in names)  # noqa: E731
+    print(f"parity check: {where([args.ref])} (reference) vs {where(candidates)}; "
+          f"{len(cases)} case(s) x {len(dtypes)} dtype(s); "
+          f"data {args.data or 'shipped fly001 fixture'}; report in {out}/", flush=True)
+    results, figures, n = [], {}, 0
+    state = FAILED
+    try:
+        write_report(results, out, figures, state=RUNNING, planned=total)
+        for case in cases:
+            for dtype in dtypes:
+                n += 1
+                print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
+                result = run_case(case, device=args.device, ref_device=args.ref_device, dtype=dtype, data=args.data,
+                                  goldens_dir=args.goldens,
+                                  ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps,
+                                  reuse=args.reuse,
+                                  repro_dir=Path(args.repro) if args.repro else out / case.name / "repro")
+                figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures,
+                                                             fresh=dtype == dtypes[0])
+                print(f"{result.verdict()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
+                for line in result.check_lines(every=not args.brief):
+                    print("      " + line.replace("\n", "\n      "), flush=True)
+                if args.compare_paths:
+                    print(dump.compare_paths_text(result), flush=True)
+                for message in result.golden_messages():
+                    print("      " + message.replace("\n", "\n      "), flush=True)
+                results.append(result)
+                write_report(results, out, figures, state=RUNNING, planned=total)  # an interrupted run says so
+                folder.record()
+        state = COMPLETE
+    except KeyboardInterrupt:
+        state = INTERRUPTED
+        raise
+    finally:
+        try:
+            report = write_report(results, out, figures, state=state, planned=total)
+        finally:
+            folder.close(state)
+    print()
+    print(dump.summary_table(results))
+    code = exit_code([c for r in results for c in r.results])
+    if bad_goldens:
+        code = EXIT_BAD_INPUT
+    failed = [r for r in results if not r.passed]
+    print(f"\n{len(results) - len(failed)}/{len(results)} runs agree; report: {report}")
+    if args.summary_md:
+        from parity.files import write_atomic
+
+        try:
+            write_atomic(args.summary_md, dump.summary_markdown(results))
+        except OSError as exc:  # the verdict above stands; the exit code says something went wrong
+            print(f"parity: error: --summary-md {args.summary_md}: {exc.strerror or exc}", file=sys.stderr)
+            code = code or EXIT_BAD_INPUT
+    return code

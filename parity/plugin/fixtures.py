@@ -1,0 +1,95 @@
+"""The parity plugin's fixtures (registered by `parity.plugin.pytest_plugin`, which imports them):
+the port's device and the reference's name, the per-process run cache, `parity_run`,
+`parity_gradients` and `parity_check` (a whole case through the pipeline `parity check` runs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from parity.plugin.devices import backend_device, parity_device, require_backend
+
+
+class RunCache:
+    """Each (case, backend, device, dtype, data) is run once per test process while its case's
+    tests run (the tests are ordered by case); the runs live in `parity.run.cache`, shared with
+    `run_case(reuse=...)`, which keeps the latest few."""
+
+    def __init__(self, data: str | None):
+        self.data = data
+
+    def get(self, case: str, backend: str, dtype: str, device: str):
+        from parity.run.cache import cached_run
+        from parity.inputs.cases import get_case
+
+        return cached_run(get_case(case), backend, device, dtype, data=self.data)
+
+
+@pytest.fixture(scope="session")
+def parity_device_name(pytestconfig) -> str:
+    """The port's device (--parity-device, with auto resolved): it chooses the tolerance profile."""
+    return parity_device(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def parity_ref(pytestconfig) -> str:
+    """The reference backend's name (--parity-ref)."""
+    return pytestconfig.getoption("parity_ref")
+
+
+@pytest.fixture(scope="session")
+def parity_run_cache(pytestconfig) -> RunCache:
+    return RunCache(pytestconfig.getoption("parity_data"))
+
+
+@pytest.fixture(scope="session")
+def parity_run(pytestconfig, parity_run_cache):
+    """`parity_run(case, backend, dtype, device=None)` → a cached BackendRun (train and infer
+    traces, summaries, digests, provenance); the device defaults to --parity-device."""
+
+    def run(case: str, backend: str, dtype: str = "float64", device: str | None = None):
+        __tracebackhide__ = True
+        require_backend(backend)
+        return parity_run_cache.get(case, backend, dtype, device or backend_device(pytestconfig, backend))
+
+    run.data = parity_run_cache.data  # the --parity-data scan, or None for the shipped fixture
+    return run
+
+
+@pytest.fixture(scope="session")
+def parity_gradients(parity_run):
+    """`parity_gradients(case, backend, dtype, device=None)` → (loss terms, gradients by tensor
+    name, neutral layout) of the cached run's model; computed once per process and kept with the
+    run (`BackendRun.gradients`, which the golden of a reference run reads too; device: the
+    backend's own in this session, as for `parity_run`)."""
+
+    def gradients(case: str, backend: str, dtype: str = "float64", device: str | None = None):
+        return parity_run(case, backend, dtype, device).gradients
+
+    return gradients
+
+
+@pytest.fixture(scope="session")
+def parity_check(pytestconfig):
+    """`parity_check(case, candidate, dtype="float64", ref=None, grad=False, train_steps=0,
+    goldens=True, checkpoints=True)` → a CaseResult: the candidate (any registered backend, your
+    own adapter included) on --parity-device against the reference (default: --parity-ref) on
+    --parity-ref-device, through every check its capabilities allow (forward agreement arbitrated
+    by numpy, train/infer paths, checkpoint round trip and across backends, golden; gradients and
+    Adam steps when asked). The dtype is float64 unless given: the precision at which a port's
+    stages are judged most strictly. `.passed`, `.verdict()`, `.results` (every check: passed,
+    failed, not run with why, or error with the file:line), `.comparisons[candidate]`; `.report()` (also `str(result)`)
+    is the message to assert with: `assert result.passed, result.report()`."""
+    from parity.inputs.cases import get_case
+    from parity.run.engine import run_case
+
+    def check(case: str, candidate: str, dtype: str = "float64", ref: str | None = None, grad: bool = False,
+              train_steps: int = 0, goldens: bool = True, checkpoints: bool = True):
+        __tracebackhide__ = True
+        ref = ref or pytestconfig.getoption("parity_ref")
+        require_backend(ref)
+        return run_case(get_case(case), device=parity_device(pytestconfig), dtype=dtype,
+                        ref_device=pytestconfig.getoption("parity_ref_device"),
+                        data=pytestconfig.getoption("parity_data"), use_golden=goldens, checkpoints=checkpoints,
+                        ref=ref, candidates=[candidate], grad=grad, train_steps=train_steps)
+
+    return check

@@ -21,22 +21,20 @@ def _reproduce_cases():
 
 @pytest.mark.parametrize("case", _reproduce_cases())
 def test_parity_golden_reproduces_from_the_reference(case, tmp_path, parity_run):
-    """How goldens are made cannot change unseen: the case's golden recomputed from the float64 CPU
-    reference (no fingerprint trusted: this process's own run of it, as `parity refresh` makes it),
-    written and read back as `parity refresh` does, matches the committed one — digests exactly,
-    every summary under the golden profile. The gate does it for one case, the full tier for
-    every case."""
-    from parity.goldens import store as goldens
+    """How goldens are made cannot change unseen: the case's golden recomputed by the very function
+    `parity refresh` calls (`recipe.reference_golden`: no fingerprint trusted, this process's own
+    float64 CPU reference run, shared with the other tests through the run cache), written and read
+    back as `parity refresh` does, matches the committed one — digests exactly, every summary under
+    the golden profile. The gate does it for one case, the full tier for every case."""
+    from parity.goldens import recipe, store as goldens
     from parity.inputs.cases import get_case
-    from parity.goldens.recipe import golden_of
     from parity.plugin.devices import require_backend
 
-    backend, device, dtype = goldens.REFERENCE
-    require_backend(backend)
+    require_backend(goldens.REFERENCE[0])
     if parity_run.data is not None:
         pytest.skip("goldens hold the shipped fixture's results")
     path = tmp_path / f"{case}.json"
-    goldens.write_atomic(path, goldens.dumps(golden_of(parity_run(case, backend, dtype, device), get_case(case))))
+    goldens.write_atomic(path, goldens.dumps(recipe.reference_golden(get_case(case))))
     made, committed = goldens.load_golden(path), goldens.load_golden(goldens.golden_path(case))
     assert made["digests"] == committed["digests"]
     result = goldens.compare_golden(committed, made["summaries"], made["digests"]["float64"], "float64",

@@ -53,11 +53,19 @@ def longest_match(profile: str, rules: Mapping[str, T], key: str, what: str) -> 
     return rules[max(matches, key=len)]
 
 
+_PARSED: dict[tuple, dict] = {}  # (path, mtime, size) -> the parsed file: read once per process
+
+
 def read_tolerance_file(path: str | Path = TOLERANCE_PATH) -> dict:
-    """The parsed tolerance file; an unreadable one is one ToleranceError naming it."""
+    """The parsed tolerance file (parsed once per process while the file is unchanged; callers
+    only read it); an unreadable one is one ToleranceError naming it."""
     path = Path(path)
     try:
-        return tomllib.loads(path.read_text())
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+        if key not in _PARSED:
+            _PARSED[key] = tomllib.loads(path.read_text())
+        return _PARSED[key]
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ToleranceError(f"{path}: cannot read the tolerance file ({exc})") from None
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 import datetime
 import errno
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Any, Callable, Optional
 
 MANIFEST = ".parity-run.json"
 LOCK = ".parity-run.lock"
@@ -50,6 +51,21 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def plain(value: Any, nonfinite: Callable[[float], Any] = str) -> Any:
+    """`value` as plain JSON types: dict keys as strings, tuples as lists, numpy scalars as Python
+    numbers; a non-finite float goes through `nonfinite` (a report keeps it as the string "nan";
+    a golden refuses it by raising)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v, nonfinite) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v, nonfinite) for v in value]
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        return plain(value.item(), nonfinite)
+    if isinstance(value, float) and not math.isfinite(value):
+        return nonfinite(value)
+    return value
 
 
 def _now() -> str:

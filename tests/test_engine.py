@@ -8,7 +8,7 @@ import pytest
 from parity.inputs.cases import get_case
 from parity.cli import main
 from parity.run.engine import run_case
-from parity.run.oracle import arbitrate
+from parity.run.oracle import arbitrate, numpy_oracle, recompute
 from parity.stages import OBJECT_STAGES, TRAIN_STAGES
 from tests.backends import case_trace
 
@@ -235,17 +235,17 @@ def test_a_figure_that_cannot_be_drawn_is_said_in_the_report(gs2_big, tmp_path, 
 def test_arbitration_recomputes_once_where_both_sides_feed_the_stage_the_same_inputs(monkeypatch):
     """numpy's answer depends only on the stage's inputs: where both sides hold the same, it is
     computed once (a network stage costs a numpy forward); where they differ, once per side."""
-    from parity.run import oracle
+    import models_numpy.model
 
     cfg, _, batch = get_case("gs2-big").inputs("float64")
     tf_trace = case_trace("tf", "gs2-big", "float64")
+    drifted = _perturbed(tf_trace, "object.canvas", (0, 39, 39, 0), 1e-3)
+    drifted["object.trimmed"] = recompute("object.trimmed", drifted, cfg, batch, numpy_oracle(cfg, batch))
     calls = []
-    honest = oracle.RECOMPUTE["object.trimmed"]
-    monkeypatch.setitem(oracle.RECOMPUTE, "object.trimmed", lambda *a: calls.append(1) or honest(*a))
+    honest = models_numpy.model.STAGES["object.trimmed"]
+    monkeypatch.setitem(models_numpy.model.STAGES, "object.trimmed", lambda *a: calls.append(1) or honest(*a))
     wrong = dict(tf_trace, **{"object.trimmed": tf_trace["object.trimmed"] * 1.01})
     verdict = arbitrate("object.trimmed", tf_trace, wrong, cfg, batch, 1e-12)
     assert verdict["blame"] == "torch" and len(calls) == 1
-    drifted = _perturbed(tf_trace, "object.canvas", (0, 39, 39, 0), 1e-3)
-    drifted["object.trimmed"] = honest(drifted, cfg, batch, None)
     verdict = arbitrate("object.trimmed", tf_trace, drifted, cfg, batch, 1e-12)
     assert verdict["blame"] is None and len(calls) == 3  # other inputs: numpy asked again

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
-from parity.files import write_atomic  # noqa: F401 (the goldens' storage writes through it)
+from parity.files import plain, write_atomic  # noqa: F401 (write_atomic: the goldens' storage writes through it)
 from parity.resources import FIXTURES_ROOT
 from parity.run.tolerances import TOLERANCE_PATH, ToleranceError, longest_match, read_tolerance_file, table_at
 
@@ -39,16 +39,8 @@ class GoldenError(ValueError):
 
 # -- serializer ---------------------------------------------------------------------------------
 
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):  # numpy scalars
-        return _jsonable(value.item())
-    if isinstance(value, float) and not math.isfinite(value):
-        raise GoldenError(f"a golden value is {value}: summaries must be finite")
-    return value
+def _refuse(value: float):
+    raise GoldenError(f"a golden value is {value}: summaries must be finite")
 
 
 def build_golden(case_name: str, config: Mapping, digests: Mapping[str, Mapping],
@@ -62,7 +54,7 @@ def build_golden(case_name: str, config: Mapping, digests: Mapping[str, Mapping]
 
 def dumps(golden: Mapping) -> str:
     """Sorted keys, one item per line, floats as Python's shortest round-trip repr."""
-    return json.dumps(_jsonable(golden), indent=1, sort_keys=True, allow_nan=False) + "\n"
+    return json.dumps(plain(golden, nonfinite=_refuse), indent=1, sort_keys=True, allow_nan=False) + "\n"
 
 
 def load_golden(path: str | Path) -> dict:

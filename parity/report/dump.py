@@ -8,34 +8,18 @@ and the figures `<kind>_<dtype>.png`; `<out>/report.md` and `<out>/summary.json`
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Iterable, Sequence
 
-import numpy as np
-
 from parity.report.figures import draw_case
-from parity.files import write_atomic
+from parity.files import plain, write_atomic
 from parity.run.results import CaseResult
 
 
 # -- JSON ---------------------------------------------------------------------------------------
 
-def _jsonable(value):
-    """Plain JSON: non-finite floats become strings so the files stay strict JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, np.generic):
-        return _jsonable(value.item())
-    return value
-
-
 def write_json(path: Path, payload) -> None:
-    write_atomic(path, json.dumps(_jsonable(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
+    write_atomic(path, json.dumps(plain(payload), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def _merge_json(path: Path, dtype: str, payload, fresh: bool = False) -> None:

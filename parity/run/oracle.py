@@ -1,58 +1,53 @@
 """Arbitration: a third opinion on the first stage where two backends disagree, from the numpy
-backend (`models_numpy`), recomputed from each backend's own inputs to that stage.
+backend (`models_numpy`), recomputed from each backend's own inputs to that stage through the
+numpy model's own stage table (no second copy of the formulas here).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from models_numpy import physics
 from parity.config import ForwardConfig
-from parity.inputs.data import hard_probe_mask
+from parity.inputs.weights import init_weights
 from parity.stages import STAGE_INPUTS
 
-
-# -- arbitration: recompute a physics stage from a backend's own inputs ------------------------
 
 def _wide(a):
     a = np.asarray(a)
     return a.astype(np.complex128) if np.iscomplexobj(a) else a.astype(np.float64)
 
 
-def _mask(cfg: ForwardConfig):
-    return hard_probe_mask(cfg.N) if cfg.probe_mask else None
-
-
-# stage -> function(trace, cfg, batch, net) giving that stage from the trace's own inputs to it;
-# `net` is the numpy model of the case's weights (None: the network stages have no opinion)
-RECOMPUTE = {
-    "input.diffraction": lambda t, cfg, b, net: _wide(b.diffraction) * cfg.intensity_scale,
-    "input.offsets": lambda t, cfg, b, net: _wide(b.offsets),
-    "scaled_input": lambda t, cfg, b, net: _wide(t["input.diffraction"]) / cfg.intensity_scale,
-    "encoder.out": lambda t, cfg, b, net: net.encoder(_wide(t["scaled_input"])),
-    "decoder.amp": lambda t, cfg, b, net: net.decoder_amp(_wide(t["encoder.out"])),
-    "decoder.phase": lambda t, cfg, b, net: net.decoder_phase(_wide(t["encoder.out"])),
-    "object.patches": lambda t, cfg, b, net: physics.object_patches(_wide(t["decoder.amp"]), _wide(t["decoder.phase"])),
-    "object.canvas": lambda t, cfg, b, net: physics.object_canvas(_wide(t["object.patches"]),
-                                                                  _wide(t["input.offsets"]), cfg),
-    "object.trimmed": lambda t, cfg, b, net: physics.object_trimmed(_wide(t["object.canvas"]), cfg),
-    "object.extracted": lambda t, cfg, b, net: physics.object_extracted(_wide(t["object.canvas"]),
-                                                                        _wide(t["input.offsets"]), cfg),
-    "probe.illuminated": lambda t, cfg, b, net: physics.illuminate(_wide(t["object.extracted"]), _wide(b.probe),
-                                                                   _mask(cfg)),
-    "diffraction.amplitude": lambda t, cfg, b, net: physics.diffraction_amplitude(_wide(t["probe.illuminated"])),
-    "diffraction.scaled": lambda t, cfg, b, net: physics.scale_diffraction(_wide(t["diffraction.amplitude"]),
-                                                                           cfg.log_scale),
-    "diffraction.intensity": lambda t, cfg, b, net: physics.intensity(_wide(t["diffraction.scaled"])),
+# the two stages that read only the batch (the models compute them outside their stage table)
+INPUT_STAGES = {
+    "input.diffraction": lambda cfg, batch: _wide(batch.diffraction) * cfg.intensity_scale,
+    "input.offsets": lambda cfg, batch: _wide(batch.offsets),
 }
 NETWORK_STAGES = ("encoder.out", "decoder.amp", "decoder.phase")
 
 
-def numpy_network(cfg: ForwardConfig, weights):
-    """The numpy model of the case's weights, in float64: the oracle of the network stages."""
+def numpy_oracle(cfg: ForwardConfig, batch, weights=None):
+    """The numpy model that recomputes stages, in float64, with the batch's probe as its state: the
+    case's weights, or (without them) a stand-in set, under which the network stages have no
+    opinion (`has_opinion`)."""
     import models_numpy
 
-    return models_numpy.build(cfg, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()})
+    if weights is None:
+        weights = init_weights(cfg, 0, "float64")
+    return models_numpy.build(cfg, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()},
+                              probe=_wide(batch.probe))
+
+
+def has_opinion(stage: str, weights=None) -> bool:
+    """Whether numpy can recompute `stage`: every stage, the network's only with the case's weights."""
+    return stage in STAGE_INPUTS and (weights is not None or stage not in NETWORK_STAGES)
+
+
+def recompute(stage: str, trace, cfg: ForwardConfig, batch, oracle) -> np.ndarray:
+    """`stage` from the trace's own inputs to it (parity.stages.STAGE_INPUTS), by the numpy model's
+    own stage table (`models_numpy.model.STAGES`, what its forward paths run)."""
+    if stage in INPUT_STAGES:
+        return INPUT_STAGES[stage](cfg, batch)
+    return _wide(oracle.stage(stage, {k: trace[k] for k in STAGE_INPUTS[stage]}, batch))
 
 
 def _same(a, b) -> bool:
@@ -67,12 +62,12 @@ def arbitrate(stage: str, ref_trace, other_trace, cfg: ForwardConfig, batch, tol
     with numpy. Network stages need the case's `weights`."""
     from parity.run.compare import relative_error
 
-    net = numpy_network(cfg, weights) if weights is not None else None
-    if stage not in RECOMPUTE or (stage in NETWORK_STAGES and net is None):
+    if not has_opinion(stage, weights):
         return {"stage": stage, "oracle": False, "blame": None,
                 "verdict": f"{stage} is a network stage: no numpy oracle (check weights and "
                            f"the layer conventions of {stage.split('.')[0]})"}
-    inputs = STAGE_INPUTS[stage]  # what RECOMPUTE reads of a trace (besides the batch)
+    oracle = numpy_oracle(cfg, batch, weights)
+    inputs = STAGE_INPUTS[stage]  # what numpy reads of a trace (besides the batch)
     errors, answered = {}, None  # answered: (the inputs numpy was given, its answer)
     for name, trace in ((ref_name, ref_trace), (other_name, other_trace)):
         if stage not in trace or any(k not in trace for k in inputs):  # an input stage is missing here
@@ -83,7 +78,7 @@ def arbitrate(stage: str, ref_trace, other_trace, cfg: ForwardConfig, batch, tol
         if answered is not None and all(_same(trace[k], answered[0][k]) for k in inputs):
             want = answered[1]
         else:
-            want = RECOMPUTE[stage](trace, cfg, batch, net)
+            want = recompute(stage, trace, cfg, batch, oracle)
             answered = ({k: trace[k] for k in inputs}, want)
         got = np.asarray(trace[stage])
         errors[name] = (relative_error(want, got) if got.shape == want.shape and np.all(np.isfinite(got))

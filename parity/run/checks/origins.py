@@ -137,15 +137,14 @@ def _arbitrate(ctx, cand: str, stage, forced: Optional[np.ndarray], amplified: b
     """numpy's opinion on an origin stage, computed from the reference's inputs: which side it
     agrees with (`amplified`: an error born under the tolerance, judged against the local error
     itself instead of the tolerance)."""
-    from parity.run.oracle import NETWORK_STAGES, RECOMPUTE, numpy_network
+    from parity.run.oracle import INPUT_STAGES, numpy_oracle, recompute
 
     ref_name, ref = ctx.ref, ctx.train[ctx.ref]
     out = {"stage": stage.stage, "local_error": stage.local_error, "blame": cand, "short": cand,
            "numpy": None}
-    if stage.stage not in RECOMPUTE or forced is None:  # an input stage: both sides read the same batch
+    if stage.stage in INPUT_STAGES or forced is None:  # an input stage: both sides read the same batch
         return out
-    net = numpy_network(ctx.cfg, ctx.weights) if stage.stage in NETWORK_STAGES else None
-    want = RECOMPUTE[stage.stage](ref, ctx.cfg, ctx.batch, net)
+    want = recompute(stage.stage, ref, ctx.cfg, ctx.batch, numpy_oracle(ctx.cfg, ctx.batch, ctx.weights))
     forced = np.asarray(forced)
     errors = {ref_name: relative_error(want, ref[stage.stage]),
               cand: relative_error(want, forced) if forced.shape == want.shape else float("inf")}

@@ -134,8 +134,10 @@ class RunFolder:
         return self
 
     def _lock(self) -> None:
-        import fcntl
-
+        try:
+            import fcntl
+        except ImportError:  # not a POSIX system: no lock, the rest still holds
+            return
         path = self.root / LOCK
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:

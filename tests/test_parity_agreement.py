@@ -23,25 +23,25 @@ def _report(result) -> str:
 
 
 @pytest.mark.parity_first  # the gate's cheapest, most discriminating check: each case starts with it
-def test_parity_torch_matches_reference_every_stage(parity_case, parity_dtype, parity_sides, parity_run,
-                                                     parity_device_name):
-    profile = load_profile(parity_device_name, parity_dtype)  # chosen by the port's device
-    ref, port = parity_run(parity_case, parity_sides.ref, parity_dtype), parity_run(parity_case, "torch", parity_dtype)
-    assert (ref.device, port.device) == (parity_sides.ref_device, parity_sides.port_device)
-    result = compare_traces(ref.train, port.train, profile, ref.label, port.label)
+def test_parity_torch_matches_reference_every_stage(parity_case, parity_dtype, parity_sides, parity_record):
+    """Judged by the route `parity check` takes (its pipeline's forward check, the profile of the
+    port's device), on this process's cached runs."""
+    record = parity_record(parity_case, parity_dtype)
+    assert record.devices == {parity_sides.ref: parity_sides.ref_device, "torch": parity_sides.port_device}
+    result = record.comparisons["torch"]
     assert [s.stage for s in result.stages] == list(TRAIN_STAGES)
-    assert result.passed, f"{parity_sides}: first divergence: {result.first_divergence.stage}\n{_report(result)}"
+    assert record.passed, f"{parity_sides}: {record.report()}\n{_report(result)}"
 
 
 @pytest.mark.parametrize("case", case_names("extended"))
-def test_parity_extended_case_forward_float64(case, parity_sides, parity_run, parity_device_name):
+def test_parity_extended_case_forward_float64(case, parity_sides, parity_record):
     """Every config branch in the gate: one float64 forward comparison of each extended case (probe
-    mask, no object padding, N=128, the other activations, gridsize 3, ...). The full tier runs
-    every check on them (--parity-cases all)."""
-    ref, port = parity_run(case, parity_sides.ref, "float64"), parity_run(case, "torch", "float64")
-    result = compare_traces(ref.train, port.train, load_profile(parity_device_name, "float64"), ref.label, port.label)
+    mask, no object padding, N=128, the other activations, gridsize 3, ...), through the pipeline's
+    forward check. The full tier runs every check on them (--parity-cases all)."""
+    record = parity_record(case, "float64")
+    result = record.comparisons["torch"]
     assert [s.stage for s in result.stages] == list(TRAIN_STAGES)
-    assert result.passed, f"{parity_sides}: first divergence: {result.first_divergence.stage}\n{_report(result)}"
+    assert record.passed, f"{parity_sides}: {record.report()}\n{_report(result)}"
 
 
 def test_parity_numpy_matches_tensorflow_every_stage(parity_case, parity_run):

@@ -93,3 +93,29 @@ def parity_check(pytestconfig):
                         ref=ref, candidates=[candidate], grad=grad, train_steps=train_steps)
 
     return check
+
+
+@pytest.fixture(scope="session")
+def parity_record(pytestconfig):
+    """`parity_record(case, dtype="float64", candidate="torch", checks=("forward",))` → the run
+    record (a CaseResult) of the case through the very pipeline `parity check` runs — the same
+    tolerance profiles, comparisons and verdicts — with only the named checks, and each side's
+    model and traces from this process's run cache (what `parity_run` hands out: nothing is
+    computed twice). The candidate on --parity-device, the reference (--parity-ref) on
+    --parity-ref-device."""
+    from parity.inputs.cases import get_case
+    from parity.run.engine import run_case
+    from parity.run.pipeline import PIPELINE
+
+    def record(case: str, dtype: str = "float64", candidate: str = "torch", checks=("forward",)):
+        __tracebackhide__ = True
+        ref = pytestconfig.getoption("parity_ref")
+        require_backend(ref)
+        require_backend(candidate)
+        chosen = tuple(c for c in PIPELINE if c.name in checks)
+        return run_case(get_case(case), device=parity_device(pytestconfig), dtype=dtype,
+                        ref_device=pytestconfig.getoption("parity_ref_device"),
+                        data=pytestconfig.getoption("parity_data"), use_golden=False, checkpoints=False,
+                        ref=ref, candidates=[candidate], reuse=(ref, candidate), checks=chosen)
+
+    return record

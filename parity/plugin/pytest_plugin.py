@@ -228,6 +228,6 @@ def pytest_xdist_make_scheduler(config, log):
 
 
 # the fixtures live in their own modules; imported here, they are this plugin's fixtures
-from parity.plugin.fixtures import (parity_check, parity_device_name, parity_gradients, parity_ref,  # noqa: E402,F401
-                                    parity_run, parity_run_cache)
+from parity.plugin.fixtures import (parity_check, parity_device_name, parity_gradients, parity_record,  # noqa: E402,F401
+                                    parity_ref, parity_run, parity_run_cache)
 from parity.plugin.goldens import parity_golden  # noqa: E402,F401

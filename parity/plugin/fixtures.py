@@ -100,8 +100,8 @@ def parity_record(pytestconfig):
     """`parity_record(case, dtype="float64", candidate="torch", checks=("forward",))` → the run
     record (a CaseResult) of the case through the very pipeline `parity check` runs — the same
     tolerance profiles, comparisons and verdicts — with only the named checks, and each side's
-    model and traces from this process's run cache (what `parity_run` hands out: nothing is
-    computed twice). The candidate on --parity-device, the reference (--parity-ref) on
+    model, traces and gradients from this process's run cache (what `parity_run` and
+    `parity_gradients` hand out: nothing is computed twice). The candidate on --parity-device, the reference (--parity-ref) on
     --parity-ref-device."""
     from parity.inputs.cases import get_case
     from parity.run.engine import run_case
@@ -116,6 +116,7 @@ def parity_record(pytestconfig):
         return run_case(get_case(case), device=parity_device(pytestconfig), dtype=dtype,
                         ref_device=pytestconfig.getoption("parity_ref_device"),
                         data=pytestconfig.getoption("parity_data"), use_golden=False, checkpoints=False,
-                        ref=ref, candidates=[candidate], reuse=(ref, candidate), checks=chosen)
+                        ref=ref, candidates=[candidate], reuse=(ref, candidate), checks=chosen,
+                        grad="gradients" in checks)
 
     return record

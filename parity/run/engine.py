@@ -62,7 +62,7 @@ def run_case(case: Case, device: str = "cpu", dtype: str = "float32", ref_device
         if name not in reuse:
             return None
         run = cached_run(case, name, devices[name], dtype, data)
-        return run.model, run.train, (lambda: run.infer)
+        return run.model, run.train, (lambda: run.infer), (lambda: run.gradients)
 
     ctx.prepare(cached, infer=any(c.needs_infer for c in checks if c.wanted(ctx)))
     results = run_pipeline(ctx, checks)

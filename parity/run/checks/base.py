@@ -61,6 +61,7 @@ class RunContext:
     output: dict = field(default_factory=dict)  # backend -> what it printed
     workdir: Optional[Path] = None
     gradients: Optional[dict] = None  # backend -> (loss terms, gradients), once computed
+    reused_gradients: dict = field(default_factory=dict)  # backend -> its cached run's gradients (computed once per process)
     summaries: dict = field(default_factory=dict)  # backend -> summaries of its training path, once
     comparisons: dict = field(default_factory=dict)  # candidate -> its forward TraceComparison
     local: dict = field(default_factory=dict)  # candidate -> {origin stage: its output fed the reference's inputs}
@@ -86,12 +87,13 @@ class RunContext:
         """Build every backend's model and run its training path, and its inference path where
         `infer` (a check of the run reads it); a backend that raises is recorded in `failed` (its
         checks then read error or not run), never raised. `reuse(name)`: (model, train trace, a
-        callable giving the infer trace) from a cache, or None to build."""
+        callable giving the infer trace, one giving the loss terms and gradients) from a cache, or
+        None to build."""
         for name in self.backends:
             try:
                 cached = reuse(name)
                 if cached is not None:
-                    self.models[name], self.train[name], cached_infer = cached
+                    self.models[name], self.train[name], cached_infer, self.reused_gradients[name] = cached
                     if infer:
                         self.infer[name] = cached_infer()
                     continue
@@ -114,8 +116,9 @@ class RunContext:
     def gradient_results(self) -> dict:
         """backend -> (loss terms, gradients), once per run, for every model that computes them."""
         if self.gradients is None:
-            self.gradients = {name: self.call(name, "loss_and_gradients", model.loss_and_gradients, self.batch)
-                               for name, model in self.models.items() if get_backend(name).can("gradients")}
+            self.gradients = {name: self.call(name, "loss_and_gradients",
+                                              self.reused_gradients.get(name, lambda m=model: m.loss_and_gradients(self.batch)))
+                              for name, model in self.models.items() if get_backend(name).can("gradients")}
         return self.gradients
 
 

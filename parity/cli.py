@@ -33,9 +33,6 @@ def _cmd_make_fixture(args: argparse.Namespace) -> int:
     probe = Path(args.probe) if args.probe else None
     default_out = {64: FIXTURE_PATH, 128: FIXTURE_N128_PATH}[args.N]
     out = Path(args.out or default_out)
-    if probe is not None and is_shipped(out):
-        raise UsageError(f"--probe {probe}: a fixture made with another probe is for manual --data checks and never "
-                         f"replaces the shipped {out}; name where to write it with --out FILE.npz")
     if INSTALLED and is_shipped(out):
         raise UsageError(f"the fixture of this installed copy lives in {out}; name a file of yours with --out FILE.npz")
     out = make_fixture(out, spec=FixtureSpec.for_N(args.N), probe_path=probe)

@@ -26,6 +26,7 @@ MANIFEST = ".parity-run.json"
 LOCK = ".parity-run.lock"
 TOOL = "ptycho-parity"
 RUNNING, COMPLETE, INTERRUPTED, FAILED = "running", "complete", "interrupted", "failed"
+OWN = (MANIFEST, LOCK)  # the run folder's own bookkeeping: never listed, never removed
 
 
 class OutputRefused(ValueError):
@@ -127,7 +128,7 @@ class RunFolder:
         previous = read_manifest(root)  # again, under the lock: another run may have just finished
         mine = set(previous["files"]) if previous else set()
         self._remove(mine)
-        self._foreign = {rel for rel in self._walk() if rel not in (MANIFEST, LOCK)}
+        self._foreign = {rel for rel in self._walk() if rel not in OWN}
         self.manifest = {"tool": TOOL, "command": self.command, "state": RUNNING, "pid": os.getpid(),
                          "started": _now(), "finished": None, "files": []}
         self._save()
@@ -168,7 +169,7 @@ class RunFolder:
         """Delete the previous run's files (only those), then the folders they leave empty."""
         folders = set()
         for rel in sorted(files):
-            if rel in (MANIFEST, LOCK):
+            if rel in OWN:
                 continue
             path = self._inside(rel)
             if path is not None:
@@ -194,16 +195,12 @@ class RunFolder:
         """List in the manifest every file of the folder that this run wrote (everything that
         was not there, or not ours, before it started)."""
         self.manifest["files"] = sorted(rel for rel in self._walk()
-                                        if rel not in self._foreign and rel not in (MANIFEST, LOCK)
+                                        if rel not in self._foreign and rel not in OWN
                                         and not Path(rel).name.endswith(".tmp"))
         self._save()
 
     def _save(self) -> None:
         write_atomic(self.root / MANIFEST, json.dumps(self.manifest, indent=1, sort_keys=True) + "\n")
-
-    @property
-    def state(self) -> str:
-        return self.manifest.get("state", RUNNING)
 
     def close(self, state: str) -> None:
         """Record the files and the final state (complete, interrupted, failed); release the lock."""

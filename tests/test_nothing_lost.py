@@ -6,6 +6,7 @@ delete or change a file the harness did not make."""
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import io
 import json
@@ -54,10 +55,16 @@ def _users_files(folder: Path) -> None:
     (folder / "thesis.tex").write_text("\\documentclass{article}\n")
 
 
-def _scan(tmp: Path, name: str = "scan.npz", **change) -> Path:
+@functools.lru_cache(maxsize=1)
+def _small_scan() -> dict:
+    """A valid 16-point scan (the fixture generator's), simulated once for every probe."""
     from parity.inputs.fixture import FixtureSpec, simulate
 
-    arrays = dict(simulate(FixtureSpec(rows=4, cols=4, seed=7)), **change)
+    return simulate(FixtureSpec(rows=4, cols=4, seed=7))
+
+
+def _scan(tmp: Path, name: str = "scan.npz", **change) -> Path:
+    arrays = dict(_small_scan(), **change)
     path = tmp / name
     np.savez(path, **arrays)
     return path
@@ -65,9 +72,7 @@ def _scan(tmp: Path, name: str = "scan.npz", **change) -> Path:
 
 def _npz_with_header(tmp: Path, key: str, shape: tuple, name: str = "lying.npz") -> Path:
     """A valid scan whose `key` member's NPY header claims `shape` (the bytes stay as they were)."""
-    from parity.inputs.fixture import FixtureSpec, simulate
-
-    arrays = simulate(FixtureSpec(rows=4, cols=4, seed=7))
+    arrays = _small_scan()
     path = tmp / name
     with zipfile.ZipFile(path, "w") as zf:
         for k, v in arrays.items():
@@ -262,10 +267,7 @@ PROBES = [
 
 
 def _five() -> dict:
-    from parity.inputs.fixture import FixtureSpec, simulate
-
-    arrays = simulate(FixtureSpec(rows=4, cols=4, seed=7))
-    return {k: v for k, v in arrays.items() if k in ("diffraction", "xcoords", "ycoords", "scan_index")}
+    return {k: v for k, v in _small_scan().items() if k in ("diffraction", "xcoords", "ycoords", "scan_index")}
 
 
 @pytest.mark.parametrize("probe", [pytest.param(p, id=p.id, marks=[pytest.mark.full] if p.full else [])

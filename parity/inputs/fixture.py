@@ -185,8 +185,10 @@ def make_fixture(out: Path = FIXTURE_PATH, spec: FixtureSpec = FixtureSpec(),
     from parity.files import write_atomic
 
     if probe_path is not None and is_shipped(out):
-        raise ValueError(f"{out} is the shipped fixture: it is made from the synthetic probe only "
-                         f"(write a fixture with another probe elsewhere)")
+        from parity.errors import UsageError
+
+        raise UsageError(f"--probe {probe_path}: a fixture made with another probe is for manual --data checks "
+                         f"and never replaces the shipped {out}; name where to write it with --out FILE.npz")
     probe = None
     if probe_path is not None:
         from parity.inputs.npz import load_probe

@@ -79,20 +79,27 @@ def parity_check(pytestconfig):
     stages are judged most strictly. `.passed`, `.verdict()`, `.results` (every check: passed,
     failed, not run with why, or error with the file:line), `.comparisons[candidate]`; `.report()` (also `str(result)`)
     is the message to assert with: `assert result.passed, result.report()`."""
-    from parity.inputs.cases import get_case
-    from parity.run.engine import run_case
-
     def check(case: str, candidate: str, dtype: str = "float64", ref: str | None = None, grad: bool = False,
               train_steps: int = 0, goldens: bool = True, checkpoints: bool = True):
         __tracebackhide__ = True
-        ref = ref or pytestconfig.getoption("parity_ref")
-        require_backend(ref)
-        return run_case(get_case(case), device=parity_device(pytestconfig), dtype=dtype,
-                        ref_device=pytestconfig.getoption("parity_ref_device"),
-                        data=pytestconfig.getoption("parity_data"), use_golden=goldens, checkpoints=checkpoints,
-                        ref=ref, candidates=[candidate], grad=grad, train_steps=train_steps)
+        return _run_case(pytestconfig, case, candidate, dtype, ref, use_golden=goldens, checkpoints=checkpoints,
+                         grad=grad, train_steps=train_steps)
 
     return check
+
+
+def _run_case(config, case: str, candidate: str, dtype: str, ref: str | None, **options):
+    """`run_case` of this session: the candidate on --parity-device, the reference (default:
+    --parity-ref) on --parity-ref-device, on --parity-data or the shipped fixture."""
+    __tracebackhide__ = True
+    from parity.inputs.cases import get_case
+    from parity.run.engine import run_case
+
+    ref = ref or config.getoption("parity_ref")
+    require_backend(ref)
+    return run_case(get_case(case), device=parity_device(config), dtype=dtype,
+                    ref_device=config.getoption("parity_ref_device"), data=config.getoption("parity_data"),
+                    ref=ref, candidates=[candidate], **options)
 
 
 @pytest.fixture(scope="session")
@@ -103,20 +110,14 @@ def parity_record(pytestconfig):
     model, traces and gradients from this process's run cache (what `parity_run` and
     `parity_gradients` hand out: nothing is computed twice). The candidate on --parity-device, the reference (--parity-ref) on
     --parity-ref-device."""
-    from parity.inputs.cases import get_case
-    from parity.run.engine import run_case
     from parity.run.pipeline import PIPELINE
 
     def record(case: str, dtype: str = "float64", candidate: str = "torch", checks=("forward",)):
         __tracebackhide__ = True
         ref = pytestconfig.getoption("parity_ref")
-        require_backend(ref)
         require_backend(candidate)
-        chosen = tuple(c for c in PIPELINE if c.name in checks)
-        return run_case(get_case(case), device=parity_device(pytestconfig), dtype=dtype,
-                        ref_device=pytestconfig.getoption("parity_ref_device"),
-                        data=pytestconfig.getoption("parity_data"), use_golden=False, checkpoints=False,
-                        ref=ref, candidates=[candidate], reuse=(ref, candidate), checks=chosen,
-                        grad="gradients" in checks)
+        return _run_case(pytestconfig, case, candidate, dtype, ref, use_golden=False, checkpoints=False,
+                         reuse=(ref, candidate), checks=tuple(c for c in PIPELINE if c.name in checks),
+                         grad="gradients" in checks)
 
     return record

@@ -8,7 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from parity.errors import UsageError, unique_cases
+from parity.errors import UsageError
+from parity.inputs.cases import chosen_cases
 
 
 def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: list) -> dict[str, str]:
@@ -58,7 +59,7 @@ def check(args: argparse.Namespace) -> int:
     from parity.run.engine import run_case
     from parity.run.results import EXIT_BAD_INPUT, exit_code
 
-    cases = unique_cases(args)
+    cases = chosen_cases(args.case, args.cases)
     if args.data:
         scan = load_scan(args.data)  # fail fast, one line, before any model is built
         other_n = [c for c in cases if c.config.N != scan.N]

@@ -10,7 +10,7 @@ from typing import Optional, Sequence
 from parity import __version__
 
 
-from parity.errors import UsageError, unique_cases
+from parity.errors import UsageError
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -53,9 +53,10 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 def _cmd_refresh(args: argparse.Namespace) -> int:
     from parity.goldens import store as goldens
     from parity.goldens.refresh import apply, format_plan, plan
+    from parity.inputs.cases import chosen_cases
     from parity.resources import INSTALLED
 
-    cases = unique_cases(args)
+    cases = chosen_cases(args.case, args.cases)
     directory = Path(args.goldens) if args.goldens else goldens.GOLDEN_DIR
     if not args.goldens and INSTALLED and not args.dry_run:
         raise UsageError(f"the goldens of this installed copy live in {goldens.GOLDEN_DIR}; "
@@ -102,9 +103,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import shlex
 
     from parity.bench import measure as bench, results as bench_results, tiers as bench_tiers
-    from parity.inputs.cases import cases_in
+    from parity.inputs.cases import cases_in, chosen_cases
 
-    cases = [c.name for c in unique_cases(args)]
+    cases = [c.name for c in chosen_cases(args.case, args.cases)]
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
     old = None

@@ -56,7 +56,7 @@ def check(args: argparse.Namespace) -> int:
     from parity.report import dump
     from parity.files import COMPLETE, FAILED, INTERRUPTED, RUNNING, RunFolder, write_atomic
     from parity.report.markdown import write_report
-    from parity.run.engine import run_case
+    from parity.run.engine import RunRequest, run_case
     from parity.run.results import EXIT_BAD_INPUT, exit_code
 
     cases = chosen_cases(args.case, args.cases)
@@ -97,11 +97,11 @@ def check(args: argparse.Namespace) -> int:
             for dtype in dtypes:
                 n += 1
                 print(f"[{n}/{total}] {case.name} {dtype} ...", end=" ", flush=True)
-                result = run_case(case, device=args.device, ref_device=args.ref_device, dtype=dtype, data=args.data,
-                                  goldens_dir=args.goldens,
-                                  ref=args.ref, candidates=candidates, grad=args.grad, train_steps=args.train_steps,
-                                  reuse=args.reuse,
-                                  repro_dir=Path(args.repro) if args.repro else out / case.name / "repro")
+                request = RunRequest(device=args.device, ref_device=args.ref_device, dtype=dtype, data=args.data,
+                                     goldens_dir=args.goldens, ref=args.ref, candidates=tuple(candidates),
+                                     grad=args.grad, train_steps=args.train_steps, reuse=tuple(args.reuse),
+                                     repro_dir=Path(args.repro) if args.repro else out / case.name / "repro")
+                result = run_case(case, request)
                 figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures,
                                                              fresh=dtype == dtypes[0])
                 print(f"{result.verdict()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)

@@ -15,7 +15,7 @@ from parity.adapters import Derived, Tap, map_weights
 from parity.backends import register
 from parity.inputs.cases import get_case
 from parity.config import ForwardConfig
-from parity.run.engine import run_case
+from parity.run.engine import RunRequest, run_case
 from parity.plugin.devices import require_backend
 from parity.inputs.weights import WeightError, init_weights
 from tests.distributions import fake_distribution, run_user_tests
@@ -33,8 +33,8 @@ def my_port(monkeypatch):
         else:
             monkeypatch.delenv("MYPORT_BUG", raising=False)
         register(myport.backend())
-        return run_case(get_case("gs2-big"), dtype="float64", candidates=["my-port"], use_golden=False,
-                        checkpoints=False)
+        return run_case(get_case("gs2-big"), RunRequest(dtype="float64", candidates=["my-port"], use_golden=False,
+                                   checkpoints=False))
     return make
 
 
@@ -119,7 +119,7 @@ def test_keras_functional_model_through_the_adapter():
     register(keras_backend("my-keras", make_model, inputs=lambda batch, cfg: batch.diffraction,
                            layers={"scaled_input": "diff"}, save=save,
                            load=lambda path, cfg, device: keras.models.load_model(path)))
-    result = run_case(get_case("gs2-big"), dtype="float64", candidates=["my-keras"], use_golden=False)
+    result = run_case(get_case("gs2-big"), RunRequest(dtype="float64", candidates=["my-keras"], use_golden=False))
     stages = {s.stage: s for s in result.comparisons["my-keras"].stages}
     assert result.passed and stages["scaled_input"].rel_error < 1e-12, result.report()
     states = {(r.check, r.label): (r.status, r.summary) for r in result.results if r.backend == "my-keras"}

@@ -123,10 +123,10 @@ def test_a_backend_without_a_stage_is_reported_not_provided(tmp_path):
                      load_fn=lambda path, device="cpu", cfg=None: models_numpy.load(path, device=device),
                      configure_fn=lambda device: {}))
     from parity.inputs.cases import get_case
-    from parity.run.engine import run_case
+    from parity.run.engine import RunRequest, run_case
 
-    result = run_case(get_case("gs1"), dtype="float64", candidates=["numpy-partial"], use_golden=False,
-                      checkpoints=False)
+    result = run_case(get_case("gs1"), RunRequest(dtype="float64", candidates=["numpy-partial"], use_golden=False,
+                                 checkpoints=False))
     failing = [s for s in result.comparisons["numpy-partial"].stages if not s.passed]
     assert [s.stage for s in failing] == ["diffraction.intensity"]
     assert "not provided by numpy-partial" in failing[0].message

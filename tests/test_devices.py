@@ -8,7 +8,7 @@ from parity.backends import Backend, BackendError, BackendUnavailable, get_backe
 from parity.inputs.cases import get_case
 from parity.run.checks import gradient_checks
 from parity.run.backend_run import DeviceUnavailable, backend_devices, require_device
-from parity.run.engine import run_case
+from parity.run.engine import RunRequest, run_case
 from parity.run.tolerances import load_profile
 
 
@@ -27,8 +27,8 @@ def test_a_cpu_only_reference_asked_for_cuda_is_one_line():
 
 
 def test_a_result_says_where_each_side_ran():
-    result = run_case(get_case("gs1"), dtype="float64", ref="numpy", candidates=["torch"], use_golden=False,
-                      checkpoints=False)
+    result = run_case(get_case("gs1"), RunRequest(dtype="float64", ref="numpy", candidates=["torch"], use_golden=False,
+                                 checkpoints=False))
     assert result.devices == {"numpy": "cpu", "torch": "cpu"} and result.where() == "numpy on cpu, torch on cpu"
     assert result.to_dict()["devices"] == result.devices == result.provenance["devices"]
     assert result.passed

@@ -7,7 +7,7 @@ import pytest
 
 from parity.inputs.cases import get_case
 from parity.cli import main
-from parity.run.engine import run_case
+from parity.run.engine import RunRequest, run_case
 from parity.run.oracle import arbitrate, numpy_oracle, recompute
 from parity.stages import OBJECT_STAGES, TRAIN_STAGES
 from tests.backends import case_trace
@@ -16,7 +16,7 @@ from tests.backends import case_trace
 @pytest.fixture(scope="module")
 def gs2_big():
     # nothing is patched here: both backends' models and traces from the process's cache
-    return run_case(get_case("gs2-big"), dtype="float64", reuse=("tensorflow", "torch"))
+    return run_case(get_case("gs2-big"), RunRequest(dtype="float64", reuse=("tensorflow", "torch")))
 
 
 def test_run_case_is_complete_and_json_serialisable(gs2_big):
@@ -205,13 +205,13 @@ def test_run_case_reuses_only_the_backends_it_is_told_to():
     from parity.run.cache import cached_run
 
     case = get_case("gs1")
-    first = run_case(case, dtype="float64", use_golden=False, checkpoints=False, reuse=("tensorflow",))
-    second = run_case(case, dtype="float64", use_golden=False, checkpoints=False, reuse=("tensorflow",))
+    first = run_case(case, RunRequest(dtype="float64", use_golden=False, checkpoints=False, reuse=("tensorflow",)))
+    second = run_case(case, RunRequest(dtype="float64", use_golden=False, checkpoints=False, reuse=("tensorflow",)))
     assert first.passed and second.passed
     assert first.traces["tensorflow"] is second.traces["tensorflow"] is cached_run(case, "tensorflow", "cpu",
                                                                                      "float64").train
     assert first.traces["torch"] is not second.traces["torch"]
-    fresh = run_case(case, dtype="float64", use_golden=False, checkpoints=False)
+    fresh = run_case(case, RunRequest(dtype="float64", use_golden=False, checkpoints=False))
     assert fresh.traces["tensorflow"] is not first.traces["tensorflow"]
     assert fresh.summaries["tensorflow"] == first.summaries["tensorflow"]
 

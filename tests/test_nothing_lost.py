@@ -365,11 +365,11 @@ def test_an_interrupted_run_leaves_no_previous_pass(tmp_path, monkeypatch, capsy
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["passed"] is True
     real, calls = engine.run_case, []
 
-    def interrupted(case, **kw):
+    def interrupted(case, request):
         calls.append(case.name)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(case, **kw)
+        return real(case, request)
 
     monkeypatch.setattr(engine, "run_case", interrupted)
     code = main(["check", *QUICK, "--case", "gs2-big", "--out", "out"], reuse=("numpy", "torch"))

@@ -49,11 +49,11 @@ def test_parity_fault_catalogue_covers_the_listed_bug_classes():
 def test_parity_fault_injection_leaves_the_port_clean(parity_ref):
     """After a fault's block, the port is itself again: the same case passes."""
     from parity.inputs.cases import get_case
-    from parity.run.engine import run_case
+    from parity.run.engine import RunRequest, run_case
     from parity.faults.catalogue import get_fault
 
     with get_fault("merge-translation-sign").inject():
         pass
     require_backend(parity_ref)
-    assert run_case(get_case("gs1"), dtype="float64", use_golden=False, checkpoints=False,
-                    ref=parity_ref, reuse=(parity_ref,)).comparisons["torch"].passed  # the port built afresh
+    request = RunRequest(dtype="float64", use_golden=False, checkpoints=False, ref=parity_ref, reuse=(parity_ref,))
+    assert run_case(get_case("gs1"), request).comparisons["torch"].passed  # the port built afresh

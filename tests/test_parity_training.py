@@ -193,13 +193,13 @@ def test_torch_optim_adam_is_not_keras_adam():
 @pytest.mark.full
 def test_training_leaves_the_runs_models_alone(parity_run):
     """`run_case(train_steps=K)` trains fresh models: the cached forward models keep their weights."""
-    from parity.run.engine import run_case
+    from parity.run.engine import RunRequest, run_case
     from parity.plugin.devices import require_backend
 
     require_backend("tensorflow")  # the reference that trains
 
-    result = run_case(get_case("gs2-small"), dtype="float64", use_golden=False, checkpoints=False,
-                      grad=True, train_steps=2)
+    result = run_case(get_case("gs2-small"), RunRequest(dtype="float64", use_golden=False, checkpoints=False,
+                                 grad=True, train_steps=2))
     assert result.passed, result.verdict()
     assert set(result.gradients) == set(result.training) == {"torch"}
     assert len(result.training["torch"].steps) == 2

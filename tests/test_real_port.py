@@ -23,7 +23,7 @@ from parity.adapters import map_weights
 from parity.backends import register
 from parity.inputs.cases import get_case
 from parity.config import ForwardConfig
-from parity.run.engine import run_case
+from parity.run.engine import RunRequest, run_case
 from parity.plugin.devices import require_backend
 from parity.run.results import (ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PASSED, EXIT_RAISED, FAILED, NOT_RUN,
                             PASSED)
@@ -49,8 +49,8 @@ def ptyport_run(monkeypatch, clean_registry, parity_ref):
                 monkeypatch.delenv(var, raising=False)
         register(ptyport_parity.backend())
         # the reference is never patched: its model and traces come from the process's cache
-        return run_case(get_case(case), dtype="float64", ref=parity_ref, candidates=["ptyport"], reuse=(parity_ref,),
-                        **kwargs)
+        request = RunRequest(dtype="float64", ref=parity_ref, candidates=("ptyport",), reuse=(parity_ref,), **kwargs)
+        return run_case(get_case(case), request)
 
     return run
 

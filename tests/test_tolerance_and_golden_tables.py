@@ -15,7 +15,7 @@ import pytest
 from parity.goldens.store import SECTIONS, flatten
 from parity.inputs.cases import get_case
 from parity.resources import FIXTURES_ROOT
-from parity.run.engine import run_case
+from parity.run.engine import RunRequest, run_case
 from parity.run.tolerances import load_profile
 from parity.stages import TRAIN_STAGES
 
@@ -52,8 +52,8 @@ def test_every_stage_of_every_profile_resolves_to_the_bound_the_file_states(devi
 def test_a_run_judges_each_stage_by_its_own_profiles_bound(dtype):
     """What the run used, stage by stage, for the candidate on the CPU: a lookup that read one
     stage from the other dtype's table fails here."""
-    result = run_case(get_case("gs1"), dtype=dtype, ref="numpy", candidates=["torch"], use_golden=False,
-                      checkpoints=False, reuse=("numpy", "torch"))
+    result = run_case(get_case("gs1"), RunRequest(dtype=dtype, ref="numpy", candidates=("torch",), use_golden=False,
+                                                  checkpoints=False, reuse=("numpy", "torch")))
     stages = result.comparisons["torch"].stages
     assert [s.stage for s in stages] and all(s.tolerance is not None for s in stages)
     assert {s.stage: s.tolerance for s in stages} == {s.stage: stated("cpu", dtype, s.stage) for s in stages}
@@ -77,8 +77,9 @@ def test_every_golden_section_tampered_fails_naming_its_key(tmp_path):
         value = numbers[key]  # half its value more, or 1 where it is 0 (gs1's offsets are all zeros)
         node[int(last) if isinstance(node, list) else last] = (value * 1.5 if isinstance(value, float) else value + 1) or 1.0
     (tmp_path / "gs1.json").write_text(json.dumps(tampered))
-    result = run_case(get_case("gs1"), dtype="float64", ref="numpy", candidates=["torch"], goldens_dir=tmp_path,
-                      checkpoints=False, reuse=("numpy", "torch"))
+    request = RunRequest(dtype="float64", ref="numpy", candidates=("torch",), goldens_dir=tmp_path,
+                         checkpoints=False, reuse=("numpy", "torch"))
+    result = run_case(get_case("gs1"), request)
     for name, check in result.golden.items():
         named = {m.key for m in check.mismatches}
         assert set(chosen.values()) <= named, (name, set(chosen.values()) - named)

@@ -124,8 +124,9 @@ def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) ->
     from parity.backends import get_backend
     from parity.inputs.cases import get_case
     from parity.run.compare import compare_traces
-    from parity.run.engine import run_case
-    from parity.run.pipeline import CheckpointRoundTrip, CrossCheckpoint, RunContext, run_pipeline
+    from parity.run.engine import RunRequest, run_case
+    from parity.run.pipeline import CheckpointRoundTrip, CrossCheckpoint, run_pipeline
+    from parity.run.record import BackendState, RunContext, RunInputs
     from parity.run.oracle import arbitrate
     from parity.stages import TRAIN_STAGES
     from parity.goldens.summaries import summarise
@@ -146,12 +147,12 @@ def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) ->
         # arbitration runs only on a divergence; timed here on the last stage as if it diverged
         row["arbitration_s"] = _timed(lambda: arbitrate(TRAIN_STAGES[-1], train[ref], train[cand], cfg,
                                                         batch, 1e-12, ref, cand, weights=weights))[0]
-        ctx = RunContext(case=case, cfg=cfg, weights=weights, batch=batch, dtype="float64", ref=ref,
-                         candidates=[cand], devices={b: "cpu" for b in models}, profiles={b: profile for b in models},
-                         models=models, train=train)
+        ctx = RunContext(RunRequest(dtype="float64", ref=ref, candidates=(cand,)),
+                         RunInputs(case, cfg, weights, batch, {}),
+                         {b: BackendState(b, "cpu", profile, model=models[b], train=train[b]) for b in (ref, cand)})
         row["checkpoints_s"] = _timed(lambda: run_pipeline(ctx, (CheckpointRoundTrip(), CrossCheckpoint())))[0]
         with tempfile.TemporaryDirectory(prefix="parity-bench-") as tmp:
-            result = run_case(case, dtype="float64", checkpoints=False, ref=ref, candidates=[cand])
+            result = run_case(case, RunRequest(dtype="float64", checkpoints=False, ref=ref, candidates=[cand]))
             row["dump_s"] = _timed(lambda: dump.dump_case(result, Path(tmp)))[0]
         golden = goldens.load_golden(goldens.golden_path(name))
         golden_profile = goldens.load_golden_profile("cpu", "float64")

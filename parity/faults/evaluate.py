@@ -92,7 +92,7 @@ def evaluate(fault: Fault, ref: str = "tensorflow") -> Observation:
     """Run the fault's case with the fault injected into the port, compared with `ref`; report
     what the harness caught first (the data fault: against a golden `ref` makes)."""
     from parity.inputs.cases import get_case
-    from parity.run.engine import run_case
+    from parity.run.engine import RunRequest, run_case
 
     if fault.where == "golden":
         return _evaluate_data_fault(fault, ref)
@@ -101,10 +101,11 @@ def evaluate(fault: Fault, ref: str = "tensorflow") -> Observation:
         return _evaluate_without_trainer(fault, ref)
     with fault.inject():
         # the reference is never patched: its model and traces come from the process's cache
-        result = run_case(get_case(fault.case), device="cpu", dtype=DTYPE, use_golden=False,
-                          checkpoints=fault.where == "checkpoint", grad=fault.where == "gradients",
-                          train_steps=TRAIN_STEPS if fault.where == "training" else 0, ref=ref, reuse=(ref,),
-                          checks=checks)
+        request = RunRequest(device="cpu", dtype=DTYPE, use_golden=False, checkpoints=fault.where == "checkpoint",
+                             grad=fault.where == "gradients",
+                             train_steps=TRAIN_STEPS if fault.where == "training" else 0, ref=ref, reuse=(ref,),
+                             checks=checks)
+        result = run_case(get_case(fault.case), request)
     for error in result.errors:  # the injected port raised: caught, at the check that called it
         return Observation(fault.name, True, error.check, None, error.backend, None, error.summary)
     cand = result.candidates[0]
@@ -139,12 +140,12 @@ def find_origins(origin_case, ref: str = "tensorflow", repro_dir=None) -> tuple:
     CaseResult, the origins found as (stage, blame), in forward order)."""
     from parity.inputs.cases import get_case
     from parity.run.checks import ForwardAgreement, OriginsCheck
-    from parity.run.engine import run_case
+    from parity.run.engine import RunRequest, run_case
 
     with origin_case.inject():
-        result = run_case(get_case(origin_case.case), device="cpu", dtype=DTYPE, use_golden=False,
-                          checkpoints=False, ref=ref, reuse=(ref,), checks=(ForwardAgreement(), OriginsCheck()),
-                          repro_dir=repro_dir)
+        request = RunRequest(device="cpu", dtype=DTYPE, use_golden=False, checkpoints=False, ref=ref, reuse=(ref,),
+                             checks=(ForwardAgreement(), OriginsCheck()), repro_dir=repro_dir)
+        result = run_case(get_case(origin_case.case), request)
     found = tuple((o["stage"], o["blame"]) for o in result.origins.get(result.candidates[0], []))
     return result, found
 
@@ -169,15 +170,15 @@ def _evaluate_without_trainer(fault: Fault, ref: str) -> Observation:
     port's loss terms and gradient norms are judged by the golden (made by the TensorFlow
     reference). Adam steps have no such judge: that fault is not applicable here."""
     from parity.inputs.cases import get_case
-    from parity.run.engine import run_case
+    from parity.run.engine import RunRequest, run_case
 
     if fault.where == "training":
         return Observation(fault.name, False, "not run", None, None, None,
                            f"the reference {ref} cannot train: Adam steps need --ref tensorflow "
                            f"(or the port on another device, compared with itself on the CPU)", ref_trains=False)
     with fault.inject():
-        result = run_case(get_case(fault.case), device="cpu", dtype=DTYPE, checkpoints=False, grad=True,
-                          ref=ref, reuse=(ref,))
+        request = RunRequest(device="cpu", dtype=DTYPE, checkpoints=False, grad=True, ref=ref, reuse=(ref,))
+        result = run_case(get_case(fault.case), request)
     for name, golden in result.golden.items():
         if not golden.passed and golden.mismatches:
             # the loss comes first, as in a gradient comparison's backward order

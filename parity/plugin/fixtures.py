@@ -93,13 +93,13 @@ def _run_case(config, case: str, candidate: str, dtype: str, ref: str | None, **
     --parity-ref) on --parity-ref-device, on --parity-data or the shipped fixture."""
     __tracebackhide__ = True
     from parity.inputs.cases import get_case
-    from parity.run.engine import run_case
+    from parity.run.engine import RunRequest, run_case
 
     ref = ref or config.getoption("parity_ref")
     require_backend(ref)
-    return run_case(get_case(case), device=parity_device(config), dtype=dtype,
-                    ref_device=config.getoption("parity_ref_device"), data=config.getoption("parity_data"),
-                    ref=ref, candidates=[candidate], **options)
+    request = RunRequest(device=parity_device(config), dtype=dtype, ref_device=config.getoption("parity_ref_device"),
+                         data=config.getoption("parity_data"), ref=ref, candidates=(candidate,), **options)
+    return run_case(get_case(case), request)
 
 
 @pytest.fixture(scope="session")

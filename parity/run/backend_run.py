@@ -108,11 +108,12 @@ class BackendRun:
 
 
 def run_backend(case: Case, backend: str, device: str = "cpu", dtype: str = "float64",
-                data: Optional[str | Path] = None) -> BackendRun:
+                data: Optional[str | Path] = None, inputs: Optional[tuple] = None) -> BackendRun:
     """Build `backend`'s model for `case` and run its training path (the inference path on first
-    use of `BackendRun.infer`)."""
+    use of `BackendRun.infer`). `inputs`: the case's (config, weights, batch) in `dtype`, where
+    built already (a run builds them once for every backend)."""
     flags = require_device({backend: device})
-    cfg, weights, batch = case.inputs(dtype, data=data)
+    cfg, weights, batch = inputs or case.inputs(dtype, data=data)
     model = get_backend(backend).build(cfg, weights, device=device)
     train = model.forward_train(batch)
     return BackendRun(case=case.name, backend=backend, device=device, dtype=dtype, config=cfg,

@@ -40,12 +40,13 @@ class LruCache:
 _RUNS = LruCache(RUNS_KEPT)
 
 
-def cached_run(case, backend: str, device: str, dtype: str, data: Optional[str | Path] = None):
+def cached_run(case, backend: str, device: str, dtype: str, data: Optional[str | Path] = None, inputs=None):
     """The process's `parity.run.backend_run.BackendRun` of `case` (a Case) on `backend`, computed on first
     use. Keyed by the case itself (its config, data and seeds), the backend object registered under
-    that name, the device, dtype and data, so a test's own case or backend never gets another's run."""
+    that name, the device, dtype and data, so a test's own case or backend never gets another's run.
+    `inputs`: the case's (config, weights, batch) in `dtype` where the caller has built them already."""
     from parity.backends import get_backend
     from parity.run.backend_run import run_backend
 
     key = (case, backend, id(get_backend(backend)), device, dtype, None if data is None else str(data))
-    return _RUNS.get(key, lambda: run_backend(case, backend, device, dtype, data=data))
+    return _RUNS.get(key, lambda: run_backend(case, backend, device, dtype, data=data, inputs=inputs))

@@ -1,11 +1,12 @@
 """One pipeline of checks, the same for every backend (docs/design.md §10).
 
-`RunContext` holds what every check reads (the case's inputs, each backend's model and traces,
-the tolerance profiles). A check is a small class with a name, the backends it applies to and
-`run(ctx, backend) -> CheckResult`; the engine runs each check for each of its backends, in
-`PIPELINE` order. Whatever a backend raises while the harness calls it becomes an `error` result
-naming the file:line in the backend's code; a check a backend lacks the capability for is `not
-run`, with the reason. What a backend prints during a run is captured into `ctx.output`.
+The run record (`parity.run.record.RunContext`) holds what every check reads (the case's inputs,
+each backend's model, traces and tolerance profile). A check is a small class with a name, the
+backends it applies to and `run(ctx, backend) -> [CheckResult]`; `run_pipeline` runs each check for
+each of its backends, in `PIPELINE` order, and adds the results to the record. Whatever a
+backend raises while the harness calls it becomes an `error` result naming the file:line in the
+backend's code; a check a backend lacks the capability for is `not run`, with the reason. What a
+backend prints during a run is captured into its `BackendState.output`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Sequence
 from parity.run.checks import (Check, CheckpointRoundTrip, CrossCheckpoint, ForwardAgreement, GoldenCheck,
                            GradientAgreement, OriginsCheck, PathConsistency, RunContext, TrainingAgreement)
 from parity.backends import get_backend
-from parity.run.checks.base import BackendRaised
+from parity.run.record import BackendRaised
 from parity.run.results import ERROR, WIRING, CheckResult
 
 __all__ = ["PIPELINE", "Check", "RunContext", "run_pipeline"]
@@ -43,21 +44,22 @@ PIPELINE: tuple[Check, ...] = ordered((ForwardAgreement(), OriginsCheck(), PathC
 
 
 def run_pipeline(ctx: RunContext, checks: Sequence[Check] = PIPELINE) -> list[CheckResult]:
-    """Every check for each of its backends, in order. A backend whose build or forward raised
-    gets an error result at the forward check and `not run` for the rest."""
-    results: list[CheckResult] = []
+    """Every check for each of its backends, in order, each result added to `ctx.results` as it
+    comes (a later check reads an earlier one's); returns them. A backend whose build or forward
+    raised gets an error result at the forward check and `not run` for the rest."""
     with tempfile.TemporaryDirectory(prefix="parity-ckpt-") as workdir:
         ctx.workdir = Path(workdir)
         for check in (c for c in checks if c.wanted(ctx)):
             for name in check.backends(ctx):
-                results += _run_one(check, ctx, name)
-    return results
+                ctx.results += _run_one(check, ctx, name)
+        ctx.workdir = None
+    return ctx.results
 
 
 def _run_one(check: Check, ctx: RunContext, name: str) -> list[CheckResult]:
-    broken = [b for b in dict.fromkeys([name, ctx.ref]) if b in ctx.failed]
+    broken = [b for b in dict.fromkeys([name, ctx.ref]) if ctx[b].failure is not None]
     if broken:  # the error once, at the forward check; the checks that needed the model say why not
-        failure = ctx.failed[broken[0]]
+        failure = ctx[broken[0]].failure
         if check.name == "forward":
             return [CheckResult(check.name, name, ERROR, failure.line(), failure=failure)]
         how = "is mis-wired (found in" if failure.kind == WIRING else "raised (in"

@@ -1,6 +1,7 @@
 """The checks of a parity run, one module each (docs/design.md §10); `parity.run.pipeline` runs them."""
 
-from parity.run.checks.base import REF, BackendRaised, Check, RunContext  # noqa: F401
+from parity.run.checks.base import Check  # noqa: F401
+from parity.run.record import REF, BackendRaised, RunContext  # noqa: F401
 from parity.run.checks.checkpoint import CheckpointCheck, CheckpointRoundTrip, CrossCheckpoint  # noqa: F401
 from parity.run.checks.forward import ForwardAgreement, PathConsistency  # noqa: F401
 from parity.run.checks.golden import GoldenCheck  # noqa: F401

@@ -68,18 +68,17 @@ class CheckpointRoundTrip(Check):
 
     def run(self, ctx, name):
         backend = get_backend(name)
-        if not ctx.checkpoints:
+        if not ctx.request.checkpoints:
             return [self.not_run(name, "checkpoints are off for this run", f"{name} → {name}")]
         if not backend.checkpoints:
             return [self.not_run(name, f"{name} has no save/load", f"{name} → {name}")]
-        model = ctx.models[name]
-        path = ctx.call(name, "save", model.save, Path(ctx.workdir) / f"{name}.ckpt")
-        loaded = ctx.call(name, "load", backend.load, path, cfg=ctx.cfg, device=ctx.devices[name])
-        ctx.loaded[name] = loaded
-        ctx.reloaded[name] = infer = ctx.call(name, "forward_infer after load", loaded.forward_infer, ctx.batch)
+        side = ctx[name]
+        path = ctx.call(name, "save", side.model.save, Path(ctx.workdir) / f"{name}.ckpt")
+        side.loaded = ctx.call(name, "load", backend.load, path, cfg=ctx.cfg, device=side.device)
+        side.reloaded = infer = ctx.call(name, "forward_infer after load", side.loaded.forward_infer, ctx.batch)
         order = list(backend.infer_stages_for(ctx.cfg))
         check = CheckpointCheck(name, name, compare_traces(
-            {s: ctx.train[name][s] for s in order if s in ctx.train[name]}, infer, ctx.profiles[name],
+            {s: side.train[s] for s in order if s in side.train}, infer, side.profile,
             f"{name} train", f"{name} reloaded", order=order))
         return [CheckResult(self.name, name, _status(check.passed), check.describe(prefix=False), check, label=check.direction)]
 
@@ -100,26 +99,26 @@ class CrossCheckpoint(Check):
             if why:
                 out.append(self.not_run(cand, why, label))
                 continue
-            source = ctx.loaded[saved]
+            source = ctx[saved].loaded
             weights = ctx.call(saved, "weights() of the loaded model", source.weights)
             state = ctx.call(saved, "state() of the loaded model", source.state)
             port = ctx.call(loaded_by, f"build from {saved}'s checkpoint", get_backend(loaded_by).build, ctx.cfg,
                             weights, probe=state.get("probe"), log_scale=state["log_scale"],
-                            device=ctx.devices[loaded_by])
+                            device=ctx[loaded_by].device)
             infer = ctx.call(loaded_by, f"forward_infer from {saved}'s checkpoint", port.forward_infer, ctx.batch)
             order = [s for s in _provided(ctx, saved, INFER_STAGES)
                      if s in get_backend(loaded_by).infer_stages_for(ctx.cfg)]
             check = CheckpointCheck(saved, loaded_by, compare_traces(
-                {s: ctx.train[saved][s] for s in order}, {s: infer[s] for s in order if s in infer},
-                ctx.profiles[cand], f"{saved} train", f"{loaded_by} from {saved}'s checkpoint", order=order))
+                {s: ctx[saved].train[s] for s in order}, {s: infer[s] for s in order if s in infer},
+                ctx[cand].profile, f"{saved} train", f"{loaded_by} from {saved}'s checkpoint", order=order))
             out.append(CheckResult(self.name, cand, _status(check.passed), check.describe(prefix=False), check, label=label))
         return out
 
     @staticmethod
     def _why_not(ctx, saved: str, loaded_by: str) -> str:
-        if not ctx.checkpoints:
+        if not ctx.request.checkpoints:
             return "checkpoints are off for this run"
-        if saved not in ctx.loaded:
+        if ctx[saved].loaded is None:
             return f"{saved} has no save/load"
         if not get_backend(saved).neutral_out:
             return f"{saved} gives no neutral weights out (no weight mapping)"

@@ -20,12 +20,12 @@ class ForwardAgreement(Check):
     name = "forward"
 
     def run(self, ctx, cand):
-        comparison = compare_traces(ctx.train[ctx.ref], ctx.train[cand], ctx.profiles[cand], ctx.ref, cand,
+        ref, port = ctx[ctx.ref].train, ctx[cand].train
+        comparison = compare_traces(ref, port, ctx[cand].profile, ctx.ref, cand,
                                     not_provided=get_backend(cand).not_provided(ctx.cfg))
-        ctx.comparisons[cand] = comparison
         first = comparison.first_divergence
-        arbitration = (arbitrate(first.stage, ctx.train[ctx.ref], ctx.train[cand], ctx.cfg, ctx.batch,
-                                 first.tolerance, ctx.ref, cand, weights=ctx.weights) if first is not None else None)
+        arbitration = (arbitrate(first.stage, ref, port, ctx.cfg, ctx.batch, first.tolerance, ctx.ref, cand,
+                                 weights=ctx.inputs.weights) if first is not None else None)
         worst = comparison.worst
         if first is None:
             summary = (f"every stage agrees (worst {worst.stage}: {worst.rel_error:.2e})"
@@ -48,7 +48,7 @@ class PathConsistency(Check):
         return ctx.backends
 
     def run(self, ctx, name):
-        train, infer = ctx.train[name], ctx.infer[name]
+        train, infer = ctx[name].train, ctx[name].infer
         same = {s: bool(np.array_equal(infer.get(s), train.get(s), equal_nan=True))
                 for s in OBJECT_STAGES if s in train or s in infer}
         bad = [s for s, ok in same.items() if not ok]

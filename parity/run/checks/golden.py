@@ -22,29 +22,29 @@ class GoldenCheck(Check):
         from parity.goldens import store as goldens
         from parity.goldens.summaries import SECTION_STAGES
 
-        if ctx.golden_error:  # one error, at the first backend; the others say why they were not compared
+        if ctx.golden.error:  # one error, at the first backend; the others say why they were not compared
             if name != ctx.backends[0]:
                 return [self.not_run(name, f"the golden cannot be read (see golden {ctx.backends[0]})")]
-            return [CheckResult(self.name, name, ERROR, ctx.golden_error,
-                                failure=input_failure(ctx.golden_error, "golden"))]
-        if ctx.golden is None:
-            return [self.not_run(name, ctx.golden_why)]
-        golden, path = ctx.golden
-        provided = set(_provided(ctx, name, list(ctx.train[name])))
+            return [CheckResult(self.name, name, ERROR, ctx.golden.error,
+                                failure=input_failure(ctx.golden.error, "golden"))]
+        if ctx.golden.golden is None:
+            return [self.not_run(name, ctx.golden.why)]
+        golden, path = ctx.golden.golden, ctx.golden.file
+        provided = set(_provided(ctx, name, list(ctx[name].train)))
         sections = [s for s, stages in SECTION_STAGES.items() if all(st in provided for st in stages)]
         if not sections:
             return [self.not_run(name, f"{name} provides none of the stages a golden summarises")]
         summaries = {k: v for k, v in ctx.train_summary(name).items() if k in sections}
         skipped = [s for s in SECTION_STAGES if s not in sections]
-        if ctx.grad and name in (ctx.gradients or {}):
+        if ctx.request.grad and ctx[name].gradients is not None:
             from parity.run.training import gradient_summary
 
-            summaries["gradients"] = gradient_summary(*ctx.gradients[name])
+            summaries["gradients"] = gradient_summary(*ctx[name].gradients)
             if get_backend(name).can("partial_gradients"):  # an adapter's loss: the terms it gives
                 golden, absent = _only_gradients_of(golden, summaries["gradients"])
                 skipped += absent
-        result = goldens.compare_golden(golden, summaries, ctx.digests, ctx.dtype, ctx.golden_profiles[name],
-                                        run=f"{name} {ctx.devices[name]} {ctx.dtype}", sections=sections)
+        result = goldens.compare_golden(golden, summaries, ctx.inputs.digests, ctx.dtype, ctx.golden.profiles[name],
+                                        run=f"{name} {ctx[name].device} {ctx.dtype}", sections=sections)
         summary = (f"matches {Path(path).name}" if result.passed else
                    f"{len(result.mismatches)} of {result.compared} keys out of tolerance or inputs changed")
         if skipped:

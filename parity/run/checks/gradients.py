@@ -99,12 +99,15 @@ class GradientAgreement(Check):
         return f"{name} computes no loss and gradients (an adapter: give loss=)"
 
     def wanted(self, ctx):
-        return ctx.grad
+        return ctx.request.grad
 
     def run(self, ctx, cand):
         results = ctx.gradient_results()
-        check = ctx.call(cand, "gradients", gradient_checks, ctx.models, results, ctx.batch, ctx.profiles, ctx.ref,
-                         [cand], ctx.weights, ctx.devices)[cand]
+        models = {name: side.model for name, side in ctx.sides.items() if side.model is not None}
+        profiles = {name: side.profile for name, side in ctx.sides.items()}
+        devices = {name: side.device for name, side in ctx.sides.items()}
+        check = ctx.call(cand, "gradients", gradient_checks, models, results, ctx.batch, profiles, ctx.ref,
+                         [cand], ctx.inputs.weights, devices)[cand]
         status = _status(check.passed)
         if check.passed and all(not s.provided for s in check.comparison.stages):
             status = NOT_RUN
@@ -119,11 +122,13 @@ class TrainingAgreement(Check):
         return f"{name} takes no optimizer steps (adapters do not train)"
 
     def wanted(self, ctx):
-        return bool(ctx.train_steps)
+        return bool(ctx.request.train_steps)
 
     def run(self, ctx, cand):
-        check = ctx.call(cand, "training", training_checks, ctx.cfg, ctx.weights, ctx.batch, ctx.profiles,
-                         ctx.devices, ctx.ref, [cand], ctx.train_steps, ctx.adam)[cand]
+        profiles = {name: side.profile for name, side in ctx.sides.items()}
+        devices = {name: side.device for name, side in ctx.sides.items()}
+        check = ctx.call(cand, "training", training_checks, ctx.cfg, ctx.inputs.weights, ctx.batch, profiles,
+                         devices, ctx.ref, [cand], ctx.request.train_steps, ctx.request.adam)[cand]
         status = _status(check.passed)
         if check.passed and all(not s.provided for step in check.steps for s in step.stages):
             status = NOT_RUN

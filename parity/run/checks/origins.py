@@ -14,6 +14,7 @@ end has no origin to look for, and the gate stays within its time budget.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -47,20 +48,21 @@ class OriginsCheck(Check):
 
     def wanted(self, ctx) -> bool:
         """Only where a candidate diverged (the forward check runs before this is asked)."""
-        return any(not c.passed for c in ctx.comparisons.values())
+        return any(r.detail is not None and not r.detail.passed for r in ctx.results if r.check == "forward")
 
     def run(self, ctx, cand):
-        comparison = ctx.comparisons.get(cand)
+        forward = ctx.result("forward", cand)
+        comparison = None if forward is None else forward.detail
         if comparison is None:
             return [self.not_run(cand, "no forward comparison")]
         if comparison.passed:
             return [CheckResult(self.name, cand, _status(True), "every stage agrees end to end: no origin")]
-        model = ctx.models[cand]
+        model = ctx[cand].model
         if not get_backend(cand).can("teacher_forcing"):  # a torch adapter may still decline one stage: CannotForce
             return [self.not_run(cand, f"{cand} cannot compute a stage from the reference's inputs (its model has "
                                        f"no stage(name, inputs, batch): a Keras adapter reads its layers through "
                                        f"one sub-model and cannot put the reference's values in)")]
-        ref = ctx.train[ctx.ref]
+        ref = ctx[ctx.ref].train
         origins, forced = [], {}  # forced: stage -> the candidate's output fed the reference's inputs
         for s in comparison.stages:
             inputs = STAGE_INPUTS.get(s.stage)
@@ -98,10 +100,10 @@ class OriginsCheck(Check):
                 born.mark = ORIGIN
                 origins.append(dict(_arbitrate(ctx, cand, born, forced.get(born.stage), amplified=True),
                                     amplified_to=first.stage))
-        ctx.local[cand] = {o["stage"]: forced[o["stage"]] for o in origins if o["stage"] in forced}
-        if ctx.repro_dir is not None:
+        ctx[cand].forced = {o["stage"]: forced[o["stage"]] for o in origins if o["stage"] in forced}
+        if ctx.request.repro_dir is not None:
             for origin in origins:
-                origin["repro"] = str(self._repro(ctx, cand, origin))
+                origin["repro"] = str(self._repro(ctx, comparison, cand, origin))
         # a diverging stage that could not be forced may be an origin too: say which, and why
         unknown = [s for s in comparison.stages if s.mark == UNFORCED and not s.passed]
         if not origins and not unknown:
@@ -121,15 +123,16 @@ class OriginsCheck(Check):
                             extra={"origins": origins})]
 
     @staticmethod
-    def _repro(ctx, cand: str, origin: dict):
+    def _repro(ctx, comparison, cand: str, origin: dict):
         """A minimal reproduction of one origin (parity.report.repro); the script's path."""
         from parity.report.repro import write_repro
 
-        stage = next(s for s in ctx.comparisons[cand].stages if s.stage == origin["stage"])
-        folder = ctx.repro_dir / f"{ctx.case.name}-{ctx.dtype}-{cand}-{stage.stage}"
-        return ctx.call(cand, f"minimal reproduction of {stage.stage}", write_repro, folder, case=ctx.case.name,
-                        dtype=ctx.dtype, stage=stage.stage, ref=ctx.ref, cand=cand, ref_model=ctx.models[ctx.ref],
-                        cand_model=ctx.models[cand], ref_trace=ctx.train[ctx.ref], batch=ctx.batch,
+        stage = next(s for s in comparison.stages if s.stage == origin["stage"])
+        case = ctx.inputs.case.name
+        folder = Path(ctx.request.repro_dir) / f"{case}-{ctx.dtype}-{cand}-{stage.stage}"
+        return ctx.call(cand, f"minimal reproduction of {stage.stage}", write_repro, folder, case=case,
+                        dtype=ctx.dtype, stage=stage.stage, ref=ctx.ref, cand=cand, ref_model=ctx[ctx.ref].model,
+                        cand_model=ctx[cand].model, ref_trace=ctx[ctx.ref].train, batch=ctx.batch,
                         tolerance=stage.tolerance, worst_at=stage.worst_at, statistic=stage.statistic)
 
 
@@ -139,12 +142,12 @@ def _arbitrate(ctx, cand: str, stage, forced: Optional[np.ndarray], amplified: b
     itself instead of the tolerance)."""
     from parity.run.oracle import INPUT_STAGES, numpy_oracle, recompute
 
-    ref_name, ref = ctx.ref, ctx.train[ctx.ref]
+    ref_name, ref = ctx.ref, ctx[ctx.ref].train
     out = {"stage": stage.stage, "local_error": stage.local_error, "blame": cand, "short": cand,
            "numpy": None}
     if stage.stage in INPUT_STAGES or forced is None:  # an input stage: both sides read the same batch
         return out
-    want = recompute(stage.stage, ref, ctx.cfg, ctx.batch, numpy_oracle(ctx.cfg, ctx.batch, ctx.weights))
+    want = recompute(stage.stage, ref, ctx.cfg, ctx.batch, numpy_oracle(ctx.cfg, ctx.batch, ctx.inputs.weights))
     forced = np.asarray(forced)
     errors = {ref_name: relative_error(want, ref[stage.stage]),
               cand: relative_error(want, forced) if forced.shape == want.shape else float("inf")}

@@ -6,7 +6,8 @@ decoder called through `.forward()`, a (B, M, M) canvas, 1/s multiplied in, sing
 N=128, unused parameters, no canvas at gridsize 1, a checkpoint folder of its own and its own
 inference entry). tests/real_port/ptyport_parity.py wraps it with the public adapter API only.
 Its deliberate bugs are switched on by PTYPORT_BUG (physics, checkpoint, crash, canvas) and a
-mis-wired tap by PTYPORT_TAP=submodule. In process here; through an entry point in a pytester
+mis-wired tap by PTYPORT_TAP=submodule; PTYPORT_INFER=patches makes its inference entry stop at the
+patches (the stitching and the crop done outside the model, as many inference scripts do). In process here; through an entry point in a pytester
 project in the last test.
 """
 
@@ -41,8 +42,8 @@ def ptyport_run(monkeypatch, clean_registry, parity_ref):
     """ptyport (with the named bug, or none) against the session's reference on one case."""
     require_backend(parity_ref)
 
-    def run(case="gs2-big", bug=None, tap=None, **kwargs):
-        for var, value in (("PTYPORT_BUG", bug), ("PTYPORT_TAP", tap)):
+    def run(case="gs2-big", bug=None, tap=None, infer=None, **kwargs):
+        for var, value in (("PTYPORT_BUG", bug), ("PTYPORT_TAP", tap), ("PTYPORT_INFER", infer)):
             if value:
                 monkeypatch.setenv(var, value)
             else:
@@ -78,6 +79,38 @@ def test_the_port_agrees_and_gets_every_check_its_adapter_allows(ptyport_run, pa
         assert states[("gradients", "ptyport")] == PASSED
         missing = {s.stage for s in gradients.comparison.stages if not s.provided}
         assert missing == {"loss.nll", "loss.mae", "grad.log_scale"}  # ptyport's loss is one number; 1/s a buffer
+
+
+def test_an_inference_entry_that_stops_at_the_patches_is_no_paths_difference(ptyport_run):
+    """Canvas tap and crop declared off the inference path (infer=False): the paths check compares
+    what both paths give and lists the rest with its reason; the forward check still compares the
+    canvas and the crop (the training path reaches them), the checkpoint check the patches."""
+    result = ptyport_run(infer="patches", checkpoints=True)
+    assert result.passed and result.exit_code == EXIT_PASSED, result.report()
+    paths = next(r for r in result.results if r.check == "paths" and r.backend == "ptyport")
+    assert paths.status == PASSED and paths.detail == {"object.patches": True}, paths.summary
+    assert paths.summary.endswith("not compared: object.canvas, object.trimmed (not on ptyport's inference path)")
+    stages = {s.stage: s for s in result.comparisons["ptyport"].stages}
+    assert stages["object.trimmed"].provided and stages["object.trimmed"].rel_error < 1e-12  # derived, train path
+    reloaded = next(r for r in result.results if r.check == "checkpoint" and r.backend == "ptyport")
+    assert [s.stage for s in reloaded.detail.comparison.stages] == ["scaled_input", "encoder.out", "decoder.amp",
+                                                                    "decoder.phase", "object.patches"]
+
+
+def test_a_derived_stage_of_a_stage_off_the_inference_path_is_told_to_stay_off_it(ptyport_run, monkeypatch):
+    """The crop derived from the canvas but left on the inference path: a wiring error (exit 2)
+    whose advice is the one that fits (infer=False), not `when=` (it has one)."""
+    from parity.adapters import Derived
+
+    on_path = [d if d.stage != "object.trimmed" else Derived(d.stage, d.fn, when=d.when)
+               for d in ptyport_parity.DERIVED_PATCHES]
+    monkeypatch.setattr(ptyport_parity, "DERIVED_PATCHES", on_path)
+    result = ptyport_run(infer="patches")
+    assert result.exit_code == EXIT_BAD_INPUT, result.report()
+    error = next(r for r in result.results if r.status == ERROR)
+    assert error.summary == ("adapter wiring (ptyport forward_infer): ptyport: derived stage 'object.trimmed' needs "
+                             "'object.canvas', which is not on the inference path (its tap has infer=False): give "
+                             "the Derived infer=False too"), error.summary
 
 
 def test_at_gridsize_1_the_port_has_no_canvas_and_says_so(ptyport_run):

@@ -97,6 +97,7 @@ class Derived:
     stage: str
     fn: Callable[[Mapping[str, np.ndarray], Any], np.ndarray]
     when: Optional[Callable[[Any], bool]] = None  # the configs the stage exists in (None: every one)
+    infer: bool = True  # False: not on the inference entry point's path (it reads a tap with infer=False)
 
     def active(self, cfg) -> bool:
         return self.when is None or bool(self.when(cfg))
@@ -157,7 +158,10 @@ class AdapterSpec:
     def infer_stages_for(self, cfg) -> tuple[str, ...]:
         """The stages the inference path gives: every provided one up to object.trimmed, less
         the taps the user's own inference entry point does not pass."""
-        off = {t.stage for t in self.taps_for(cfg) if not t.infer} if self.run_infer is not None else set()
+        off = set()
+        if self.run_infer is not None:
+            off = ({t.stage for t in self.taps_for(cfg) if not t.infer}
+                   | {d.stage for d in self.derived if d.active(cfg) and not d.infer})
         return tuple(s for s in self.stages_for(cfg) if s in INFER_STAGES and s not in off)
 
 
@@ -232,9 +236,17 @@ class AdapterModel:
                 try:
                     trace[item.stage] = np.asarray(item.fn(trace, self.cfg))
                 except KeyError as exc:
-                    raise WiringError(f"{self.backend}: derived stage {item.stage!r} needs {exc.args[0]!r}, which "
-                                      f"no tap provides for this config (give the Derived a when=)") from None
+                    raise WiringError(self._derived_misses(item, exc.args[0], run)) from None
         return {s: trace[s] for s in stages if s in trace}
+
+    def _derived_misses(self, item: Derived, needed: str, run: Callable) -> str:
+        """The wiring error of a derived stage whose input is not in the trace, with the advice that fits."""
+        head = f"{self.backend}: derived stage {item.stage!r} needs {needed!r}"
+        off_path = {t.stage for t in self.spec.taps_for(self.cfg) if not t.infer}
+        if run is self.spec.run_infer and needed in off_path:
+            return (f"{head}, which is not on the inference path (its tap has infer=False): give the Derived "
+                    f"infer=False too")
+        return f"{head}, which no tap provides for this config (give the Derived a when=)"
 
     def forward_train(self, batch) -> dict[str, np.ndarray]:
         return self._trace(batch, TRAIN_STAGES, self.spec.run, TRAIN_STAGES)
@@ -242,7 +254,8 @@ class AdapterModel:
     def forward_infer(self, batch) -> dict[str, np.ndarray]:
         if self.spec.run_infer is None:
             return self._trace(batch, INFER_STAGES, self.spec.run, TRAIN_STAGES)
-        return self._trace(batch, INFER_STAGES, self.spec.run_infer, self.spec.infer_stages_for(self.cfg))
+        on_path = self.spec.infer_stages_for(self.cfg)
+        return self._trace(batch, on_path, self.spec.run_infer, on_path)
 
     def stage(self, name: str, inputs: Mapping[str, np.ndarray], batch) -> np.ndarray:
         """Stage `name` as the port computes it from the given values of the stages it reads

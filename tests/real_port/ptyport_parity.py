@@ -74,6 +74,8 @@ def run(model, batch, cfg):
 
 def run_infer(model, batch, cfg):
     diff, offsets, _ = _inputs(model, batch, cfg)
+    if os.environ.get("PTYPORT_INFER") == "patches":  # an entry that stops at the patches (stitched elsewhere)
+        return io.reconstruct_patches(model, diff)
     return io.reconstruct(model, diff, offsets)
 # --8<-- [end:run]
 
@@ -108,6 +110,7 @@ def _no_channel(x):  # and back, where the harness puts the reference's canvas i
 
 def taps(cfg):
     grid = cfg.gridsize > 1
+    stitched = os.environ.get("PTYPORT_INFER") != "patches"  # the inference entry merges the patches
     # --8<-- [start:phase]
     phase = (Tap("decoder.phase", "phs", layout="BCHW") if os.environ.get("PTYPORT_TAP") == "submodule"
              else Tap("decoder.phase", "ptyport.physics:to_complex", function=True, pre=True, arg=1, layout="BCHW"))
@@ -122,9 +125,11 @@ def taps(cfg):
         Tap("decoder.amp", "amp", layout="BCHW"),
         phase,
         Tap("object.patches", "ptyport.physics:to_complex", function=True, layout="BCHW"),
-        Tap("object.canvas", "ptyport.physics:merge", function=True, transform=_channel, inverse=_no_channel, when=lambda c: grid),
+        Tap("object.canvas", "ptyport.physics:merge", function=True, transform=_channel, inverse=_no_channel, when=lambda c: grid,
+            infer=stitched),
         # --8<-- [end:taps]
-        Tap("object.trimmed", "ptyport.physics:trim", function=True, transform=_channel, inverse=_no_channel, when=lambda c: grid),
+        *([Tap("object.trimmed", "ptyport.physics:trim", function=True, transform=_channel, inverse=_no_channel,
+               when=lambda c: grid)] if stitched else []),
         Tap("object.extracted", "ptyport.physics:extract", function=True, layout="BCHW", when=lambda c: grid),
         Tap("probe.illuminated", "ptyport.physics:illuminate", function=True, layout="BCHW"),
         Tap("diffraction.amplitude", "ptyport.physics:far_field", function=True, layout="BCHW"),
@@ -141,9 +146,20 @@ DERIVED = [
 ]
 
 
+def _centre(t, cfg):  # what a script that stitches the patches itself crops: the canvas's centre N × N
+    canvas = t["object.canvas"]
+    p = (canvas.shape[1] - cfg.N) // 2
+    return canvas[:, p:p + cfg.N, p:p + cfg.N]
+
+
+# with PTYPORT_INFER=patches the inference entry gives the patches; the crop is outside the model
+DERIVED_PATCHES = [*DERIVED, Derived("object.trimmed", _centre, when=lambda cfg: cfg.gridsize > 1, infer=False)]
+
+
 # --8<-- [start:backend]
 def backend():
-    return torch_backend("ptyport", make_model, run, taps, DERIVED, run_infer=run_infer,
+    derived = DERIVED_PATCHES if os.environ.get("PTYPORT_INFER") == "patches" else DERIVED
+    return torch_backend("ptyport", make_model, run, taps, derived, run_infer=run_infer,
                          mapping=weight_mapping, get_state=get_state, set_state=set_state,
                          save=lambda model, path: io.save(model, path), load=load, loss=loss)
 # --8<-- [end:backend]

@@ -49,10 +49,21 @@ class PathConsistency(Check):
 
     def run(self, ctx, name):
         train, infer = ctx[name].train, ctx[name].infer
-        same = {s: bool(np.array_equal(infer.get(s), train.get(s), equal_nan=True))
-                for s in OBJECT_STAGES if s in train or s in infer}
+        on_path = set(get_backend(name).infer_stages_for(ctx.cfg))
+        # compared: what both paths give, and what the backend declares on its inference path
+        # (absent there, it differs); listed with the reason: what it declares off that path
+        compared = [s for s in OBJECT_STAGES if (s in train and s in infer) or (s in on_path and s in train)
+                    or (s in infer and s not in train)]
+        off = [s for s in OBJECT_STAGES if s in train and s not in infer and s not in on_path]
+        same = {s: bool(np.array_equal(infer.get(s), train.get(s), equal_nan=True)) for s in compared}
         bad = [s for s, ok in same.items() if not ok]
         if not same:
-            return [self.not_run(name, f"{name} provides no object stage")]
+            why = f"{name} provides no object stage" if not off else f"no object stage is on {name}'s inference path"
+            return [self.not_run(name, why)]
         summary = "forward_infer equals forward_train" if not bad else f"forward_infer differs at {', '.join(bad)}"
+        absent = [s for s in bad if s not in infer or s not in train]
+        if absent:
+            summary += f" ({', '.join(absent)}: on one path only)"
+        if off:
+            summary += f"; not compared: {', '.join(off)} (not on {name}'s inference path)"
         return [CheckResult(self.name, name, _status(not bad), summary, same)]

@@ -25,6 +25,12 @@ def load(folder, device="cpu"):
 
 
 @torch.no_grad()
+def reconstruct_patches(model, diff):
+    """The patches only (B, C, N, N): the scripts that call this stitch them themselves."""
+    return model.patches(diff)
+
+
+@torch.no_grad()
 def reconstruct(model, diff, offsets):
     """What users call after training: the object (B, M, M) and its centre crop (B, N, N)."""
     print(f"ptyport: reconstructing {diff.shape[0]} groups")

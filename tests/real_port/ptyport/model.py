@@ -104,12 +104,16 @@ class PtyNet(nn.Module):
         self.register_buffer("inv_scale", torch.tensor(1.0 / cfg.intensity_scale, dtype=dtype),
                              persistent=persistent)
 
-    def obj(self, diff, offsets):
-        """diff (B, C, N, N) measured amplitudes (in counts), offsets (B, C, 2) → the object."""
+    def patches(self, diff):
+        """diff (B, C, N, N) measured amplitudes (in counts) → the object patches (B, C, N, N)."""
         h = self.enc(diff * self.inv_scale)
         amp = self.amp(h)
         phase = self.phs.forward(h)
-        patches = physics.to_complex(amp, phase)
+        return physics.to_complex(amp, phase)
+
+    def obj(self, diff, offsets):
+        """diff (B, C, N, N) measured amplitudes (in counts), offsets (B, C, 2) → the object."""
+        patches = self.patches(diff)
         if self.cfg.grid == 1:  # one position: the patch is the object
             return patches, patches
         canvas = physics.merge(patches, offsets, self.cfg.canvas, self.cfg.big_object)

@@ -104,7 +104,7 @@ def check(args: argparse.Namespace) -> int:
                 result = run_case(case, request)
                 figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures,
                                                              fresh=dtype == dtypes[0])
-                print(f"{result.verdict()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
+                print(f"{result.headline()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
                 for line in result.check_lines(every=not args.brief):
                     print("      " + line.replace("\n", "\n      "), flush=True)
                 if args.compare_paths:

@@ -249,3 +249,34 @@ def test_arbitration_recomputes_once_where_both_sides_feed_the_stage_the_same_in
     assert verdict["blame"] == "torch" and len(calls) == 1
     verdict = arbitrate("object.trimmed", tf_trace, drifted, cfg, batch, 1e-12)
     assert verdict["blame"] is None and len(calls) == 3  # other inputs: numpy asked again
+
+
+def test_what_a_backend_writes_to_stderr_and_its_warnings_land_in_its_output(clean_registry):
+    """A port's stderr and warnings are its output (report.md), not lines between the progress."""
+    import sys
+    import warnings
+
+    import models_numpy
+    from parity.backends import Backend, register
+
+    class Noisy:
+        def __init__(self, model):
+            self.model = model
+
+        def forward_train(self, batch):
+            print("noisy: to stderr", file=sys.stderr)
+            warnings.warn("noisy: a deprecated call", DeprecationWarning)
+            return self.model.forward_train(batch)
+
+        def forward_infer(self, batch):
+            return self.model.forward_infer(batch)
+
+    register(Backend("noisy", "numpy", ("cpu",), configure_fn=lambda device: {},
+                     build_fn=lambda cfg, w, device="cpu", **kw: Noisy(models_numpy.build(cfg, w, device=device))))
+    result = run_case(get_case("gs1"), RunRequest(dtype="float64", ref="numpy", candidates=("noisy",),
+                                                  use_golden=False, checkpoints=False))
+    assert result.passed, result.report()
+    lines = result.output["noisy"].splitlines()
+    assert lines[0] == "noisy: to stderr"
+    assert lines[1].endswith("DeprecationWarning: noisy: a deprecated call") and "test_engine.py" in lines[1]
+    assert "noisy printed 3 line(s) during the run" in result.report()

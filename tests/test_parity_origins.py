@@ -117,3 +117,51 @@ def test_parity_a_pointwise_origin_is_reduced_to_a_window_around_its_worst_eleme
     assert meta["local_error"] > meta["tolerance"] and not meta["whole_batch"]
     data = np.load(tmp_path / "gs2-big-float64-torch-diffraction.scaled" / "repro.npz")
     assert data["input/diffraction.amplitude"].shape == data["output/torch"].shape == (1, CROP, CROP, 1)
+
+
+def test_a_reference_with_gaps_and_its_own_layout_gets_origins_without_a_crash(clean_registry, tmp_path):
+    """A reference as a user's Keras model often is: a stage it does not give (decoder.amp), a canvas
+    in its own layout (B, M, M), no teacher forcing. The port diverges there (the shapes differ);
+    origins run to the end: the stage whose input the reference lacks is not forced and says so,
+    numpy gives no opinion on a shape it cannot match, no reproduction is written and why — a
+    divergence (exit 1), no error, the candidate blamed."""
+    import models_numpy
+    from parity.backends import Backend, register
+    from parity.inputs.cases import get_case
+    from parity.run.engine import RunRequest, run_case
+    from parity.run.results import EXIT_DIVERGED
+    from parity.stages import TRAIN_STAGES
+
+    class Gappy:
+        def __init__(self, model):
+            self.model = model
+
+        def forward_train(self, batch):
+            return self._own(self.model.forward_train(batch))
+
+        def forward_infer(self, batch):
+            return self._own(self.model.forward_infer(batch))
+
+        @staticmethod
+        def _own(trace):
+            trace.pop("decoder.amp")
+            trace["object.canvas"] = trace["object.canvas"][..., 0]
+            return trace
+
+    register(Backend("gappy-ref", "numpy", ("cpu",), configure_fn=lambda device: {},
+                     build_fn=lambda cfg, w, device="cpu", **kw: Gappy(models_numpy.build(cfg, w, device=device)),
+                     stages=tuple(s for s in TRAIN_STAGES if s != "decoder.amp"), capabilities=frozenset()))
+    result = run_case(get_case("gs2-big"), RunRequest(dtype="float64", ref="gappy-ref", candidates=("torch",),
+                                                      use_golden=False, checkpoints=False, repro_dir=tmp_path))
+    assert result.exit_code == EXIT_DIVERGED and not result.errors, result.report()
+    stages = {s.stage: s for s in result.comparisons["torch"].stages}
+    assert not stages["decoder.amp"].provided and stages["decoder.amp"].message == "not provided by gappy-ref"
+    assert result.comparisons["torch"].first_divergence.stage == "object.canvas"
+    assert stages["object.patches"].mark == "not forced"
+    assert stages["object.patches"].local_note == "its input decoder.amp is not provided by gappy-ref"
+    [origin] = result.origins["torch"]
+    assert origin["stage"] == "object.canvas" and origin["blame"] == "torch"
+    assert "numpy gives no opinion (gappy-ref's object.canvas has shape (8, 78, 78), numpy's (8, 78, 78, 1))" \
+        in origin["short"]
+    assert origin["repro_why"] == "no minimal reproduction: gappy-ref cannot compute object.canvas from given inputs"
+    assert not list(tmp_path.iterdir())

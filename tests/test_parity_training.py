@@ -245,3 +245,18 @@ def test_training_records_are_read_in_lockstep_and_a_short_run_fails():
     assert short.first_divergence[1].message == "a ran 3 steps, b 2"
     parted = compare_training(cfg, records("a", 2), records("b", 2, scale=1.001), profile, "a", "b")
     assert not parted.passed and parted.first_divergence[0] == 1
+
+
+def test_a_common_factor_is_named_only_where_every_gradient_shares_it():
+    from parity.run.training import FACTOR_SPREAD, common_factor
+
+    rng = np.random.default_rng(0)
+    ref = {name: rng.normal(size=shape) for name, shape in (("a", (3, 3, 2)), ("b", (4,)), ("c", (2, 5)))}
+    scaled = {k: 2.5e4 * v for k, v in ref.items()}
+    found = common_factor(ref, scaled)
+    assert found["factor"] == pytest.approx(2.5e4, rel=1e-12) and found["tensors"] == 3 and found["spread"] < 1e-12
+    assert common_factor(ref, dict(ref)) is None  # the same gradients: no factor to name
+    assert common_factor(ref, {**scaled, "b": 2.5e4 * ref["b"] * (1 + 10 * FACTOR_SPREAD)}) is None  # one apart
+    noisy = {**scaled, "c": scaled["c"] + 0.1 * np.abs(scaled["c"]).max() * rng.normal(size=(2, 5))}
+    assert common_factor(ref, noisy) is None  # not a multiple, whatever its least-squares factor
+    assert common_factor({"a": ref["a"]}, {"a": scaled["a"]}) is None  # one tensor is no pattern

@@ -15,10 +15,12 @@ lives in the user's model and how to read it:
   gridsize 1); `calls=1` (the default) — how often the tap must fire in one forward call (None:
   at least once; `occurrence` picks which call's value is kept);
 - `Derived(stage, fn)` — a stage the model never materialises but that follows from tapped ones
-  (e.g. intensity = scaled²), fn(trace, cfg);
+  (e.g. intensity = scaled²), fn(trace, cfg); `infer=False` on a tap or a Derived: the inference
+  entry point (`run_infer`) does not reach it;
 - `map_weights` — the neutral weights (canonical names, Keras layout) → the user's parameter
   names, with a transposition rule per tensor; reports unmapped and left-over parameters, and
-  separately those declared `unused` (no neutral counterpart on purpose).
+  separately those declared `unused` (no neutral counterpart on purpose); `.check()` raises a
+  `MappingError` (adapter wiring, exit 2) listing every misfit.
 
 Wiring is checked before numbers: a tap that did not fire as often as declared, a tap whose
 target does not exist or a derived stage whose inputs are missing is a `WiringError` (exit 2)
@@ -33,7 +35,7 @@ from __future__ import annotations
 from parity.adapters.keras_model import keras_backend
 from parity.adapters.pytorch import torch_backend
 from parity.adapters.taps import AdapterModel, AdapterSpec, Derived, Tap
-from parity.adapters.weights import TRANSPOSE_RULES, WeightMapping, map_weights, neutral_weights
+from parity.adapters.weights import TRANSPOSE_RULES, MappingError, WeightMapping, map_weights, neutral_weights
 
-__all__ = ["AdapterModel", "AdapterSpec", "Derived", "TRANSPOSE_RULES", "Tap", "WeightMapping", "keras_backend",
-           "map_weights", "neutral_weights", "torch_backend"]
+__all__ = ["AdapterModel", "AdapterSpec", "Derived", "MappingError", "TRANSPOSE_RULES", "Tap", "WeightMapping",
+           "keras_backend", "map_weights", "neutral_weights", "torch_backend"]

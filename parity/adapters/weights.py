@@ -10,6 +10,13 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from parity.inputs.weights import WeightError
+from parity.run.results import WiringError
+
+
+class MappingError(WeightError, WiringError):
+    """A weight mapping that does not fit the user's model (unmapped, left over, mis-shaped): the
+    adapter's wiring (exit 2), every problem listed."""
+
 
 # how a neutral (Keras-layout) tensor becomes the user's tensor
 TRANSPOSE_RULES = {
@@ -36,7 +43,7 @@ class WeightMapping:
         if self.misshaped:
             problems.append(f"mis-shaped {len(self.misshaped)}: {'; '.join(self.misshaped)}")
         if problems:
-            raise WeightError("weight mapping — " + " | ".join(problems))
+            raise MappingError("weight mapping — " + " | ".join(problems))
         return self
 
 

@@ -64,7 +64,9 @@ def worst_line(result: CaseResult) -> str:
         comparison = result.comparisons.get(name)
         if comparison is None or comparison.worst is None:
             forward = next((r for r in result.of("forward") if r.backend == name), None)
-            parts.append(f"{name}: {'no comparison' if forward is None else forward.status}")
+            raised = next((r.backend for r in result.errors if r.check == "forward"), None)
+            parts.append(f"{name}: " + (forward.status if forward is not None else
+                                        f"not compared ({raised} raised)" if raised else "no comparison"))
             continue
         worst = comparison.worst
         why = "" if worst.rel_error is not None else f" ({worst.message})"
@@ -96,7 +98,7 @@ def summary_rows(results: Sequence[CaseResult]) -> list[dict]:
                       "blame": (r.arbitrations.get(name) or {}).get("verdict")} for name in r.candidates}
         first = per[r.candidates[0]]
         row = {"case": r.case, "dtype": r.dtype, "device": r.device, "devices": dict(r.devices), "ref": r.ref, **first,
-               "verdict": r.verdict(), "exit_code": r.exit_code, "candidates": per,
+               "verdict": r.verdict(), "headline": r.headline(), "exit_code": r.exit_code, "candidates": per,
                "checks": [{"check": c.check, "backend": c.backend, "label": c.label or c.backend,
                            "status": c.status, "summary": c.summary} for c in r.results],
                "seconds": round(r.seconds, 2)}

@@ -62,7 +62,8 @@ def _error_sections(r: CaseResult) -> list[str]:
         lines += [f"**{c.title}: {f.line()}**", ""]
         lines += ["```", f.traceback.rstrip(), "```", ""] if f.traceback else []
     for name, text in r.output.items():
-        lines += [f"What {name} printed during the run:", "", "```", text.rstrip(), "```", ""]
+        lines += [f"What {name} printed during the run (stdout, stderr and warnings):", "",
+                  "```", text.rstrip(), "```", ""]
     return lines
 
 
@@ -130,6 +131,8 @@ def _origin_lines(r: CaseResult, name: str, out: Path) -> list[str]:
             path = Path(o["repro"])
             shown = path.relative_to(out).as_posix() if path.is_relative_to(out) else str(path)
             repro = f"; minimal reproduction: [`{shown}`]({shown})"
+        elif o.get("repro_why"):
+            repro = f"; {o['repro_why']}"
         lines.append(f"- `{o['stage']}`: local error {_fmt(o['local_error'])}, blamed on {o['short']}{numpy}{repro}")
     return lines + [""]
 
@@ -164,6 +167,9 @@ def write_report(results: Sequence[CaseResult], out: Path, figures: dict[tuple[s
         lines += [f"## {case}", ""]
         for r in runs:
             lines += [f"### {case} · {r.dtype} · {r.where()} — {r.verdict()}", ""]
+            finding = r.finding()
+            if finding is not None:
+                lines += [f"**{finding.title}**: {finding.summary}", ""]
             lines += _checks_table(r) + [""] + _error_sections(r)
             for name, arbitration in r.arbitrations.items():
                 if arbitration:

@@ -211,20 +211,25 @@ def compare_traces(ref: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray
                    tolerances: ToleranceProfile | Mapping[str, float] | float,
                    ref_name: str = "reference", other_name: str = "other",
                    order: Sequence[str] = TRAIN_STAGES, not_provided: Sequence[str] = (),
-                   metric: Callable[[str], str] = lambda stage: "max") -> TraceComparison:
+                   metric: Callable[[str], str] = lambda stage: "max",
+                   ref_not_provided: Sequence[str] = ()) -> TraceComparison:
     """Compare every stage in `order` plus any stage found on one side only (appended). Stages in
-    `not_provided` (declared by the candidate as not implemented) are listed as such: they are
-    not compared, and they are not hidden. `metric(stage)` picks each stage's metric."""
+    `not_provided` (declared by the candidate as not implemented) or `ref_not_provided` (by the
+    reference) are listed as such: they are not compared, and they are not hidden. A stage one side
+    gives without having declared it missing on the other is a failure. `metric(stage)` picks each
+    stage's metric."""
     names = [s for s in order if s in ref or s in other]
     names += sorted((set(ref) | set(other)) - set(names))
     out = TraceComparison(ref_name, other_name)
     for stage in names:
-        if stage in not_provided and stage not in other:
-            out.stages.append(StageComparison(stage, True, f"not provided by {other_name}", provided=False))
-            continue
-        statistic = tolerances.statistic_for(stage) if isinstance(tolerances, ToleranceProfile) else "max"
-        out.stages.append(compare_stage(stage, ref.get(stage), other.get(stage),
-                                        _tolerance(tolerances, stage), ref_name, other_name, metric(stage), statistic))
+        for declared, trace, name in ((not_provided, other, other_name), (ref_not_provided, ref, ref_name)):
+            if stage in declared and stage not in trace:
+                out.stages.append(StageComparison(stage, True, f"not provided by {name}", provided=False))
+                break
+        else:
+            statistic = tolerances.statistic_for(stage) if isinstance(tolerances, ToleranceProfile) else "max"
+            out.stages.append(compare_stage(stage, ref.get(stage), other.get(stage), _tolerance(tolerances, stage),
+                                            ref_name, other_name, metric(stage), statistic))
     return out
 
 

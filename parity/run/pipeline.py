@@ -58,10 +58,11 @@ def run_pipeline(ctx: RunContext, checks: Sequence[Check] = PIPELINE) -> list[Ch
 
 def _run_one(check: Check, ctx: RunContext, name: str) -> list[CheckResult]:
     broken = [b for b in dict.fromkeys([name, ctx.ref]) if ctx[b].failure is not None]
-    if broken:  # the error once, at the forward check; the checks that needed the model say why not
-        failure = ctx[broken[0]].failure
-        if check.name == "forward":
-            return [CheckResult(check.name, name, ERROR, failure.line(), failure=failure)]
+    if broken:  # the error once, at the forward check, under the side whose code raised; the checks
+        failure = ctx[broken[0]].failure  # that needed the model say why not
+        first = not any(r.failure is failure for r in ctx.results)
+        if check.name == "forward" and first:
+            return [CheckResult(check.name, broken[0], ERROR, failure.line(), failure=failure)]
         how = "is mis-wired (found in" if failure.kind == WIRING else "raised (in"
         return [check.not_run(name, f"{broken[0]} {how} {failure.during.removeprefix(broken[0] + ' ')}; "
                                     f"see the forward check)")]

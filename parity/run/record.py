@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
@@ -153,15 +154,21 @@ class RunContext:
         return next((r for r in self.results if r.check == check and r.backend == name), None)
 
     def call(self, backend: str, during: str, fn: Callable, *args, **kwargs):
-        """Call into a backend's code: its stdout captured, what it raises a BackendRaised."""
-        sink = io.StringIO()
+        """Call into a backend's code: what it prints (stdout, stderr) and the warnings it emits
+        captured into its `output` (the report shows them; they never interleave with the
+        progress), what it raises a BackendRaised."""
+        sink, caught = io.StringIO(), []
         try:
-            with contextlib.redirect_stdout(sink):
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
+                    warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 return fn(*args, **kwargs)
         except (Exception, SystemExit) as exc:  # a port's sys.exit() is its failure, not the run's end
             raise BackendRaised(failure_from(exc, f"{backend} {during}")) from None
         finally:
-            self.sides[backend].output += sink.getvalue()
+            shown = dict.fromkeys(warnings.formatwarning(w.message, w.category, w.filename, w.lineno)
+                                  for w in caught)  # once each, as Python's default filter shows them
+            self.sides[backend].output += sink.getvalue() + "".join(shown)
 
     def prepare(self, reuse: Callable[[str], Optional[Any]] = lambda name: None, infer: bool = True) -> None:
         """Build every backend's model and run its training path, and its inference path where

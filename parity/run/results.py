@@ -10,6 +10,7 @@ and the file:line it came from). Exit codes: 0 every check passed or was not run
 
 from __future__ import annotations
 
+import sysconfig
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +24,9 @@ EXIT_PASSED, EXIT_DIVERGED, EXIT_BAD_INPUT, EXIT_RAISED = 0, 1, 2, 3
 EXIT_CODES_HELP = ("exit codes: 0 every check passed (or was not run, with its reason), 1 a divergence, "
                    "2 bad input or adapter wiring (a tap that never fired), 3 a backend raised")
 _HARNESS = Path(__file__).resolve().parents[1]  # frames inside parity/ are the harness, not the user's code
+# frames in the standard library and installed packages are libraries the user's code called
+_LIBRARIES = tuple({Path(sysconfig.get_paths()[k]).resolve() for k in ("stdlib", "platstdlib", "purelib", "platlib")})
+MESSAGE_LINES = 10  # an exception's message kept in full up to this many lines
 
 
 class CannotForce(Exception):
@@ -41,22 +45,30 @@ class Failure:
 
     kind: str  # WIRING, RAISED or INPUT
     type: str
-    message: str
-    where: Optional[str]  # "file:line in function" of the innermost frame outside the harness
+    message: str  # in full, up to MESSAGE_LINES lines
+    where: Optional[str]  # "file:line in function": the user's frame (see failure_from)
     during: str  # what the harness asked for, e.g. "my-port forward_train"
     traceback: str
+    beneath: Optional[str] = None  # the library frame under the user's, where the raise happened
 
     def line(self) -> str:
-        at = f" at {self.where}" if self.where else ""
+        """One line: what raised, its message's first line, where."""
+        first = self.message.splitlines()[0] if self.message else ""
         if self.kind == WIRING:
-            return f"adapter wiring ({self.during}): {self.message}"
+            return f"adapter wiring ({self.during}): {first}"
         if self.kind == INPUT:
-            return f"bad input ({self.during}): {self.message}"
-        return f"{self.during} raised {self.type}: {self.message}{at}"
+            return f"bad input ({self.during}): {first}"
+        at = f" at {self.where}" if self.where else ""
+        under = f" (raised in {self.beneath})" if self.beneath else ""
+        return f"{self.during} raised {self.type}: {first}{at}{under}"
+
+    def more(self) -> list[str]:
+        """The message's lines after the first (the console shows them under the line)."""
+        return self.message.splitlines()[1:]
 
     def to_dict(self) -> dict:
         return {"kind": self.kind, "type": self.type, "message": self.message, "where": self.where,
-                "during": self.during, "traceback": self.traceback}
+                "beneath": self.beneath, "during": self.during, "traceback": self.traceback}
 
 
 def input_failure(message: str, during: str) -> Failure:
@@ -64,16 +76,30 @@ def input_failure(message: str, during: str) -> Failure:
     return Failure(INPUT, "bad input", message, None, during, "")
 
 
+def _in(frame, folders) -> bool:
+    path = Path(frame.filename).resolve()
+    return any(path.is_relative_to(folder) for folder in folders)
+
+
 def failure_from(exc: BaseException, during: str) -> Failure:
-    """A Failure for `exc`, located at the innermost frame that is not the harness's own code
-    (the user's file and line; the harness's frame where the whole stack is the harness's)."""
+    """A Failure for `exc`, located at the user's frame: the innermost frame that is neither the
+    harness's own code nor a library's (the standard library, installed packages), with the
+    library frame beneath it where the raise happened there (torch's grid_sample under the user's
+    call to it). Where no frame is the user's, the innermost outside the harness; where the whole
+    stack is the harness's, its innermost frame."""
     frames = traceback.extract_tb(exc.__traceback__)
-    outside = [f for f in frames if not Path(f.filename).resolve().is_relative_to(_HARNESS)]
-    frame = (outside or frames or [None])[-1]
+    outside = [f for f in frames if not _in(f, (_HARNESS,))]
+    users = [f for f in outside if not _in(f, _LIBRARIES)]
+    frame = (users or outside or frames or [None])[-1]
     where = f"{frame.filename}:{frame.lineno} in {frame.name}" if frame is not None else None
+    beneath = None
+    if users and users[-1] is not outside[-1]:
+        lib = outside[-1]
+        beneath = f"{lib.filename}:{lib.lineno} in {lib.name}"
     kind = WIRING if isinstance(exc, WiringError) else RAISED
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return Failure(kind, type(exc).__name__, str(exc).splitlines()[0] if str(exc) else "", where, during, text)
+    message = "\n".join(str(exc).strip().splitlines()[:MESSAGE_LINES])
+    return Failure(kind, type(exc).__name__, message, where, during, text, beneath)
 
 
 @dataclass
@@ -213,6 +239,27 @@ class CaseResult:
                 return verdict
         return "PASS" if self.golden_file else "PASS (no golden)"
 
+    def finding(self) -> Optional[CheckResult]:
+        """The result the verdict rests on: the first error of the kind the exit code names (bad
+        input or wiring before a raise), else the first failure in the order of VERDICTS (the
+        forward comparison first, the golden last); None when every check passed or was not run."""
+        code = self.exit_code
+        for r in self.errors:
+            if r.failure is None or (r.failure.kind in (WIRING, INPUT)) == (code == EXIT_BAD_INPUT):
+                return r
+        for check, _ in VERDICTS:
+            failed = [r for r in self.of(check) if r.status == FAILED]
+            if failed:
+                return failed[0]
+        return None
+
+    def headline(self) -> str:
+        """The verdict and, where something is wrong, the finding it rests on — what a reader sees
+        first (e.g. `CHECKPOINT DIFFERS: checkpoint torch → torch: the reloaded inference path
+        parts from the in-memory training path at scaled_input`)."""
+        finding = self.finding()
+        return self.verdict() if finding is None else f"{self.verdict()}: {finding.title}: {finding.summary}"
+
     def check_lines(self, every: bool = True) -> list[str]:
         """One line per check with its state and why; `every=False`: the passed ones in one line."""
         lines, passed = [], []
@@ -221,15 +268,17 @@ class CaseResult:
                 passed.append(r.title)
             else:
                 lines.append(f"{r.status:8s} {r.title}: {r.summary}")
+                lines += [f"{'':8s}   {more}" for more in (r.failure.more() if r.failure else [])]
         if passed:
             lines.append(f"passed   {', '.join(passed)}")
         for name, text in self.output.items():
-            lines.append(f"{name} printed {len(text.splitlines())} line(s) during the run (in report.md)")
+            lines.append(f"{name} printed {len(text.splitlines())} line(s) during the run (stdout, stderr, warnings; "
+                         f"in report.md)")
         return lines
 
     def report(self) -> str:
         """The verdict and every check's state: what a failing test should show."""
-        return "\n".join([f"{self.case} {self.dtype} ({self.where()}): {self.verdict()}", *self.check_lines()])
+        return "\n".join([f"{self.case} {self.dtype} ({self.where()}): {self.headline()}", *self.check_lines()])
 
     def __str__(self) -> str:
         return self.report()
@@ -244,7 +293,7 @@ class CaseResult:
         first = comparison.first_divergence if comparison else None
         return {
             "case": self.case, "dtype": self.dtype, "device": self.device, "devices": dict(self.devices),
-            "verdict": self.verdict(), "passed": self.passed, "exit_code": self.exit_code,
+            "verdict": self.verdict(), "headline": self.headline(), "passed": self.passed, "exit_code": self.exit_code,
             "config": self.config.to_dict(),
             "worst_stage": worst.stage if worst else None,
             "worst_rel_error": worst.rel_error if worst else None,

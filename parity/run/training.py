@@ -78,6 +78,7 @@ class GradientCheck:
     comparison: TraceComparison
     numpy_losses: Optional[dict] = None
     blame: Optional[dict] = None  # {"blame": backend | "both" | None, "verdict": text}
+    common_factor: Optional[dict] = None  # {"factor", "spread", "tensors"}: every gradient scaled alike
 
     @property
     def passed(self) -> bool:
@@ -98,6 +99,11 @@ class GradientCheck:
                     + (f" (worst {worst.stage}: {worst.rel_error:.2e})" if worst and worst.rel_error is not None else "")
                     + (f"; not provided by {self.candidate}: {', '.join(s.stage for s in skipped)}" if skipped else ""))
         text = f"gradients {self.comparison.ref_name} vs {self.candidate}: first divergence (backward order) at {first.stage}: {first.message}"
+        if self.common_factor:
+            c = self.common_factor
+            text += (f"; every gradient of {self.candidate} is {self.comparison.ref_name}'s × {c['factor']:.4g} "
+                     f"(spread {c['spread']:.1e} over {c['tensors']} tensors): the loss is normalised differently "
+                     f"(a mean where the other sums, another scale), not a bug of the backward pass")
         if self.blame:
             text += f"; {self.blame['verdict']}"
         return text
@@ -106,7 +112,7 @@ class GradientCheck:
         first = self.first_divergence
         return {"candidate": self.candidate, "passed": self.passed,
                 "first_divergence": first.stage if first else None,
-                "numpy_losses": self.numpy_losses, "blame": self.blame,
+                "numpy_losses": self.numpy_losses, "blame": self.blame, "common_factor": self.common_factor,
                 "tensors": [s.to_dict() for s in self.comparison.stages]}
 
 
@@ -212,7 +218,34 @@ def compare_gradients(cfg: ForwardConfig, ref: tuple, cand: tuple, profile: Tole
         tensor = first.stage.removeprefix("grad.")
         blame = arbitrate_gradient(cfg, arbiter["weights"], arbiter["log_scale"], arbiter["batch"], tensor,
                                    ref[1].get(tensor), cand[1].get(tensor), ref_name, cand_name)
-    return GradientCheck(cand_name, comparison, dict(numpy_losses) if numpy_losses else None, blame)
+    factor = common_factor(ref[1], cand[1]) if not comparison.passed else None
+    return GradientCheck(cand_name, comparison, dict(numpy_losses) if numpy_losses else None, blame, factor)
+
+
+FACTOR_SPREAD = 1e-3  # how far apart the per-tensor factors may be to be one common factor
+
+
+def common_factor(ref: Mapping[str, np.ndarray], cand: Mapping[str, np.ndarray]) -> Optional[dict]:
+    """{"factor", "spread", "tensors"} where every gradient the two share (at least two, non-zero)
+    is the reference's times one factor other than 1: each tensor's least-squares factor within
+    FACTOR_SPREAD of their median, and the tensor equal to factor × the reference's within it too.
+    None otherwise."""
+    factors = []
+    for name in sorted(set(ref) & set(cand)):
+        r, c = (np.asarray(a, dtype=np.float64) for a in (ref[name], cand[name]))
+        if r.shape != c.shape or not np.any(r) or not np.all(np.isfinite(c)):
+            return None
+        f = float(np.vdot(r, c) / np.vdot(r, r))
+        if np.max(np.abs(c - f * r)) > FACTOR_SPREAD * np.max(np.abs(c)):
+            return None
+        factors.append(f)
+    if len(factors) < 2:
+        return None
+    median = float(np.median(factors))
+    spread = max(abs(f / median - 1) for f in factors) if median else float("inf")
+    if spread > FACTOR_SPREAD or abs(median - 1) <= FACTOR_SPREAD:
+        return None
+    return {"factor": median, "spread": spread, "tensors": len(factors)}
 
 
 def gradient_summary(losses: Mapping[str, float], grads: Mapping[str, np.ndarray]) -> dict:

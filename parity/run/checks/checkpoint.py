@@ -11,7 +11,7 @@ from typing import Optional
 from parity.backends import get_backend
 from parity.run.checks.base import Check, _provided, _status
 from parity.run.compare import TraceComparison, compare_traces
-from parity.run.results import CheckResult
+from parity.run.results import FAILED, CheckResult
 from parity.stages import INFER_STAGES
 
 
@@ -83,6 +83,18 @@ class CheckpointRoundTrip(Check):
         return [CheckResult(self.name, name, _status(check.passed), check.describe(prefix=False), check, label=check.direction)]
 
 
+def _misfit(cfg, weights) -> str:
+    """What keeps `weights` from fitting the network of `cfg` (missing, extra, mis-shaped tensors
+    with their shapes), or ""."""
+    from parity.inputs.weights import WeightError, validate_weights
+
+    try:
+        validate_weights(cfg, weights)
+    except WeightError as exc:
+        return str(exc).removeprefix("weights do not match the network of this config — ")
+    return ""
+
+
 class CrossCheckpoint(Check):
     """The reference's checkpoint handed, as neutral weights + state, to the candidate, and the
     candidate's to the reference; each loaded side's inference path against the saving side's
@@ -101,6 +113,11 @@ class CrossCheckpoint(Check):
                 continue
             source = ctx[saved].loaded
             weights = ctx.call(saved, "weights() of the loaded model", source.weights)
+            misfit = _misfit(ctx.cfg, weights)
+            if misfit:  # the finding (a loader that rebuilt another network), not a raise of the other side
+                out.append(CheckResult(self.name, cand, FAILED, f"{saved}'s reloaded model does not fit the network "
+                                       f"of this config, so {loaded_by} cannot load it: {misfit}", label=label))
+                continue
             state = ctx.call(saved, "state() of the loaded model", source.state)
             port = ctx.call(loaded_by, f"build from {saved}'s checkpoint", get_backend(loaded_by).build, ctx.cfg,
                             weights, probe=state.get("probe"), log_scale=state["log_scale"],
@@ -118,8 +135,10 @@ class CrossCheckpoint(Check):
     def _why_not(ctx, saved: str, loaded_by: str) -> str:
         if not ctx.request.checkpoints:
             return "checkpoints are off for this run"
-        if ctx[saved].loaded is None:
+        if not get_backend(saved).checkpoints:
             return f"{saved} has no save/load"
+        if ctx[saved].loaded is None:  # its own round trip raised, or did not run
+            return f"{saved}'s own checkpoint was not loaded (see checkpoint {saved} → {saved})"
         if not get_backend(saved).neutral_out:
             return f"{saved} gives no neutral weights out (no weight mapping)"
         if not get_backend(loaded_by).builds_from_state:

@@ -22,7 +22,8 @@ class ForwardAgreement(Check):
     def run(self, ctx, cand):
         ref, port = ctx[ctx.ref].train, ctx[cand].train
         comparison = compare_traces(ref, port, ctx[cand].profile, ctx.ref, cand,
-                                    not_provided=get_backend(cand).not_provided(ctx.cfg))
+                                    not_provided=get_backend(cand).not_provided(ctx.cfg),
+                                    ref_not_provided=get_backend(ctx.ref).not_provided(ctx.cfg))
         first = comparison.first_divergence
         arbitration = (arbitrate(first.stage, ref, port, ctx.cfg, ctx.batch, first.tolerance, ctx.ref, cand,
                                  weights=ctx.inputs.weights) if first is not None else None)

@@ -68,6 +68,10 @@ class OriginsCheck(Check):
             inputs = STAGE_INPUTS.get(s.stage)
             if inputs is None or not s.provided or s.stage not in ref:
                 continue
+            why = _unfit_inputs(inputs, ref, ctx[cand].train, ctx.ref, cand)
+            if why:  # nothing of the reference's fits to feed: no local error, and why
+                s.mark, s.local_note = UNFORCED, why
+                continue
             if inputs:
                 value = ctx.call(cand, f"stage {s.stage} from {ctx.ref}'s inputs", _stage_or_reason, model,
                                  s.stage, {k: ref[k] for k in inputs}, ctx.batch)
@@ -103,7 +107,11 @@ class OriginsCheck(Check):
         ctx[cand].forced = {o["stage"]: forced[o["stage"]] for o in origins if o["stage"] in forced}
         if ctx.request.repro_dir is not None:
             for origin in origins:
-                origin["repro"] = str(self._repro(ctx, comparison, cand, origin))
+                if get_backend(ctx.ref).can("teacher_forcing"):  # the script computes the stage on both sides
+                    origin["repro"] = str(self._repro(ctx, comparison, cand, origin))
+                else:
+                    origin["repro_why"] = (f"no minimal reproduction: {ctx.ref} cannot compute {origin['stage']} "
+                                           f"from given inputs")
         # a diverging stage that could not be forced may be an origin too: say which, and why
         unknown = [s for s in comparison.stages if s.mark == UNFORCED and not s.passed]
         if not origins and not unknown:
@@ -136,6 +144,19 @@ class OriginsCheck(Check):
                         tolerance=stage.tolerance, worst_at=stage.worst_at, statistic=stage.statistic)
 
 
+def _unfit_inputs(inputs, ref: dict, own: dict, ref_name: str, cand: str) -> str:
+    """Why the reference's values of a stage's inputs cannot be fed to the candidate (one it does
+    not give, one of another shape than the candidate's own), or ""."""
+    absent = [k for k in inputs if k not in ref]
+    if absent:
+        return f"its input {', '.join(absent)} is not provided by {ref_name}"
+    for k in inputs:
+        theirs, mine = np.shape(ref[k]), np.shape(own[k]) if k in own else None
+        if mine is not None and theirs != mine:
+            return f"its input {k} has shape {theirs} in {ref_name}, {mine} in {cand}"
+    return ""
+
+
 def _arbitrate(ctx, cand: str, stage, forced: Optional[np.ndarray], amplified: bool = False) -> dict:
     """numpy's opinion on an origin stage, computed from the reference's inputs: which side it
     agrees with (`amplified`: an error born under the tolerance, judged against the local error
@@ -148,8 +169,12 @@ def _arbitrate(ctx, cand: str, stage, forced: Optional[np.ndarray], amplified: b
     if stage.stage in INPUT_STAGES or forced is None:  # an input stage: both sides read the same batch
         return out
     want = recompute(stage.stage, ref, ctx.cfg, ctx.batch, numpy_oracle(ctx.cfg, ctx.batch, ctx.inputs.weights))
-    forced = np.asarray(forced)
-    errors = {ref_name: relative_error(want, ref[stage.stage]),
+    forced, theirs = np.asarray(forced), np.asarray(ref[stage.stage])
+    if theirs.shape != want.shape:  # the reference's own layout there: numpy cannot side with anyone
+        out["short"] = (f"{cand}; numpy gives no opinion ({ref_name}'s {stage.stage} has shape {theirs.shape}, "
+                        f"numpy's {want.shape})")
+        return out
+    errors = {ref_name: relative_error(want, theirs),
               cand: relative_error(want, forced) if forced.shape == want.shape else float("inf")}
     # an error born under the tolerance: numpy sides with whoever it is closer to than the error
     bar = stage.local_error / 10 if amplified and stage.local_error else stage.tolerance

@@ -271,6 +271,28 @@ def test_a_loss_normalised_differently_is_named_as_such(ptyport_run, monkeypatch
     assert "the loss is normalised differently" in result.headline()
 
 
+def test_a_weight_mapping_that_does_not_fit_is_adapter_wiring_with_every_misfit(ptyport_run, monkeypatch):
+    """A transposition rule forgotten on two kernels: map_weights(...).check() names both, with
+    their shapes; that is the adapter's wiring (exit 2), not the port raising (exit 3)."""
+    own = ptyport_parity.weight_mapping
+
+    def mapping(cfg):
+        out = own(cfg)
+        for key in ("encoder.block0.conv0.kernel", "decoder_amp.block1.conv1.kernel"):
+            out[key] = (out[key][0], "same")
+        return out
+
+    monkeypatch.setattr(ptyport_parity, "weight_mapping", mapping)
+    result = ptyport_run()
+    assert result.exit_code == EXIT_BAD_INPUT and result.verdict() == "WIRING ERROR", result.report()
+    error = next(r for r in result.results if r.status == ERROR)
+    assert (error.check, error.backend, error.failure.kind) == ("forward", "ptyport", "wiring")
+    assert error.failure.type == "MappingError"
+    assert error.summary == ("adapter wiring (ptyport build): weight mapping — mis-shaped 2: "
+                             "encoder.block0.conv0.kernel -> enc.0.0.weight: (3, 3, 4, 64) vs (64, 4, 3, 3); "
+                             "decoder_amp.block1.conv1.kernel -> amp.ups.1.2.weight: (3, 3, 64, 64) vs (64, 64, 3, 3)")
+
+
 def test_parameters_without_a_counterpart_are_declared_unused_not_left_over():
     cfg = ForwardConfig()
     model = ptyport.PtyNet(ptyport_parity.port_config(cfg))

@@ -26,16 +26,19 @@ Wiring is checked before numbers: a tap that did not fire as often as declared, 
 target does not exist or a derived stage whose inputs are missing is a `WiringError` (exit 2)
 naming the tap, its target and the likely cause. Stages neither tapped nor derived are declared
 not provided: the comparison lists them as "not provided by <name>", never a silent pass.
-`torch_backend(...)` and `keras_backend(...)` return a `parity.backends.Backend`; register it
+`torch_backend(...)` and `keras_backend(...)` take the same arguments (taps, derived stages,
+`run_infer`, mapping, state, save/load, loss) and return a `parity.backends.Backend` with the same
+capabilities (`parity.adapters.model.adapter_backend`); register it
 with `parity.backends.register` or through the entry-point group `ptycho_parity.backends`.
 """
 
 from __future__ import annotations
 
 from parity.adapters.keras_model import keras_backend
+from parity.adapters.model import AdapterModel, Framework
 from parity.adapters.pytorch import torch_backend
-from parity.adapters.taps import AdapterModel, AdapterSpec, Derived, Tap
+from parity.adapters.taps import AdapterSpec, Derived, Tap
 from parity.adapters.weights import TRANSPOSE_RULES, MappingError, WeightMapping, map_weights, neutral_weights
 
-__all__ = ["AdapterModel", "AdapterSpec", "Derived", "MappingError", "TRANSPOSE_RULES", "Tap", "WeightMapping",
+__all__ = ["AdapterModel", "AdapterSpec", "Derived", "Framework", "MappingError", "TRANSPOSE_RULES", "Tap", "WeightMapping",
            "keras_backend", "map_weights", "neutral_weights", "torch_backend"]

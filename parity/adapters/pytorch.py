@@ -7,32 +7,10 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
-from parity.adapters.taps import AdapterModel, AdapterSpec, Derived, Tap
-from parity.adapters.weights import _to_numpy, neutral_weights
+from parity.adapters.model import Framework, adapter_backend
+from parity.adapters.taps import AdapterSpec, Derived, Tap
 from parity.backends import Backend
 
-
-def _loss_and_gradients(adapter: AdapterModel, batch):
-    """(loss terms as floats, gradients by canonical name in the neutral layout) from the user's
-    loss; only the tensors the weight mapping covers (and log_scale, when mapped) have one."""
-    from parity.run.training import LOG_SCALE
-
-    model, cfg = adapter.model, adapter.cfg
-    model.zero_grad(set_to_none=True)
-    terms = adapter.spec.loss(model, batch, cfg)
-    terms = terms if isinstance(terms, Mapping) else {"loss": terms}
-    terms["loss"].backward()
-    params = dict(model.named_parameters())
-    grads = {k: v.grad for k, v in params.items() if v.grad is not None}
-    mapping = dict(adapter.spec.mapping(cfg)) if adapter.spec.mapping else {}
-    out = neutral_weights(grads, {k: v for k, v in mapping.items() if k != LOG_SCALE})
-    if LOG_SCALE in mapping and mapping[LOG_SCALE][0] in grads:
-        out[LOG_SCALE] = _to_numpy(grads[mapping[LOG_SCALE][0]]).reshape(())
-    model.zero_grad(set_to_none=True)
-    return {k: float(_to_numpy(v)) for k, v in terms.items()}, out
-
-
-# -- PyTorch ------------------------------------------------------------------------------------
 
 def _torch_submodule(model, path: str):
     return model if path in ("", ".") else model.get_submodule(path)
@@ -86,32 +64,25 @@ def torch_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
     (the checkpoint crosses to the reference) and `set_state(model, state)` (the reference's
     crosses in); `loss(model, batch, cfg)` → a scalar tensor or {"loss", "loss.nll", "loss.mae"}
     (gradients, read from the parameters and mapped back through `mapping`)."""
-    import torch
-
-    spec = AdapterSpec(name, run, taps, derived, run_infer, mapping, get_state, loss, save)
-
-    def adapt(model, cfg) -> AdapterModel:
-        adapter = AdapterModel(spec, model, cfg, _torch_submodule, _torch_hook, no_grad=torch.no_grad,
-                               as_like=_torch_like)
-        if loss is not None:
-            adapter.loss_and_gradients = lambda batch: _loss_and_gradients(adapter, batch)
-        return adapter
-
-    def build(cfg, weights, device="cpu", probe=None, log_scale=None, **state):
-        model = make_model(cfg, weights, device)
-        if log_scale is not None:  # another backend's checkpoint crossing in
-            set_state(model, {"log_scale": log_scale, "probe": probe})
-        return adapt(model, cfg)
-
-    def load_adapted(path, cfg=None, device="cpu"):
-        return adapt(load(path, cfg, device), cfg)
-
     from models_torch import device as torch_device
 
-    return Backend(name, "torch", devices, build_fn=build, configure_fn=torch_device.configure,
-                   load_fn=load_adapted if load is not None else None, stages=spec.stages_for,
-                   infer_stages=spec.infer_stages_for,
-                   checkpoints=save is not None and load is not None,
-                   neutral_out=mapping is not None and get_state is not None,
-                   builds_from_state=set_state is not None,
-                   capabilities=frozenset({"teacher_forcing", "partial_gradients", *(["gradients"] if loss else [])}))
+    spec = AdapterSpec(name, run, taps, derived, run_infer, mapping, get_state, loss, save)
+    return adapter_backend(spec, _framework(), make_model, devices, torch_device.configure, set_state=set_state,
+                           load=load)
+
+
+def _torch_gradients(model, terms: Callable[[], dict]) -> tuple[dict, dict]:
+    """The loss terms and each parameter's gradient, by parameter name."""
+    model.zero_grad(set_to_none=True)
+    losses = terms()
+    losses["loss"].backward()
+    grads = {k: v.grad for k, v in model.named_parameters() if v.grad is not None}
+    model.zero_grad(set_to_none=True)
+    return losses, grads
+
+
+def _framework() -> Framework:
+    import torch
+
+    return Framework("torch", _torch_submodule, _torch_hook, params=lambda model: model.state_dict(),
+                     gradients=_torch_gradients, as_like=_torch_like, no_grad=torch.no_grad)

@@ -10,9 +10,9 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import numpy as np
 
-from parity.adapters.weights import _to_numpy, neutral_weights
+from parity.adapters.weights import _to_numpy
 from parity.run.results import CannotForce, WiringError
-from parity.stages import INFER_STAGES, STAGE_INPUTS, TRAIN_STAGES
+from parity.stages import INFER_STAGES, TRAIN_STAGES
 
 
 @dataclass(frozen=True)
@@ -175,127 +175,3 @@ def _check_fired(tap: Tap, fired: int, name: str) -> None:
     if tap.calls is not None and fired != tap.calls:
         raise WiringError(f"{name}: {tap.describe()} fired {fired} times, declared calls={tap.calls} "
                           f"(give calls=None and an occurrence if it is meant to fire more than once)")
-
-
-class AdapterModel:
-    """A user's model behind the parity model interface (forward_train / forward_infer, and where
-    the adapter says how: save, weights, state, loss_and_gradients)."""
-
-    slices = False  # a stage is computed through a whole forward call: on the whole batch only
-
-    def __init__(self, spec: AdapterSpec, model: Any, cfg, submodule: Callable[[Any, str], Any], hook: Callable,
-                 no_grad: Callable[[], Any] = contextlib.nullcontext,
-                 as_like: Optional[Callable[[np.ndarray, Any], Any]] = None):
-        self.spec, self.backend, self.model, self.cfg = spec, spec.name, model, cfg
-        self._submodule, self._hook, self._no_grad, self._as_like = submodule, hook, no_grad, as_like
-
-    def _target(self, tap: Tap):
-        try:
-            return self._submodule(self.model, tap.target)
-        except (AttributeError, KeyError, IndexError) as exc:
-            raise WiringError(f"{self.backend}: {tap.describe()}: the model has no such submodule ({exc})") from None
-
-    def _trace(self, batch, stages: Sequence[str], run: Callable, required: Sequence[str],
-               force: Mapping[str, np.ndarray] = {}) -> dict[str, np.ndarray]:
-        """One forward call, every active tap read; `force`: stage -> the reference's value, put in
-        place of the port's where the tap reads it (the port's own value is still recorded)."""
-        seen: dict[str, list] = {}
-        forced: set[str] = set()
-        taps = self.spec.taps_for(self.cfg)
-        with contextlib.ExitStack() as stack:
-            for tap in taps:
-                def sink(value, args, tap=tap):
-                    own = args[tap.arg] if tap.pre else value
-                    seen.setdefault(tap.stage, []).append(own)
-                    if tap.stage not in force or len(seen[tap.stage]) - 1 != tap.forced_call():
-                        return None
-                    forced.add(tap.stage)
-                    new = tap.unconvert(force[tap.stage], own, self._as_like)
-                    return args[:tap.arg] + (new,) + args[tap.arg + 1:] if tap.pre else new
-                if tap.function:
-                    try:
-                        stack.enter_context(_wrapped_function(tap.target, tap.pre, sink))
-                    except (ImportError, AttributeError, ValueError) as exc:
-                        raise WiringError(f"{self.backend}: {tap.describe()}: {exc}") from None
-                else:
-                    stack.enter_context(self._hook(self._target(tap), tap.pre, sink))
-            with self._no_grad():
-                run(self.model, batch, self.cfg)
-        trace = {}
-        if set(force) - forced:
-            raise CannotForce(f"{self.backend}: the taps of {', '.join(sorted(set(force) - forced))} did not fire "
-                              f"at the call whose value the trace keeps")
-        for tap in taps:
-            values = seen.get(tap.stage, [])
-            if tap.stage in required:
-                _check_fired(tap, len(values), self.backend)
-            if values:
-                trace[tap.stage] = tap.convert(values[tap.occurrence])
-        for item in self.spec.derived:
-            if item.active(self.cfg) and item.stage in stages:
-                try:
-                    trace[item.stage] = np.asarray(item.fn(trace, self.cfg))
-                except KeyError as exc:
-                    raise WiringError(self._derived_misses(item, exc.args[0], run)) from None
-        return {s: trace[s] for s in stages if s in trace}
-
-    def _derived_misses(self, item: Derived, needed: str, run: Callable) -> str:
-        """The wiring error of a derived stage whose input is not in the trace, with the advice that fits."""
-        head = f"{self.backend}: derived stage {item.stage!r} needs {needed!r}"
-        off_path = {t.stage for t in self.spec.taps_for(self.cfg) if not t.infer}
-        if run is self.spec.run_infer and needed in off_path:
-            return (f"{head}, which is not on the inference path (its tap has infer=False): give the Derived "
-                    f"infer=False too")
-        return f"{head}, which no tap provides for this config (give the Derived a when=)"
-
-    def forward_train(self, batch) -> dict[str, np.ndarray]:
-        return self._trace(batch, TRAIN_STAGES, self.spec.run, TRAIN_STAGES)
-
-    def forward_infer(self, batch) -> dict[str, np.ndarray]:
-        if self.spec.run_infer is None:
-            return self._trace(batch, INFER_STAGES, self.spec.run, TRAIN_STAGES)
-        on_path = self.spec.infer_stages_for(self.cfg)
-        return self._trace(batch, on_path, self.spec.run_infer, on_path)
-
-    def stage(self, name: str, inputs: Mapping[str, np.ndarray], batch) -> np.ndarray:
-        """Stage `name` as the port computes it from the given values of the stages it reads
-        (teacher forcing, for the stage-local error): one forward call in which each input's tap
-        puts the given value in place of the port's, and `name`'s tap is read. A derived stage is
-        its function of the given inputs. CannotForce where an input has no tap that can be forced."""
-        derived = {d.stage: d for d in self.spec.derived if d.active(self.cfg)}
-        taps = {t.stage: t for t in self.spec.taps_for(self.cfg)}
-        if name in derived:
-            try:
-                return np.asarray(derived[name].fn(dict(inputs), self.cfg))
-            except KeyError as exc:
-                raise CannotForce(f"{name} is derived from {exc.args[0]}, not from the stages it reads "
-                                  f"({', '.join(STAGE_INPUTS[name])})") from None
-        if name not in taps:
-            raise CannotForce(f"no tap reads {name}")
-        force = {}
-        for key, value in inputs.items():
-            if not STAGE_INPUTS.get(key):  # read from the batch: the same on both sides already
-                continue
-            if key not in taps:
-                how = "derived" if key in derived else "not tapped"
-                raise CannotForce(f"its input {key} is {how}: no value of the port's can be replaced by the "
-                                  f"reference's")
-            problem = taps[key].force_problem()
-            if problem is not None:
-                raise CannotForce(f"its input {key}: {problem}")
-            force[key] = value
-        return self._trace(batch, (name,), self.spec.run, (name, *force), force=force)[name]
-
-    # -- what the checkpoint and gradient checks need, where the adapter says how ---------------
-    def save(self, path) -> Any:
-        written = self.spec.save(self.model, path)
-        return path if written is None else written
-
-    def weights(self) -> dict[str, np.ndarray]:
-        """The model's parameters as neutral weights, through the inverse of the weight mapping."""
-        return neutral_weights(self.model.state_dict(), self.spec.mapping(self.cfg))
-
-    def state(self) -> dict:
-        state = dict(self.spec.get_state(self.model))
-        state.setdefault("probe", None)
-        return state

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from parity.backends import get_backend
-from parity.run.record import REF, BackendRaised, RunContext  # noqa: F401 - the checks' vocabulary
+from parity.run.record import RunContext
 from parity.run.results import FAILED, NOT_RUN, PASSED, CheckResult
 
 

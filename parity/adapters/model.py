@@ -80,7 +80,7 @@ class AdapterModel:
             values = seen.get(tap.stage, [])
             if tap.stage in required:
                 _check_fired(tap, len(values), self.backend)
-            if values:
+            if values and -len(values) <= tap.occurrence < len(values):  # not every path calls it as often
                 trace[tap.stage] = tap.convert(values[tap.occurrence])
         for item in self.spec.derived:
             if item.active(self.cfg) and item.stage in stages:
@@ -144,7 +144,10 @@ class AdapterModel:
 
     def weights(self) -> dict[str, np.ndarray]:
         """The model's parameters as neutral weights, through the inverse of the weight mapping."""
-        return neutral_weights(self.framework.params(self.model), self.spec.mapping(self.cfg))
+        from parity.run.training import LOG_SCALE  # state (state()), not a weight, where the mapping names it
+
+        mapping = {k: v for k, v in self.spec.mapping(self.cfg).items() if k != LOG_SCALE}
+        return neutral_weights(self.framework.params(self.model), mapping)
 
     def state(self) -> dict:
         state = dict(self.spec.get_state(self.model))

@@ -70,7 +70,7 @@ def check(args: argparse.Namespace) -> int:
             print(f"skipping {case.name}: it needs N={case.config.N}, {args.data} has {scan.N}x{scan.N} patterns")
         cases = [c for c in cases if c.config.N == scan.N]
     from parity.backends import get_backend
-    from parity.run.backend_run import backend_devices
+    from parity.run.backend_run import backend_devices, require_device
 
     candidates = [c for c in dict.fromkeys(args.candidate or ["torch"]) if c != args.ref]
     for name in [args.ref, *candidates]:
@@ -78,6 +78,7 @@ def check(args: argparse.Namespace) -> int:
     if not candidates:
         raise UsageError(f"--candidate: give at least one backend other than the reference {args.ref!r}")
     devices = backend_devices(args.ref, candidates, args.device, args.ref_device)
+    require_device(devices)  # the frameworks imported (and their import-time log written) before any progress line
     if args.train_steps < 0:
         raise UsageError(f"--train-steps must be >= 0, got {args.train_steps}")
     dtypes = list(dump.iter_dtypes(args.dtype))

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,7 +161,7 @@ class RunContext:
         progress), what it raises a BackendRaised."""
         sink, caught = io.StringIO(), []
         try:
-            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), \
+            with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink), _native_stderr(sink), \
                     warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 return fn(*args, **kwargs)
@@ -206,6 +208,26 @@ class RunContext:
                 side.gradients = self.call(name, "loss_and_gradients", side.cached_gradients
                                            or (lambda m=side.model: m.loss_and_gradients(self.batch)))
         return {name: side.gradients for name, side in self.sides.items() if side.gradients is not None}
+
+
+@contextlib.contextmanager
+def _native_stderr(sink: io.StringIO):
+    """What native code (TensorFlow's C++ log) writes to file descriptor 2 meanwhile, into `sink`
+    (Python's own stderr is redirected apart): it never lands between the progress lines."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no descriptor 2 to borrow
+        yield
+        return
+    with tempfile.TemporaryFile() as spill:
+        os.dup2(spill.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            spill.seek(0)
+            sink.write(spill.read().decode(errors="replace"))
 
 
 def summarise_trace(trace, cfg) -> dict:

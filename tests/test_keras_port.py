@@ -69,6 +69,7 @@ def test_a_keras_reference_agrees_with_both_ports_and_gets_every_check(kport_ref
     assert all(status in (PASSED, NOT_RUN) for status, _ in {**kport, **theirs}.values())
 
 
+@pytest.mark.full  # the gate finds origins against a reference with gaps: tests/test_parity_origins.py
 def test_a_canvas_bug_against_a_keras_reference_is_blamed_on_the_port_with_origins(kport_ref, tmp_path):
     result = kport_ref("ptyport", bug="canvas", repro_dir=tmp_path)
     assert result.exit_code == EXIT_DIVERGED and not result.errors, result.report()
@@ -110,11 +111,9 @@ def test_the_keras_reference_through_its_entry_point_with_pytest_and_parity_chec
                                "--out", str(tmp_path / out), *args], capture_output=True, text=True,
                               env=dict(env, **variables), timeout=600)
 
-    agree = check("agree", "--candidate", "torch", "--case", "gs2-small")
-    assert agree.returncode == 0, agree.stdout[-3000:] + agree.stderr[-2000:]
-    assert "kport on cpu (reference) vs torch on cpu" in agree.stdout
     canvas = check("canvas", "--candidate", "ptyport", "--case", "gs2-big", PTYPORT_BUG="canvas")
     assert canvas.returncode == 1 and "Traceback" not in canvas.stdout + canvas.stderr, canvas.stdout[-3000:]
+    assert "kport on cpu (reference) vs ptyport on cpu" in canvas.stdout
     assert "[1/1] gs2-big float64 ... DIVERGED: forward ptyport: first divergence at object.canvas" in canvas.stdout
     summary = json.loads((tmp_path / "canvas" / "summary.json").read_text())
     assert summary["runs"][0]["headline"].startswith("DIVERGED: forward ptyport")

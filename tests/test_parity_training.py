@@ -11,7 +11,7 @@ from parity.run.tolerances import load_profile
 from parity.run.adam_steps import compare_training
 from parity.run.training import (LOSS_TERMS, AdamConfig, compare_gradients, gradient_summary,
                                  trainable_names)
-from parity.inputs.weights import weight_specs
+
 
 pytestmark = pytest.mark.parity
 
@@ -67,39 +67,30 @@ def test_parity_gradients_match_golden(parity_case, parity_dtype, parity_sides, 
 
 
 @pytest.mark.full
-def test_parity_training_tracks(parity_case, parity_sides, parity_run, parity_device_name):
+def test_parity_training_tracks(parity_case, parity_sides, parity_record):
     """10 Adam steps (8 on an extended case) from identical weights on the case's batch, float64:
     the loss before each step and every trainable tensor after it agree."""
     case = get_case(parity_case)
-    _training_tracks(case, STEPS if case.case_set == "default" else EXTENDED_STEPS, parity_sides, parity_run,
-                     parity_device_name)
+    _training_tracks(case, STEPS if case.case_set == "default" else EXTENDED_STEPS, parity_sides, parity_record)
 
 
-def test_parity_two_adam_steps_track(parity_sides, parity_run, parity_device_name):
+def test_parity_two_adam_steps_track(parity_sides, parity_record):
     """The gate's training check: 2 Adam steps on gs2-big (the full tier: 10 on every case)."""
-    _training_tracks(get_case("gs2-big"), 2, parity_sides, parity_run, parity_device_name)
+    _training_tracks(get_case("gs2-big"), 2, parity_sides, parity_record)
 
 
-def _training_tracks(case, steps_run: int, parity_sides, parity_run, parity_device_name) -> None:
-    from parity.backends import get_backend
-
-    base, base_device = trainer(parity_sides)
-    cfg, weights, batch = case.inputs("float64", data=parity_run.data)
-    last = {}
-
-    def steps(name, device, key):  # read in lockstep by compare_training; the last record is kept here
-        model = get_backend(name).build(cfg, weights, device=device)
-        for record in model.train_steps(batch, steps_run, AdamConfig()):
-            last[key] = record
-            yield record
-
-    check = compare_training(cfg, steps(base, base_device, "base"), steps("torch", parity_device_name, "port"),
-                             load_profile(parity_device_name, "float64"), f"{base} on {base_device}", "torch")
-    assert len(check.steps) == steps_run
-    assert check.passed, check.describe()
+def _training_tracks(case, steps_run: int, parity_sides, parity_record) -> None:
+    """Judged by the route `parity check --train-steps K` takes (the pipeline's training check:
+    fresh models on their devices, against the reference or, where it cannot train, the port on
+    the CPU)."""
+    trainer(parity_sides)  # skips where nothing can judge the port's steps here
+    record = parity_record(case.name, "float64", checks=("training",), train_steps=steps_run)
+    (result,) = record.of("training")
+    check = result.detail
+    assert result.status == "passed" and len(check.steps) == steps_run, f"{record.report()}\n{check.describe()}"
     # the steps really train: the loss moves and every tensor changed
     assert check.ref_losses[-1] != check.ref_losses[0]
-    assert all(not np.array_equal(last["base"]["tensors"][k], weights[k]) for k in weight_specs(cfg))
+    assert check.unchanged == [], check.describe()
 
 
 def test_loss_formulas_are_the_documented_ones(parity_run):
@@ -260,3 +251,15 @@ def test_a_common_factor_is_named_only_where_every_gradient_shares_it():
     noisy = {**scaled, "c": scaled["c"] + 0.1 * np.abs(scaled["c"]).max() * rng.normal(size=(2, 5))}
     assert common_factor(ref, noisy) is None  # not a multiple, whatever its least-squares factor
     assert common_factor({"a": ref["a"]}, {"a": scaled["a"]}) is None  # one tensor is no pattern
+
+
+def test_a_training_check_names_the_tensors_the_steps_left_unchanged():
+    """Steps that do not move a tensor track trivially on both sides: the check lists them."""
+    cfg = get_case("gs1").config
+    initial = {"a": np.zeros(3), "b": np.ones(2)}
+    records = [{"loss": 1.0, "tensors": {"a": np.zeros(3), "b": np.full(2, 1.5)}}]
+    check = compare_training(cfg, iter(records), iter(records), load_profile("cpu", "float64"), "ref", "port",
+                             initial=initial)
+    assert check.unchanged == ["a"]
+    assert compare_training(cfg, iter(records), iter(records), load_profile("cpu", "float64"), "ref",
+                            "port").unchanged == []  # nothing to compare with: nothing claimed

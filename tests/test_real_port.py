@@ -190,6 +190,7 @@ def test_a_checkpoint_that_loses_the_intensity_scale_is_the_seed_scenario(ptypor
     assert abs(reloaded - train) > 0.1 * train
 
 
+@pytest.mark.full  # an extended case's reference run of its own
 def test_a_loader_that_drops_a_config_field_fails_both_checkpoint_checks_and_leads_the_verdict(ptyport_run,
                                                                                                  parity_ref):
     """ptyport's checkpoint forgets pad_object, so its loader rebuilds the default network (another
@@ -254,6 +255,7 @@ def test_a_raise_inside_a_library_names_the_users_line_and_keeps_the_whole_messa
     assert cross.summary == "not run: ptyport's own checkpoint was not loaded (see checkpoint ptyport → ptyport)"
 
 
+@pytest.mark.full  # a gradient run of its own; the unit test of the factor is the gate's (test_parity_training)
 def test_a_loss_normalised_differently_is_named_as_such(ptyport_run, monkeypatch, parity_ref):
     """Every gradient larger by one factor points at the loss's normalisation, and the report says
     so (the first divergence, at the loss, stays what it is)."""

@@ -104,7 +104,7 @@ def _run_case(config, case: str, candidate: str, dtype: str, ref: str | None, **
 
 @pytest.fixture(scope="session")
 def parity_record(pytestconfig):
-    """`parity_record(case, dtype="float64", candidate="torch", checks=("forward",))` → the run
+    """`parity_record(case, dtype="float64", candidate="torch", checks=("forward",), train_steps=0)` → the run
     record (a CaseResult) of the case through the very pipeline `parity check` runs — the same
     tolerance profiles, comparisons and verdicts — with only the named checks, and each side's
     model, traces and gradients from this process's run cache (what `parity_run` and
@@ -112,12 +112,12 @@ def parity_record(pytestconfig):
     --parity-ref-device."""
     from parity.run.pipeline import PIPELINE
 
-    def record(case: str, dtype: str = "float64", candidate: str = "torch", checks=("forward",)):
+    def record(case: str, dtype: str = "float64", candidate: str = "torch", checks=("forward",), train_steps: int = 0):
         __tracebackhide__ = True
         ref = pytestconfig.getoption("parity_ref")
         require_backend(candidate)
         return _run_case(pytestconfig, case, candidate, dtype, ref, use_golden=False, checkpoints=False,
                          reuse=(ref, candidate), checks=tuple(c for c in PIPELINE if c.name in checks),
-                         grad="gradients" in checks)
+                         grad="gradients" in checks, train_steps=train_steps)
 
     return record

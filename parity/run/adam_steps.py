@@ -28,6 +28,7 @@ class TrainingCheck:
     steps: list[TraceComparison] = field(default_factory=list)
     ref_losses: list[float] = field(default_factory=list)
     cand_losses: list[float] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)  # tensors the reference's steps left as they were
 
     @property
     def passed(self) -> bool:
@@ -55,7 +56,9 @@ class TrainingCheck:
             return f"training {self.ref_name} vs {self.candidate}: {skipped[0].message}"
         label = f"training {self.ref_name} vs {self.candidate}, {len(self.steps)} Adam steps"
         if first is None:
-            return f"{label}: track (worst {self.worst_rel_error:.2e}, loss curves ≤ {self.loss_curve_difference():.2e})"
+            still = f"; the steps left {', '.join(self.unchanged)} unchanged" if self.unchanged else ""
+            return (f"{label}: track (worst {self.worst_rel_error:.2e}, loss curves ≤ {self.loss_curve_difference():.2e})"
+                    + still)
         k, stage = first
         return f"{label}: part at step {k}, {stage.stage}: {stage.message}"
 
@@ -65,7 +68,7 @@ class TrainingCheck:
                 "first_divergence": None if first is None else {"step": first[0], "tensor": first[1].stage,
                                                                  "message": first[1].message},
                 "worst_rel_error": self.worst_rel_error,
-                "loss_curve_max_rel_difference": self.loss_curve_difference(),
+                "loss_curve_max_rel_difference": self.loss_curve_difference(), "unchanged": self.unchanged,
                 "loss": {self.ref_name: self.ref_losses, self.candidate: self.cand_losses},
                 "per_step": [{"step": k, "passed": s.passed,
                               "worst": max((st.rel_error or 0.0 for st in s.stages), default=0.0)}
@@ -89,9 +92,11 @@ def step_metric(key: str) -> str:
 
 
 def compare_training(cfg: ForwardConfig, ref: Iterable[Mapping], cand: Iterable[Mapping], profile: ToleranceProfile,
-                     ref_name: str, cand_name: str) -> TrainingCheck:
+                     ref_name: str, cand_name: str, initial: Optional[Mapping[str, np.ndarray]] = None) -> TrainingCheck:
     """`ref`/`cand`: the records `train_steps` yields, one per step, read in lockstep so that only
-    the current step of each backend is held (K steps of every tensor would not fit a big model)."""
+    the current step of each backend is held (K steps of every tensor would not fit a big model).
+    `initial`: the weights both started from; the tensors the reference's last step still holds
+    unchanged are listed (steps that do not train would otherwise track trivially)."""
     order = ["train.loss", *(f"train.{n}" for n in trainable_names(cfg))]
     check = TrainingCheck(cand_name, ref_name)
     missing = object()
@@ -107,4 +112,7 @@ def compare_training(cfg: ForwardConfig, ref: Iterable[Mapping], cand: Iterable[
         check.cand_losses.append(float(c["loss"]))
         check.steps.append(compare_traces(step_trace(r), step_trace(c), profile, ref_name, cand_name, order=order,
                                           metric=step_metric))
+        last = r
+    if initial is not None and check.ref_losses:
+        check.unchanged = [k for k in initial if k in last["tensors"] and np.array_equal(last["tensors"][k], initial[k])]
     return check

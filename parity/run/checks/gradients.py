@@ -87,7 +87,7 @@ def training_checks(cfg: ForwardConfig, weights, batch: Batch, profiles: Mapping
             checks[cand] = TrainingCheck(cand, ref, steps=[_not_run(ref, cand, "train",
                                                                     _no_reference_why(ref, cand, "Adam steps"))])
         else:
-            checks[cand] = compare_training(cfg, ref_records, records, profiles[cand], base, cand)
+            checks[cand] = compare_training(cfg, ref_records, records, profiles[cand], base, cand, initial=weights)
     return checks
 
 

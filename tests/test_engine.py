@@ -253,6 +253,7 @@ def test_arbitration_recomputes_once_where_both_sides_feed_the_stage_the_same_in
 
 def test_what_a_backend_writes_to_stderr_and_its_warnings_land_in_its_output(clean_registry):
     """A port's stderr and warnings are its output (report.md), not lines between the progress."""
+    import os
     import sys
     import warnings
 
@@ -266,6 +267,7 @@ def test_what_a_backend_writes_to_stderr_and_its_warnings_land_in_its_output(cle
         def forward_train(self, batch):
             print("noisy: to stderr", file=sys.stderr)
             warnings.warn("noisy: a deprecated call", DeprecationWarning)
+            os.write(2, b"noisy: native code's log\n")  # as TensorFlow's C++ logging writes
             return self.model.forward_train(batch)
 
         def forward_infer(self, batch):
@@ -277,6 +279,27 @@ def test_what_a_backend_writes_to_stderr_and_its_warnings_land_in_its_output(cle
                                                   use_golden=False, checkpoints=False))
     assert result.passed, result.report()
     lines = result.output["noisy"].splitlines()
-    assert lines[0] == "noisy: to stderr"
-    assert lines[1].endswith("DeprecationWarning: noisy: a deprecated call") and "test_engine.py" in lines[1]
-    assert "noisy printed 3 line(s) during the run" in result.report()
+    assert lines[:2] == ["noisy: to stderr", "noisy: native code's log"]
+    assert lines[2].endswith("DeprecationWarning: noisy: a deprecated call") and "test_engine.py" in lines[2]
+    assert "noisy printed 4 line(s) during the run" in result.report()
+
+
+def test_a_reference_that_raises_is_reported_under_the_reference_once(clean_registry):
+    """The reference's own failure is written under the reference, once, however many candidates;
+    the candidates read why they were not compared."""
+    from parity.backends import Backend, register
+
+    def build(cfg, weights, device="cpu", **state):
+        raise ValueError("the reference rejects these weights")
+
+    register(Backend("broken-ref", "numpy", ("cpu",), configure_fn=lambda device: {}, build_fn=build))
+    result = run_case(get_case("gs1"), RunRequest(dtype="float64", ref="broken-ref", candidates=("torch", "numpy"),
+                                                  use_golden=False, checkpoints=False, reuse=("torch", "numpy")))
+    assert result.exit_code == 3 and [(r.check, r.backend) for r in result.errors] == [("forward", "broken-ref")]
+    assert result.headline() == ("BACKEND RAISED: forward broken-ref: broken-ref build raised ValueError: the reference "
+                                 f"rejects these weights at {__file__}:{build.__code__.co_firstlineno + 1} in build")
+    others = [r for r in result.of("forward") if r.backend == "numpy"]
+    assert others[0].summary == "not run: broken-ref raised (in build; see the forward check)"
+    from parity.report.dump import worst_line
+
+    assert worst_line(result) == "torch: not compared (broken-ref raised); numpy: not run"

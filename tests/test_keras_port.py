@@ -69,6 +69,19 @@ def test_a_keras_reference_agrees_with_both_ports_and_gets_every_check(kport_ref
     assert all(status in (PASSED, NOT_RUN) for status, _ in {**kport, **theirs}.values())
 
 
+@pytest.mark.full
+def test_the_keras_model_as_a_candidate_gets_the_same_checks(clean_registry):
+    require_backend("tensorflow")
+    register(kport_parity.backend())
+    result = run_case(get_case("gs1"), RunRequest(dtype="float64", candidates=("kport",), reuse=("tensorflow",)))
+    assert result.passed and result.exit_code == EXIT_PASSED, result.report()
+    states = {key: status for key, (status, _) in _states(result, "kport").items()}
+    for key in [("forward", "kport"), ("paths", "kport"), ("checkpoint", "kport → kport"),
+                ("cross-checkpoint", "tensorflow → kport"), ("cross-checkpoint", "kport → tensorflow"),
+                ("golden", "kport")]:
+        assert states[key] == PASSED, (key, result.report())
+
+
 @pytest.mark.full  # the gate finds origins against a reference with gaps: tests/test_parity_origins.py
 def test_a_canvas_bug_against_a_keras_reference_is_blamed_on_the_port_with_origins(kport_ref, tmp_path):
     result = kport_ref("ptyport", bug="canvas", repro_dir=tmp_path)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from parity.errors import UsageError
-from parity.inputs.cases import chosen_cases
+from parity.inputs.casefile import chosen_cases
 
 
 def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: list) -> dict[str, str]:
@@ -59,7 +59,7 @@ def check(args: argparse.Namespace) -> int:
     from parity.run.engine import RunRequest, run_case
     from parity.run.results import EXIT_BAD_INPUT, exit_code
 
-    cases = chosen_cases(args.case, args.cases)
+    cases = chosen_cases(args.case, args.cases, args.case_file)
     if args.data:
         scan = load_scan(args.data)  # fail fast, one line, before any model is built
         other_n = [c for c in cases if c.config.N != scan.N]

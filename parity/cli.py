@@ -8,8 +8,6 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from parity import __version__
-
-
 from parity.errors import UsageError
 
 
@@ -20,9 +18,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_cases(args: argparse.Namespace) -> int:
-    from parity.inputs.cases import format_case_table
+    from parity.inputs.casefile import chosen_cases
+    from parity.inputs.cases import CASES, format_case_table
 
-    print(format_case_table())
+    own = chosen_cases(None, None, args.case_file) if args.case_file else []
+    print(format_case_table([*CASES, *own]))
     return 0
 
 
@@ -50,10 +50,20 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def _case_options(p: argparse.ArgumentParser, default: Optional[str], what: str = "which set of cases",
+                  files: bool = False) -> None:
+    p.add_argument("--cases", choices=("default", "extended", "all"), default=default,
+                   help=f"{what} (default: {default or 'default, or none with --case-file'}; see `parity cases`)")
+    p.add_argument("--case", action="append", metavar="NAME", help="one case (repeatable; overrides --cases)")
+    if files:
+        p.add_argument("--case-file", action="append", metavar="FILE", default=[],
+                       help="your own cases, from a TOML file (repeatable; a file's case is a --case NAME too)")
+
+
 def _cmd_refresh(args: argparse.Namespace) -> int:
     from parity.goldens import store as goldens
     from parity.goldens.refresh import apply, format_plan, plan
-    from parity.inputs.cases import chosen_cases
+    from parity.inputs.casefile import chosen_cases
     from parity.resources import INSTALLED
 
     cases = chosen_cases(args.case, args.cases)
@@ -103,7 +113,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import shlex
 
     from parity.bench import measure as bench, results as bench_results, tiers as bench_tiers
-    from parity.inputs.cases import cases_in, chosen_cases
+    from parity.inputs.casefile import chosen_cases
+    from parity.inputs.cases import cases_in
 
     cases = [c.name for c in chosen_cases(args.case, args.cases)]
     if args.repeat < 1:
@@ -144,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("cases", help="list the named parity cases")
+    p.add_argument("--case-file", action="append", metavar="FILE", default=[],
+                   help="also list the cases of a TOML case file (repeatable; see docs/cases.md)")
     p.set_defaults(func=_cmd_cases)
 
     p = sub.add_parser("backends", help="list the installed backends (built-in and from entry points)")
@@ -167,10 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "capabilities allow: forward agreement, train/infer paths, checkpoint round trip, "
                                    "cross-backend checkpoint, golden, gradients (--grad), training (--train-steps). "
                                    + EXIT_CODES_HELP + ".")
-    p.add_argument("--cases", choices=("default", "extended", "all"), default="default",
-                   help="which set of cases to run (default: %(default)s; see `parity cases`)")
-    p.add_argument("--case", action="append", metavar="NAME",
-                   help="one case to run (repeatable; overrides --cases)")
+    _case_options(p, None, "which set of built-in cases to run", files=True)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="device of the candidates (default: %(default)s; the numpy backend always runs on the CPU)")
     p.add_argument("--ref-device", choices=("cpu", "cuda"), default=None,
@@ -218,9 +228,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--all", dest="mode", action="store_const", const="all", help="every golden of the chosen cases")
     mode.add_argument("--new", dest="mode", action="store_const", const="new", help="only missing goldens")
     p.set_defaults(mode="failing")
-    p.add_argument("--cases", choices=("default", "extended", "all"), default="all",
-                   help="which set of cases (default: %(default)s)")
-    p.add_argument("--case", action="append", metavar="NAME", help="one case (repeatable; overrides --cases)")
+    _case_options(p, "all")
     p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     p.add_argument("--goldens", metavar="DIR", help="golden folder (default: the project's fixtures/goldens)")
     p.add_argument("--allow-ci", action="store_true", help="write even though CI is set")
@@ -230,9 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_refresh)
 
     p = sub.add_parser("bench", help="measure imports, builds, forwards, gradients, the harness and the test tiers")
-    p.add_argument("--cases", choices=("default", "extended", "all"), default="default",
-                   help="which cases to time (default: %(default)s)")
-    p.add_argument("--case", action="append", metavar="NAME", help="one case (repeatable; overrides --cases)")
+    _case_options(p, "default", "which cases to time")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions after a warm-up (median; default 5)")
     p.add_argument("--pytest", action="append", metavar="ARGS",
                    help="pytest arguments to time cold in a subprocess (repeatable; default: the gate, as "

@@ -130,11 +130,26 @@ def cases_reference() -> str:
     return "```\n" + format_case_table().rstrip() + "\n```\n"
 
 
+def case_file_reference() -> str:
+    """Every key of a case file: its type, its default, what it is (parity.inputs.casefile)."""
+    from parity.inputs.casefile import CASE_KEYS, WEIGHT_KEYS
+
+    kinds = {str: "string", int: "integer", bool: "boolean", dict: "table"}
+    lines = ["| key | type | default | what it is |", "|---|---|---|---|"]
+    for prefix, keys in (("", CASE_KEYS), ("weights.", WEIGHT_KEYS)):
+        for key, (kind, default, what) in keys.items():
+            value = str(default).lower() if kind is bool else repr(default)
+            shown = "—" if default is None or default == {} else f"`{value}`"
+            lines.append(f"| `{prefix}{key}` | {kinds[kind]} | {shown} | {_cell(what)} |")
+    return "\n".join(lines) + "\n"
+
+
 GENERATORS: dict[str, Callable[[], str]] = {
     "cli": cli_reference,
     "plugin": plugin_reference,
     "tolerances": tolerances_reference,
     "cases": cases_reference,
+    "case-file": case_file_reference,
 }
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 import numpy as np
 
@@ -154,14 +154,3 @@ def case_digests(case: Case, dtype: str, data: Optional[str | Path] = None) -> d
 def digests_of(weights: dict, batch) -> dict:
     """{"inputs": {array: sha256}, "weights": sha256}: what a golden's digests hold."""
     return {"inputs": digests(batch), "weights": weights_digest(weights)}
-
-
-def chosen_cases(names: Optional[Sequence[str]], case_set: str) -> list[Case]:
-    """The cases a command was given (`--case`, each once: a repeated name runs once), else the
-    set `--cases` names; an unknown name is a UsageError (one line, exit 2)."""
-    from parity.errors import UsageError
-
-    try:
-        return [get_case(n) for n in dict.fromkeys(names)] if names else cases_in(case_set)
-    except KeyError as exc:
-        raise UsageError(exc.args[0]) from None

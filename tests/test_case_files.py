@@ -1,0 +1,122 @@
+"""The user's own cases from a TOML case file (`--case-file`): read, checked key by key before any
+model is built, and run like the built-ins."""
+
+import json
+
+import pytest
+
+from parity.cli import main
+from parity.config import ForwardConfig
+from parity.inputs.casefile import CASE_KEYS, WEIGHT_KEYS, CaseFileError, chosen_cases, load_case_file
+from parity.inputs.cases import case_names, get_case
+from parity.inputs.fixture import FIXTURE_PATH
+
+TWO_CASES = """
+[[case]]
+name = "lab-thin"
+description = "half the filters: a config no built-in case has"
+data = "scan.npz"
+groups = 4
+first_seed = 3
+[case.config]
+gridsize = 2
+object_big = true
+n_filters_scale = 1
+[case.weights]
+seed = 5
+scheme = "glorot"
+
+[[case]]
+name = "gs1"
+overrides = true
+[case.config]
+gridsize = 1
+object_big = false
+"""
+
+
+@pytest.fixture
+def case_file(tmp_path):
+    (tmp_path / "scan.npz").write_bytes(FIXTURE_PATH.read_bytes())
+    path = tmp_path / "cases.toml"
+    path.write_text(TWO_CASES)
+    return path
+
+
+def test_a_case_file_is_read_into_cases_with_paths_relative_to_it(case_file):
+    thin, gs1 = load_case_file(case_file, builtin=case_names())
+    assert thin.config == ForwardConfig(gridsize=2, object_big=True, n_filters_scale=1)
+    assert (thin.n_groups, thin.first_seed, thin.weight_seed, thin.weight_scheme) == (4, 3, 5, "glorot")
+    assert thin.data == case_file.parent / "scan.npz" and thin.case_set == "file"
+    assert gs1.config == get_case("gs1").config and gs1.weight_seed == 0  # the file's, not the built-in's 11
+    # alone without --cases; with a set, after it, the override in the built-in's place
+    assert [c.name for c in chosen_cases(None, None, [case_file])] == ["lab-thin", "gs1"]
+    chosen = chosen_cases(None, "default", [case_file])
+    assert [c.name for c in chosen] == [*case_names("default"), "lab-thin"] and chosen[0] == gs1
+    assert chosen_cases(["lab-thin"], None, [case_file]) == [thin]
+
+
+def test_parity_check_runs_a_case_file(case_file, tmp_path, capsys):
+    code = main(["check", "--case-file", str(case_file), "--case", "lab-thin", "--ref", "numpy", "--dtype", "float64",
+                 "--no-figures", "--out", str(tmp_path / "out")], reuse=("numpy", "torch"))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "[1/1] lab-thin float64 ... PASS (no golden)" in out
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert [r["case"] for r in summary["runs"]] == ["lab-thin"]
+    main(["cases", "--case-file", str(case_file)])
+    table = capsys.readouterr().out
+    row = next(line.split() for line in table.splitlines() if line.startswith("lab-thin "))
+    assert row[:8] == ["lab-thin", "file", "64", "2", "True", "False", "4", "78"] and "half the filters" in table
+
+
+BAD = [
+    ("not toml", "[[case]\n", "not a TOML file"),
+    ("no case", "x = 1\n", "unknown key x (a case file holds [[case]] tables only)"),
+    ("unknown key", '[[case]]\nname = "a"\nsize = 3\n', "case a: unknown key size (known: name, description"),
+    ("wrong type", '[[case]]\nname = "a"\ngroups = "8"\n', "case a: key groups must be an integer, got '8'"),
+    ("bool for int", '[[case]]\nname = "a"\nfirst_seed = true\n', "case a: key first_seed must be an integer"),
+    ("no name", '[[case]]\ngroups = 8\n', "case #1: key name must be letters, digits"),
+    ("unknown field", '[[case]]\nname = "a"\n[case.config]\nNN = 64\n',
+     "case a: unknown key config.NN (ForwardConfig has no such field)"),
+    ("invalid config", '[[case]]\nname = "a"\n[case.config]\ngridsize = 0\n', "case a: key config: ForwardConfig.gridsize=0"),
+    ("weights key", '[[case]]\nname = "a"\n[case.weights]\nsed = 1\n', "case a: unknown key weights.sed (known: seed"),
+    ("scheme", '[[case]]\nname = "a"\n[case.weights]\nscheme = "he"\n',
+     "case a: key weights.scheme must be informative or glorot, got 'he'"),
+    ("missing data", '[[case]]\nname = "a"\ndata = "nowhere.npz"\n', "case a: key data: no such file"),
+    ("N without a fixture", '[[case]]\nname = "a"\n[case.config]\nN = 256\n',
+     "case a: key data: the shipped fixtures hold N=64 and N=128 patterns; give a scan for N=256"),
+    ("built-in name", '[[case]]\nname = "gs2-big"\n',
+     "case gs2-big: key name: 'gs2-big' is a built-in case (say overrides = true to replace it)"),
+    ("twice", '[[case]]\nname = "a"\n[[case]]\nname = "a"\n', "case a: key name: a second case named 'a' in this file"),
+    ("groups", '[[case]]\nname = "a"\ngroups = 0\n', "case a: key groups must be >= 1, got 0"),
+]
+
+
+@pytest.mark.parametrize("label, text, line", BAD, ids=[b[0] for b in BAD])
+def test_every_problem_of_a_case_file_is_one_line_naming_file_case_and_key(label, text, line, tmp_path, capsys):
+    path = tmp_path / "cases.toml"
+    path.write_text(text)
+    with pytest.raises(CaseFileError) as caught:
+        load_case_file(path, builtin=case_names())
+    assert str(caught.value).startswith(f"{path}: ") and line in str(caught.value), str(caught.value)
+    code = main(["check", "--case-file", str(path), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and line in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()  # nothing run, nothing written
+
+
+def test_a_missing_case_file_is_one_line(tmp_path, capsys):
+    assert main(["cases", "--case-file", str(tmp_path / "none.toml")]) == 2
+    assert f"{tmp_path / 'none.toml'}: cannot read the case file" in capsys.readouterr().err
+
+
+def test_the_reference_of_case_file_keys_is_generated_into_the_docs():
+    from pathlib import Path
+
+    from parity.docgen import generate
+
+    text = generate((Path(__file__).resolve().parents[1] / "docs" / "cases.md").read_text())
+    for key, (kind, default, what) in [*CASE_KEYS.items(), *((f"weights.{k}", v) for k, v in WEIGHT_KEYS.items())]:
+        assert f"| `{key}` | " in text and what.split(" (")[0] in text, key
+    assert "| `groups` | integer | `8` |" in text and "| `overrides` | boolean | `false` |" in text

@@ -70,6 +70,7 @@ def check(args: argparse.Namespace) -> int:
             print(f"skipping {case.name}: it needs N={case.config.N}, {args.data} has {scan.N}x{scan.N} patterns")
         cases = [c for c in cases if c.config.N == scan.N]
     from parity.backends import get_backend
+    from parity.inputs.fixture import is_shipped
     from parity.run.backend_run import backend_devices, require_device
 
     candidates = [c for c in dict.fromkeys(args.candidate or ["torch"]) if c != args.ref]
@@ -87,9 +88,11 @@ def check(args: argparse.Namespace) -> int:
     folder = RunFolder(out, command="parity check", force=args.force).open()
     total = len(cases) * len(dtypes)
     where = lambda names: ", ".join(f"{n} on {devices[n]}" for n in names)  # noqa: E731
+    own_data = {c.name: str(c.data) for c in cases if not args.data and not is_shipped(c.data)}
+    data = args.data or ("; ".join(f"{name}: {path}" for name, path in own_data.items()) if own_data
+                         else "shipped fly001 fixture")
     print(f"parity check: {where([args.ref])} (reference) vs {where(candidates)}; "
-          f"{len(cases)} case(s) x {len(dtypes)} dtype(s); "
-          f"data {args.data or 'shipped fly001 fixture'}; report in {out}/", flush=True)
+          f"{len(cases)} case(s) x {len(dtypes)} dtype(s); data {data}; report in {out}/", flush=True)
     results, figures, n = [], {}, 0
     state = FAILED
     try:

@@ -62,6 +62,9 @@ def test_parity_check_runs_a_case_file(case_file, tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "[1/1] lab-thin float64 ... PASS (no golden)" in out
+    assert f"data lab-thin: {case_file.parent / 'scan.npz'};" in out  # the header names the case's own scan
+    assert "not run: the shipped goldens hold the built-in cases; a case file's case is compared with the goldens " \
+           "of --goldens DIR" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [r["case"] for r in summary["runs"]] == ["lab-thin"]
     main(["cases", "--case-file", str(case_file)])
@@ -120,3 +123,43 @@ def test_the_reference_of_case_file_keys_is_generated_into_the_docs():
     for key, (kind, default, what) in [*CASE_KEYS.items(), *((f"weights.{k}", v) for k, v in WEIGHT_KEYS.items())]:
         assert f"| `{key}` | " in text and what.split(" (")[0] in text, key
     assert "| `groups` | integer | `8` |" in text and "| `overrides` | boolean | `false` |" in text
+
+
+USER_TEST = '''
+import pytest
+
+pytestmark = pytest.mark.parity
+
+
+def test_parity_lab_thin(parity_check):
+    result = parity_check("lab-thin", "torch", ref="numpy", checkpoints=False)
+    assert result.passed and result.case == "lab-thin" and result.config.n_filters_scale == 1, result.report()
+'''
+
+
+def _user_project(pytester, case_file):
+    (pytester.path / "cases.toml").write_text(case_file.read_text())
+    (pytester.path / "scan.npz").write_bytes(FIXTURE_PATH.read_bytes())
+    pytester.makepyfile(test_user=USER_TEST)
+
+
+def test_pytest_takes_the_case_files_the_ini_names(case_file, pytester):
+    """`parity_check("lab-thin", ...)` as for a built-in case, the case file named in the ini
+    (relative to it)."""
+    _user_project(pytester, case_file)
+    pytester.makeini("[pytest]\nparity_case_file = cases.toml\n")
+    pytester.runpytest("-p", "no:cacheprovider", "-p", "no:xdist").assert_outcomes(passed=1)
+
+
+@pytest.mark.full
+@pytest.mark.processes
+def test_pytest_takes_a_case_file_option_and_fails_a_bad_one_in_one_line(case_file, pytester):
+    _user_project(pytester, case_file)
+    run = lambda name: pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist",  # noqa: E731
+                                                     "--parity-case-file", str(pytester.path / name))
+    run("cases.toml").assert_outcomes(passed=1)
+    (pytester.path / "bad.toml").write_text('[[case]]\nname = "lab-thin"\ngroups = "8"\n')
+    bad = run("bad.toml")
+    bad.assert_outcomes(failed=1)
+    bad.stdout.fnmatch_lines(["*bad.toml: case lab-thin: key groups must be an integer, got '8'*"])
+    assert "Traceback" not in bad.stdout.str()

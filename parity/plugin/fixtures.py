@@ -9,19 +9,32 @@ import pytest
 from parity.plugin.devices import backend_device, parity_device, require_backend
 
 
+def session_case(config, name: str):
+    """The case named `name`: from a case file of the session (--parity-case-file, ini
+    parity_case_file) or built in; an unknown name or a bad case file fails the test in one line."""
+    from parity.errors import UsageError
+    from parity.inputs.casefile import chosen_cases
+
+    __tracebackhide__ = True
+    files = [*config.getoption("parity_case_file"), *config.getini("parity_case_file")]
+    try:
+        return chosen_cases([name], None, files)[0]
+    except UsageError as exc:
+        pytest.fail(str(exc), pytrace=False)
+
+
 class RunCache:
     """Each (case, backend, device, dtype, data) is run once per test process while its case's
     tests run (the tests are ordered by case); the runs live in `parity.run.cache`, shared with
     `run_case(reuse=...)`, which keeps the latest few."""
 
-    def __init__(self, data: str | None):
-        self.data = data
+    def __init__(self, config):
+        self.config, self.data = config, config.getoption("parity_data")
 
     def get(self, case: str, backend: str, dtype: str, device: str):
         from parity.run.cache import cached_run
-        from parity.inputs.cases import get_case
 
-        return cached_run(get_case(case), backend, device, dtype, data=self.data)
+        return cached_run(session_case(self.config, case), backend, device, dtype, data=self.data)
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +51,7 @@ def parity_ref(pytestconfig) -> str:
 
 @pytest.fixture(scope="session")
 def parity_run_cache(pytestconfig) -> RunCache:
-    return RunCache(pytestconfig.getoption("parity_data"))
+    return RunCache(pytestconfig)
 
 
 @pytest.fixture(scope="session")
@@ -92,14 +105,13 @@ def _run_case(config, case: str, candidate: str, dtype: str, ref: str | None, **
     """`run_case` of this session: the candidate on --parity-device, the reference (default:
     --parity-ref) on --parity-ref-device, on --parity-data or the shipped fixture."""
     __tracebackhide__ = True
-    from parity.inputs.cases import get_case
     from parity.run.engine import RunRequest, run_case
 
     ref = ref or config.getoption("parity_ref")
     require_backend(ref)
     request = RunRequest(device=parity_device(config), dtype=dtype, ref_device=config.getoption("parity_ref_device"),
                          data=config.getoption("parity_data"), ref=ref, candidates=(candidate,), **options)
-    return run_case(get_case(case), request)
+    return run_case(session_case(config, case), request)
 
 
 @pytest.fixture(scope="session")

@@ -63,6 +63,11 @@ def pytest_addoption(parser):
                     help="golden folder (default: the package's fixtures/goldens)")
     group.addoption("--require-cuda", dest="require_cuda", action="store_true", default=False,
                     help="fail, never skip, when the CUDA parity tests cannot run")
+    group.addoption("--parity-case-file", dest="parity_case_file", action="append", default=[], metavar="FILE",
+                    help="your own cases, from a TOML case file (repeatable): parity_check and parity_run "
+                         "take their names as they take the built-ins'")
+    parser.addini("parity_case_file", type="paths", default=[],
+                  help="case files (relative to the ini file), as --parity-case-file")
 
 
 def share_cores_between_workers(config) -> None:

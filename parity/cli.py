@@ -21,8 +21,7 @@ def _cmd_cases(args: argparse.Namespace) -> int:
     from parity.inputs.casefile import chosen_cases
     from parity.inputs.cases import CASES, format_case_table
 
-    own = chosen_cases(None, None, args.case_file) if args.case_file else []
-    print(format_case_table([*CASES, *own]))
+    print(format_case_table([*CASES, *(chosen_cases(None, None, args.case_file) if args.case_file else [])]))
     return 0
 
 
@@ -51,13 +50,12 @@ def _cmd_backends(args: argparse.Namespace) -> int:
 
 
 def _case_options(p: argparse.ArgumentParser, default: Optional[str], what: str = "which set of cases",
-                  files: bool = False) -> None:
-    p.add_argument("--cases", choices=("default", "extended", "all"), default=default,
-                   help=f"{what} (default: {default or 'default, or none with --case-file'}; see `parity cases`)")
+                  files: str = "") -> None:
+    p.add_argument("--cases", choices=("default", "extended", "all"), default=None if files else default,
+                   help=f"{what} (default: {default}{', or none with --case-file' * bool(files)}; see `parity cases`)")
     p.add_argument("--case", action="append", metavar="NAME", help="one case (repeatable; overrides --cases)")
     if files:
-        p.add_argument("--case-file", action="append", metavar="FILE", default=[],
-                       help="your own cases, from a TOML file (repeatable; a file's case is a --case NAME too)")
+        p.add_argument("--case-file", action="append", metavar="FILE", default=[], help=files)
 
 
 def _cmd_refresh(args: argparse.Namespace) -> int:
@@ -66,7 +64,9 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
     from parity.inputs.casefile import chosen_cases
     from parity.resources import INSTALLED
 
-    cases = chosen_cases(args.case, args.cases)
+    if args.case_file and not args.goldens:  # the shipped goldens hold the built-in cases only
+        raise UsageError("--case-file: name the folder for your cases' goldens with --goldens DIR")
+    cases = chosen_cases(args.case, args.cases, args.case_file, default_set="all")
     directory = Path(args.goldens) if args.goldens else goldens.GOLDEN_DIR
     if not args.goldens and INSTALLED and not args.dry_run:
         raise UsageError(f"the goldens of this installed copy live in {goldens.GOLDEN_DIR}; "
@@ -180,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "capabilities allow: forward agreement, train/infer paths, checkpoint round trip, "
                                    "cross-backend checkpoint, golden, gradients (--grad), training (--train-steps). "
                                    + EXIT_CODES_HELP + ".")
-    _case_options(p, None, "which set of built-in cases to run", files=True)
+    _case_options(p, "default", "which set of built-in cases to run", files="your own cases, from a TOML file "
+                  "(repeatable; a file's case is a --case NAME too)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
                    help="device of the candidates (default: %(default)s; the numpy backend always runs on the CPU)")
     p.add_argument("--ref-device", choices=("cpu", "cuda"), default=None,
@@ -228,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     mode.add_argument("--all", dest="mode", action="store_const", const="all", help="every golden of the chosen cases")
     mode.add_argument("--new", dest="mode", action="store_const", const="new", help="only missing goldens")
     p.set_defaults(mode="failing")
-    _case_options(p, "all")
+    _case_options(p, "all", files="goldens for your own cases, from a TOML file (repeatable; needs --goldens DIR)")
     p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
     p.add_argument("--goldens", metavar="DIR", help="golden folder (default: the project's fixtures/goldens)")
     p.add_argument("--allow-ci", action="store_true", help="write even though CI is set")

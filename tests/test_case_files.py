@@ -143,23 +143,39 @@ def _user_project(pytester, case_file):
     pytester.makepyfile(test_user=USER_TEST)
 
 
-def test_pytest_takes_the_case_files_the_ini_names(case_file, pytester):
-    """`parity_check("lab-thin", ...)` as for a built-in case, the case file named in the ini
-    (relative to it)."""
-    _user_project(pytester, case_file)
-    pytester.makeini("[pytest]\nparity_case_file = cases.toml\n")
-    pytester.runpytest("-p", "no:cacheprovider", "-p", "no:xdist").assert_outcomes(passed=1)
-
-
-@pytest.mark.full
+@pytest.mark.full  # in processes of their own: torch cannot be imported twice into one
 @pytest.mark.processes
-def test_pytest_takes_a_case_file_option_and_fails_a_bad_one_in_one_line(case_file, pytester):
+def test_pytest_takes_case_files_from_the_ini_and_the_option_and_fails_a_bad_one_in_one_line(case_file, pytester):
+    """`parity_check("lab-thin", ...)` as for a built-in case, the case file named in the ini
+    (relative to it) or with --parity-case-file."""
     _user_project(pytester, case_file)
-    run = lambda name: pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist",  # noqa: E731
-                                                     "--parity-case-file", str(pytester.path / name))
-    run("cases.toml").assert_outcomes(passed=1)
+    run = lambda *args: pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", *args)  # noqa: E731
+    pytester.makeini("[pytest]\nparity_case_file = cases.toml\n")
+    run().assert_outcomes(passed=1)
+    pytester.makeini("[pytest]\n")
+    run("--parity-case-file", str(pytester.path / "cases.toml")).assert_outcomes(passed=1)
     (pytester.path / "bad.toml").write_text('[[case]]\nname = "lab-thin"\ngroups = "8"\n')
-    bad = run("bad.toml")
+    bad = run("--parity-case-file", str(pytester.path / "bad.toml"))
     bad.assert_outcomes(failed=1)
     bad.stdout.fnmatch_lines(["*bad.toml: case lab-thin: key groups must be an integer, got '8'*"])
     assert "Traceback" not in bad.stdout.str()
+
+
+def test_goldens_for_a_case_file_are_made_into_a_folder_of_yours_and_compared(case_file, tmp_path, capsys):
+    """`parity refresh --case-file F --goldens DIR` writes the file's goldens from the float64 CPU
+    reference; `parity check --case-file F --goldens DIR` compares with them. The shipped goldens
+    are never the target."""
+    from parity.plugin.devices import require_backend
+
+    require_backend("tensorflow")  # goldens are made by the TensorFlow reference
+    goldens = tmp_path / "goldens"
+    goldens.mkdir()
+    assert main(["refresh", "--case-file", str(case_file), "--case", "lab-thin"]) == 2
+    assert "--case-file: name the folder for your cases' goldens with --goldens DIR" in capsys.readouterr().err
+    assert main(["refresh", "--case-file", str(case_file), "--case", "lab-thin", "--goldens", str(goldens)]) == 0
+    assert sorted(p.name for p in goldens.iterdir()) == ["lab-thin.json"]
+    capsys.readouterr()
+    code = main(["check", "--case-file", str(case_file), "--case", "lab-thin", "--goldens", str(goldens), "--ref", "numpy",
+                 "--dtype", "float64", "--no-figures", "--out", str(tmp_path / "out")], reuse=("numpy", "torch"))
+    out = capsys.readouterr().out
+    assert code == 0 and "[1/1] lab-thin float64 ... PASS (" in out and "passed   golden torch: matches lab-thin.json" in out

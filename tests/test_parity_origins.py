@@ -74,6 +74,12 @@ def test_parity_check_writes_a_minimal_reproduction_that_runs_in_a_fresh_process
     meta = json.loads((folder / "repro.json").read_text())
     assert len(meta["groups"]) == 1 and meta["channel"] is not None  # one group, one channel still fail
     assert meta["local_error"] > meta["tolerance"]
+    # the script rebuilds the models from what it carries, not from a case name (a case file's case too)
+    from parity.inputs.cases import get_case
+
+    case = get_case("gs2-big")
+    assert meta["config"] == case.config.to_dict() and meta["weights"] == {"seed": case.weight_seed,
+                                                                             "scheme": case.weight_scheme}
     report = (tmp_path / "out" / "report.md").read_text()
     assert "minimal reproduction" in report and "probe.illuminated" in report
     assert "| local error | amplification | mark |" in report and "| **origin** |" in report

@@ -88,9 +88,11 @@ def minimal_slice(stage: str, ref_model, cand_model, ref_trace: dict, batch, tol
     return kept or attempt(groups, None)
 
 
-def write_repro(folder: Path, *, case: str, dtype: str, stage: str, ref: str, cand: str, ref_model, cand_model,
+def write_repro(folder: Path, *, case, dtype: str, stage: str, ref: str, cand: str, ref_model, cand_model,
                 ref_trace: dict, batch, tolerance: float, worst_at: Optional[dict], statistic: str = "max") -> Path:
-    """Write `folder`/repro.npz, repro.json and repro.py for one origin; returns the script's path."""
+    """Write `folder`/repro.npz, repro.json and repro.py for one origin; returns the script's path.
+    `case`: the Case; its config and weight seed travel in repro.json, so the script rebuilds the
+    models without knowing the case by name (a case file's case too)."""
     groups, channel, crop, inputs, want, got, local = minimal_slice(stage, ref_model, cand_model, ref_trace, batch,
                                                                     tolerance, worst_at, statistic)
     folder.mkdir(parents=True, exist_ok=True)
@@ -102,7 +104,8 @@ def write_repro(folder: Path, *, case: str, dtype: str, stage: str, ref: str, ca
     np.savez(npz, **{f"input/{k}": v for k, v in inputs.items()},
              **{f"output/{ref}": want, f"output/{cand}": got}, probe=np.asarray(batch.probe), **arrays)
     write_atomic(folder / DATA, npz.getvalue())
-    meta = {"case": case, "dtype": dtype, "stage": stage, "reference": ref, "candidate": cand, "groups": groups,
+    meta = {"case": case.name, "config": case.config.to_dict(),
+            "weights": {"seed": case.weight_seed, "scheme": case.weight_scheme}, "dtype": dtype, "stage": stage, "reference": ref, "candidate": cand, "groups": groups,
             "channel": channel, "crop": None if crop is None else list(crop), "whole_batch": whole,
             "norm_factor": float(batch.norm_factor), "tolerance": tolerance, "local_error": local.rel_error}
     write_atomic(folder / "repro.json", json.dumps(meta, indent=1) + "\n")
@@ -130,15 +133,17 @@ from types import SimpleNamespace
 import numpy as np
 
 from parity.backends import BackendError, get_backend
-from parity.inputs.cases import get_case
+from parity.config import ForwardConfig
 from parity.inputs.data import Batch
+from parity.inputs.weights import init_weights
 
 HERE = Path(__file__).resolve().parent
 META = json.loads((HERE / "repro.json").read_text())
 DATA = np.load(HERE / "{DATA}")
 inputs = {{k.split("/", 1)[1]: DATA[k] for k in DATA.files if k.startswith("input/")}}
 reference = DATA["output/" + META["reference"]]
-cfg, weights, _ = get_case(META["case"]).inputs(META["dtype"])  # the case's config and weights
+cfg = ForwardConfig.from_dict(META["config"])  # the case's config and weights, as the run had them
+weights = init_weights(cfg, META["weights"]["seed"], META["dtype"], scheme=META["weights"]["scheme"])
 if META["whole_batch"]:  # the run's whole batch: an adapter calls the user's model on all of it
     batch = Batch(**{{k.split("/", 1)[1]: DATA[k] for k in DATA.files if k.startswith("batch/")}},
                   norm_factor=META["norm_factor"])

@@ -138,7 +138,7 @@ class OriginsCheck(Check):
         stage = next(s for s in comparison.stages if s.stage == origin["stage"])
         case = ctx.inputs.case.name
         folder = Path(ctx.request.repro_dir) / f"{case}-{ctx.dtype}-{cand}-{stage.stage}"
-        return ctx.call(cand, f"minimal reproduction of {stage.stage}", write_repro, folder, case=case,
+        return ctx.call(cand, f"minimal reproduction of {stage.stage}", write_repro, folder, case=ctx.inputs.case,
                         dtype=ctx.dtype, stage=stage.stage, ref=ctx.ref, cand=cand, ref_model=ctx[ctx.ref].model,
                         cand_model=ctx[cand].model, ref_trace=ctx[ctx.ref].train, batch=ctx.batch,
                         tolerance=stage.tolerance, worst_at=stage.worst_at, statistic=stage.statistic)

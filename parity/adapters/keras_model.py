@@ -11,7 +11,7 @@ from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 import numpy as np
 
 from parity.adapters.model import Framework, adapter_backend
-from parity.adapters.taps import AdapterSpec, Derived, Tap
+from parity.adapters.taps import AdapterSpec, Derived, Tap, reporting
 from parity.backends import Backend
 
 Layers = Mapping[str, str]  # stage -> layer name (or a dotted path of names into nested models)
@@ -74,18 +74,7 @@ def _keras_hook(target, pre: bool, sink) -> contextlib.AbstractContextManager:
             return original(inputs, *args, **kwargs)
 
         return _replaced_call(target.model, model_call)
-    original = target.call
-
-    def call(*args, **kwargs):
-        if pre:
-            args = sink(None, args) or args
-        out = original(*args, **kwargs)
-        if not pre:
-            new = sink(out, args)
-            out = out if new is None else new
-        return out
-
-    return _replaced_call(target, call)
+    return _replaced_call(target, reporting(target.call, pre, sink))
 
 
 def _keras_like(array: np.ndarray, like):

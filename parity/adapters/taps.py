@@ -110,13 +110,9 @@ def _resolve_function(target: str):
     return importlib.import_module(module_name), attr
 
 
-@contextlib.contextmanager
-def _wrapped_function(target: str, pre: bool, sink: Callable[[Any, tuple], Any]) -> Iterator[None]:
-    """Replace module.function by a wrapper that reports every call, for one forward pass. What
-    the sink returns, if not None, replaces the arguments (`pre`) or the result (teacher forcing)."""
-    module, attr = _resolve_function(target)
-    original = getattr(module, attr)
-
+def reporting(original: Callable, pre: bool, sink: Callable[[Any, tuple], Any]) -> Callable:
+    """`original` wrapped so that every call reports its arguments (`pre`) or its result to `sink`;
+    what the sink returns, if not None, replaces them (teacher forcing)."""
     def wrapper(*args, **kwargs):
         if pre:
             args = sink(None, args) or args
@@ -126,7 +122,15 @@ def _wrapped_function(target: str, pre: bool, sink: Callable[[Any, tuple], Any])
             result = result if replaced is None else replaced
         return result
 
-    setattr(module, attr, wrapper)
+    return wrapper
+
+
+@contextlib.contextmanager
+def _wrapped_function(target: str, pre: bool, sink: Callable[[Any, tuple], Any]) -> Iterator[None]:
+    """Replace module.function by a `reporting` wrapper, for one forward pass."""
+    module, attr = _resolve_function(target)
+    original = getattr(module, attr)
+    setattr(module, attr, reporting(original, pre, sink))
     try:
         yield
     finally:
@@ -135,7 +139,7 @@ def _wrapped_function(target: str, pre: bool, sink: Callable[[Any, tuple], Any])
 
 @dataclass
 class AdapterSpec:
-    """Everything an adapter knows about a user's model besides how to build it (torch_backend)."""
+    """Everything an adapter knows about a user's model besides how to build it (torch_backend, keras_backend)."""
 
     name: str
     run: Callable[[Any, Any, Any], Any]

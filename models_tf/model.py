@@ -17,6 +17,7 @@ from parity.config import ForwardConfig
 from parity.inputs.data import Batch, batch_problem, hard_probe_mask
 from parity.stages import INFER_STAGES, STAGE_INPUTS, TRAIN_STAGES
 from parity.inputs.weights import WeightError, validate_weights, weights_dtype
+from parity.backends.effective import values_of
 from models_tf import device as tf_device
 from models_tf import losses, network, physics, training
 
@@ -66,6 +67,11 @@ class ForwardModel:
             raise ModelError(f"probe is {probe.dtype} but the model is {self.dtype} "
                              f"(expects {self.complex_dtype.name})")
         self.probe = tf.Variable(probe, trainable=False, name="probe")
+
+    def effective_config(self) -> dict:
+        """The settings this model computes with, in ForwardConfig names: the config it was built
+        with, or, loaded, the one its checkpoint holds (the config check compares it with the run's)."""
+        return values_of(self.cfg)
 
     def state(self) -> dict:
         """The model state beside the weights: {"log_scale": float, "probe": complex array | None}."""

@@ -18,6 +18,7 @@ from parity.config import ForwardConfig
 from parity.inputs.data import Batch, batch_problem, hard_probe_mask
 from parity.stages import INFER_STAGES, STAGE_INPUTS, TRAIN_STAGES
 from parity.inputs.weights import init_weights, validate_weights, weights_dtype
+from parity.backends.effective import values_of
 from models_torch import device as torch_device
 from models_torch import losses, network, physics, training
 
@@ -80,6 +81,11 @@ class ForwardModel(nn.Module):
             raise ModelError(f"probe is {str(probe.dtype).removeprefix('torch.')} but the model is "
                              f"{self.dtype} (expects {str(_COMPLEX[self.dtype]).removeprefix('torch.')})")
         self.probe = probe.to(self.log_scale.device)
+
+    def effective_config(self) -> dict:
+        """The settings this model computes with, in ForwardConfig names: the config it was built
+        with, or, loaded, the one its checkpoint holds (the config check compares it with the run's)."""
+        return values_of(self.cfg)
 
     def state(self) -> dict:
         """The model state beside the weights: {"log_scale": float, "probe": complex array | None}."""

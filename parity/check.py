@@ -12,6 +12,52 @@ from parity.errors import UsageError
 from parity.inputs.casefile import chosen_cases
 
 
+def add_check_options(p: argparse.ArgumentParser) -> None:
+    """The options of `parity check` besides the case options (parity.cli)."""
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                   help="device of the candidates (default: %(default)s; the numpy backend always runs on the CPU)")
+    p.add_argument("--ref-device", choices=("cpu", "cuda"), default=None,
+                   help="device of the reference (default: cpu, whatever --device says: the usual setup is "
+                        "the reference on the CPU and the port on the GPU)")
+    p.add_argument("--dtype", choices=("float32", "float64", "all"), default="all",
+                   help="precision (default: %(default)s)")
+    p.add_argument("--data", help="any fly001-format NPZ; the cases are rebuilt on it "
+                                  "(default: the shipped fixture)")
+    p.add_argument("--out", default="parity-report",
+                   help="report folder (default: %(default)s/); parity writes only files of its own there and, "
+                        "on the next run, removes only those (listed in its .parity-run.json)")
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out folder that holds files parity did not write (they are kept)")
+    p.add_argument("--summary-md", metavar="PATH", help="also write the markdown summary table here (CI job summary)")
+    p.add_argument("--ref", default="tensorflow", metavar="BACKEND",
+                   help="the reference backend (default: %(default)s; see `parity backends`)")
+    p.add_argument("--candidate", action="append", metavar="BACKEND",
+                   help="a backend to compare with the reference (repeatable; default: torch)")
+    p.add_argument("--brief", action="store_true",
+                   help="under each run, list the passed checks on one line (default: one line per check)")
+    p.add_argument("--compare-paths", action="store_true",
+                   help="per backend, print the training path next to the saved -> loaded inference path "
+                        "(patch statistics, ranges, canvas, offsets, first stage where they part)")
+    p.add_argument("--grad", action="store_true",
+                   help="also compare the loss and the gradient of every weight and of log_scale (backward order)")
+    p.add_argument("--train-steps", type=int, default=0, metavar="K",
+                   help="also run K Adam steps (Keras' Adam, lr 1e-3, epsilon 1e-7) from the same weights on "
+                        "both sides and compare the loss and every weight after each step")
+    p.add_argument("--goldens", metavar="DIR", help="golden folder to compare with (default: the shipped goldens; "
+                                                    "not used with --data)")
+    p.add_argument("--no-figures", action="store_true",
+                   help="write the JSON files and the report without the PNG figures (drawing them is most of "
+                        "the harness's own time: about 2.5 s per case and dtype)")
+    p.add_argument("--repro", metavar="DIR", default=None,
+                   help="where to write a minimal reproduction of each origin of a divergence (an NPZ of the "
+                        "reference's inputs to the stage and both outputs, and a standalone script that "
+                        "prints the local error; default: <out>/<case>/repro)")
+    p.add_argument("--save-trained", metavar="DIR",
+                   help="with --train-steps K: save each backend's model after its K Adam steps, in its own "
+                        "format, as DIR/<case>-<backend>-<dtype>.ckpt (trained weights and state for a case file's "
+                        "[case.weights] checkpoint)")
+
+
 def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: list) -> dict[str, str]:
     """Read every input of the run before any model is built: the tolerance profiles, each case's
     inputs, the golden folder and each case's golden. A bad tolerance file or input is one line
@@ -38,6 +84,8 @@ def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: lis
     for case in cases:
         if args.data:  # the shipped fixture fits every case; a user's scan may not (DataError, one line)
             case.inputs("float64", data=args.data)
+        for dtype in dtypes if case.checkpoint is not None else ():  # read by its backend, checked against the config
+            case.checkpoint.read(case.config, dtype)
         path = golden_path(case.name, args.goldens)
         if use_goldens and path.exists():
             try:
@@ -82,6 +130,8 @@ def check(args: argparse.Namespace) -> int:
     require_device(devices)  # the frameworks imported (and their import-time log written) before any progress line
     if args.train_steps < 0:
         raise UsageError(f"--train-steps must be >= 0, got {args.train_steps}")
+    if args.save_trained and not args.train_steps:
+        raise UsageError("--save-trained: give --train-steps K (the models it saves are those after K Adam steps)")
     dtypes = list(dump.iter_dtypes(args.dtype))
     bad_goldens = _preflight(args, cases, devices, dtypes)
     out = Path(args.out)
@@ -93,6 +143,11 @@ def check(args: argparse.Namespace) -> int:
                          else "shipped fly001 fixture")
     print(f"parity check: {where([args.ref])} (reference) vs {where(candidates)}; "
           f"{len(cases)} case(s) x {len(dtypes)} dtype(s); data {data}; report in {out}/", flush=True)
+    for case in cases:
+        if case.checkpoint is not None:
+            source = case.checkpoint.describe()
+            print(f"  {case.name}: trained weights and state from {source['file']} (read by {source['backend']}, "
+                  f"sha256 {source['sha256'][:12]})", flush=True)
     results, figures, n = [], {}, 0
     state = FAILED
     try:
@@ -104,13 +159,20 @@ def check(args: argparse.Namespace) -> int:
                 request = RunRequest(device=args.device, ref_device=args.ref_device, dtype=dtype, data=args.data,
                                      goldens_dir=args.goldens, ref=args.ref, candidates=tuple(candidates),
                                      grad=args.grad, train_steps=args.train_steps, reuse=tuple(args.reuse),
-                                     repro_dir=Path(args.repro) if args.repro else out / case.name / "repro")
+                                     repro_dir=Path(args.repro) if args.repro else out / case.name / "repro",
+                                     save_trained=args.save_trained)
                 result = run_case(case, request)
                 figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures,
                                                              fresh=dtype == dtypes[0])
                 print(f"{result.headline()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
                 for line in result.check_lines(every=not args.brief):
                     print("      " + line.replace("\n", "\n      "), flush=True)
+                saved = {n: p for r in result.of("training") for n, p in r.extra.get("saved", {}).items()}
+                for name, path in saved.items():
+                    print(f"      saved {name}'s trained model: {path}", flush=True)
+                if args.save_trained and not saved:
+                    print(f"      nothing saved to {args.save_trained}: no model took its Adam steps here "
+                          f"(see the training check)", flush=True)
                 if args.compare_paths:
                     print(dump.compare_paths_text(result), flush=True)
                 for message in result.golden_messages():

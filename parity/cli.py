@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from parity import __version__
+from parity.check import add_check_options
 from parity.errors import UsageError
 
 
@@ -116,7 +117,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     from parity.inputs.casefile import chosen_cases
     from parity.inputs.cases import cases_in
 
-    cases = [c.name for c in chosen_cases(args.case, args.cases)]
+    chosen = chosen_cases(args.case, args.cases, args.case_file)
+    for case in chosen:  # a trained case's checkpoint read (and checked) before anything is timed
+        case.state("float64")
+    cases = [c.name for c in chosen]
     if args.repeat < 1:
         raise UsageError(f"--repeat must be >= 1, got {args.repeat}")
     old = None
@@ -137,7 +141,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     save = lambda result: bench_results.write(result, out)  # noqa: E731 - after each part: an interrupted bench keeps its numbers
     # the gate's bare cost needs the extended cases' forwards: timed when the default cases are
     extended = [c.name for c in cases_in("extended")] if set(cases) >= {c.name for c in cases_in("default")} else []
-    result = bench.run(cases, args.repeat, progress=progress, extended=extended, save=save)
+    result = bench.run(chosen, args.repeat, progress=progress, extended=extended, save=save)
     bench_tiers.time_pytest_runs(result, runs, Path.cwd(), progress=progress, save=save)
     result["state"] = "complete"
     print(bench_results.format_table(result))
@@ -182,44 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    + EXIT_CODES_HELP + ".")
     _case_options(p, "default", "which set of built-in cases to run", files="your own cases, from a TOML file "
                   "(repeatable; a file's case is a --case NAME too)")
-    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="device of the candidates (default: %(default)s; the numpy backend always runs on the CPU)")
-    p.add_argument("--ref-device", choices=("cpu", "cuda"), default=None,
-                   help="device of the reference (default: cpu, whatever --device says: the usual setup is "
-                        "the reference on the CPU and the port on the GPU)")
-    p.add_argument("--dtype", choices=("float32", "float64", "all"), default="all",
-                   help="precision (default: %(default)s)")
-    p.add_argument("--data", help="any fly001-format NPZ; the cases are rebuilt on it "
-                                  "(default: the shipped fixture)")
-    p.add_argument("--out", default="parity-report",
-                   help="report folder (default: %(default)s/); parity writes only files of its own there and, "
-                        "on the next run, removes only those (listed in its .parity-run.json)")
-    p.add_argument("--force", action="store_true",
-                   help="write into an --out folder that holds files parity did not write (they are kept)")
-    p.add_argument("--summary-md", metavar="PATH", help="also write the markdown summary table here (CI job summary)")
-    p.add_argument("--ref", default="tensorflow", metavar="BACKEND",
-                   help="the reference backend (default: %(default)s; see `parity backends`)")
-    p.add_argument("--candidate", action="append", metavar="BACKEND",
-                   help="a backend to compare with the reference (repeatable; default: torch)")
-    p.add_argument("--brief", action="store_true",
-                   help="under each run, list the passed checks on one line (default: one line per check)")
-    p.add_argument("--compare-paths", action="store_true",
-                   help="per backend, print the training path next to the saved -> loaded inference path "
-                        "(patch statistics, ranges, canvas, offsets, first stage where they part)")
-    p.add_argument("--grad", action="store_true",
-                   help="also compare the loss and the gradient of every weight and of log_scale (backward order)")
-    p.add_argument("--train-steps", type=int, default=0, metavar="K",
-                   help="also run K Adam steps (Keras' Adam, lr 1e-3, epsilon 1e-7) from the same weights on "
-                        "both sides and compare the loss and every weight after each step")
-    p.add_argument("--goldens", metavar="DIR", help="golden folder to compare with (default: the shipped goldens; "
-                                                    "not used with --data)")
-    p.add_argument("--no-figures", action="store_true",
-                   help="write the JSON files and the report without the PNG figures (drawing them is most of "
-                        "the harness's own time: about 2.5 s per case and dtype)")
-    p.add_argument("--repro", metavar="DIR", default=None,
-                   help="where to write a minimal reproduction of each origin of a divergence (an NPZ of the "
-                        "reference's inputs to the stage and both outputs, and a standalone script that "
-                        "prints the local error; default: <out>/<case>/repro)")
+    add_check_options(p)
     p.set_defaults(func=_cmd_check)
 
     p = sub.add_parser("refresh", help="regenerate golden JSON from the float64 CPU reference run")
@@ -239,7 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_refresh)
 
     p = sub.add_parser("bench", help="measure imports, builds, forwards, gradients, the harness and the test tiers")
-    _case_options(p, "default", "which cases to time")
+    _case_options(p, "default", "which cases to time", files="also time your own cases, from a TOML case file "
+                  "(repeatable)")
     p.add_argument("--repeat", type=int, default=5, help="timed repetitions after a warm-up (median; default 5)")
     p.add_argument("--pytest", action="append", metavar="ARGS",
                    help="pytest arguments to time cold in a subprocess (repeatable; default: the gate, as "

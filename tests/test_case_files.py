@@ -93,6 +93,14 @@ BAD = [
      "case gs2-big: key name: 'gs2-big' is a built-in case (say overrides = true to replace it)"),
     ("twice", '[[case]]\nname = "a"\n[[case]]\nname = "a"\n', "case a: key name: a second case named 'a' in this file"),
     ("groups", '[[case]]\nname = "a"\ngroups = 0\n', "case a: key groups must be >= 1, got 0"),
+    ("seed and checkpoint", '[[case]]\nname = "a"\n[case.weights]\nseed = 1\ncheckpoint = "m.pt"\n',
+     "case a: key weights.seed: a case's weights come from a seed or from weights.checkpoint, not both"),
+    ("backend alone", '[[case]]\nname = "a"\n[case.weights]\nbackend = "torch"\n',
+     "case a: key weights.backend names who reads a checkpoint; give weights.checkpoint"),
+    ("missing checkpoint", '[[case]]\nname = "a"\n[case.weights]\ncheckpoint = "none.pt"\n',
+     "case a: key weights.checkpoint: no such file or folder"),
+    ("unknown backend", '[[case]]\nname = "a"\n[case.weights]\ncheckpoint = "cases.toml"\nbackend = "jax"\n',
+     "case a: key weights.backend: unknown backend 'jax'"),
 ]
 
 
@@ -123,6 +131,59 @@ def test_the_reference_of_case_file_keys_is_generated_into_the_docs():
     for key, (kind, default, what) in [*CASE_KEYS.items(), *((f"weights.{k}", v) for k, v in WEIGHT_KEYS.items())]:
         assert f"| `{key}` | " in text and what.split(" (")[0] in text, key
     assert "| `groups` | integer | `8` |" in text and "| `overrides` | boolean | `false` |" in text
+
+
+def _torch_checkpoint(path, case="gs1", steps=0):
+    """A torch model of a built-in case saved in torch's own format, after `steps` Adam steps."""
+    from parity.backends import get_backend
+    from parity.run.training import AdamConfig
+
+    cfg, weights, batch = get_case(case).inputs("float64")
+    model = get_backend("torch").build(cfg, weights)
+    for _ in model.train_steps(batch, steps, AdamConfig()):
+        pass
+    return model.save(path)
+
+
+def test_a_checkpoint_that_does_not_fit_the_config_is_one_line_with_the_tensors(tmp_path, capsys):
+    """gs1's network (gridsize 1, one object channel) read for a gridsize-2 object_big case: the
+    misfit is named, tensor by tensor, before any model of the run is built."""
+    _torch_checkpoint(tmp_path / "gs1.pt")
+    (tmp_path / "cases.toml").write_text('[[case]]\nname = "a"\n[case.config]\ngridsize = 2\n'
+                                         '[case.weights]\ncheckpoint = "gs1.pt"\n')
+    code = main(["check", "--case-file", str(tmp_path / "cases.toml"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"parity: error: {tmp_path / 'cases.toml'}: case a: key weights.checkpoint: "
+                          f"{tmp_path / 'gs1.pt'}: weights do not match the network of this config — mis-shaped "), err
+    assert "encoder.block0.conv0.kernel: expected (3, 3, 4, 64), got (3, 3, 1, 64)" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_trained_checkpoint_is_every_backends_weights_and_state(tmp_path, capsys):
+    """torch's checkpoint after 2 Adam steps: its weights and its log_scale (moved off the
+    config's) go to every backend; the header names the file and its digest; the digests differ
+    from the seeded case's; and the whole pipeline agrees."""
+    from parity.inputs.cases import digests_of
+
+    _torch_checkpoint(tmp_path / "trained.pt", steps=2)
+    (tmp_path / "cases.toml").write_text('[[case]]\nname = "gs1-trained"\n[case.config]\ngridsize = 1\n'
+                                         'object_big = false\n[case.weights]\ncheckpoint = "trained.pt"\n')
+    case = load_case_file(tmp_path / "cases.toml")[0]
+    state, seeded = case.state("float64"), get_case("gs1")
+    assert abs(state["log_scale"] - case.config.log_scale) > 1e-4 and state["probe"].dtype == "complex128"
+    _, weights, batch = case.inputs("float64")
+    assert digests_of(weights, batch, state)["weights"] != digests_of(*seeded.inputs("float64")[1:])["weights"]
+    code = main(["check", "--case-file", str(tmp_path / "cases.toml"), "--ref", "numpy", "--dtype", "float64",
+                 "--no-figures", "--out", str(tmp_path / "out")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    digest = case.checkpoint.digest()
+    assert (f"  gs1-trained: trained weights and state from {tmp_path / 'trained.pt'} (read by torch, "
+            f"sha256 {digest[:12]})") in out
+    assert "[1/1] gs1-trained float64 ... PASS (no golden)" in out
+    assert "passed   config torch: the training model and the reloaded inference model and the checkpoint's " \
+           "model (trained.pt) compute with the asked config" in out
 
 
 USER_TEST = '''

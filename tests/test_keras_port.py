@@ -62,6 +62,11 @@ def test_a_keras_reference_agrees_with_both_ports_and_gets_every_check(kport_ref
     assert kport[("paths", "kport")] == (PASSED, "forward_infer equals forward_train; not compared: object.canvas, "
                                                  "object.trimmed (not on kport's inference path)")
     assert kport[("checkpoint", "kport → kport")][0] == PASSED  # its own .keras file, through its own load
+    # read from its layers, on both the built model and the one its .keras file loaded into
+    assert kport[("config", "kport")] == (PASSED, "the training model and the reloaded inference model compute with "
+                                                  "the asked config (9 field(s) not read: amp_activation, "
+                                                  "intensity_scale, mae_weight, max_position_jitter, nll_weight, "
+                                                  "nphotons, offset, probe_mask, probe_scale)")
     theirs = _states(result, candidate)
     assert theirs[("cross-checkpoint", f"kport → {candidate}")][0] == PASSED
     assert theirs[("cross-checkpoint", f"{candidate} → kport")][0] == PASSED

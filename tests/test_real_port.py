@@ -42,7 +42,7 @@ def ptyport_run(monkeypatch, clean_registry, parity_ref):
     """ptyport (with the named bug, or none) against the session's reference on one case."""
     require_backend(parity_ref)
 
-    def run(case="gs2-big", bug=None, tap=None, infer=None, **kwargs):
+    def run(case="gs2-big", bug=None, tap=None, infer=None, **kwargs):  # case: a name, or a Case
         for var, value in (("PTYPORT_BUG", bug), ("PTYPORT_TAP", tap), ("PTYPORT_INFER", infer)):
             if value:
                 monkeypatch.setenv(var, value)
@@ -51,7 +51,7 @@ def ptyport_run(monkeypatch, clean_registry, parity_ref):
         register(ptyport_parity.backend())
         # the reference is never patched: its model and traces come from the process's cache
         request = RunRequest(dtype="float64", ref=parity_ref, candidates=("ptyport",), reuse=(parity_ref,), **kwargs)
-        return run_case(get_case(case), request)
+        return run_case(get_case(case) if isinstance(case, str) else case, request)
 
     return run
 
@@ -64,12 +64,15 @@ def test_the_port_agrees_and_gets_every_check_its_adapter_allows(ptyport_run, pa
     result = ptyport_run(grad=True, train_steps=1)
     assert result.passed and result.exit_code == EXIT_PASSED, result.report()
     states = _states(result)
-    for key in [("forward", "ptyport"), ("paths", "ptyport"), ("checkpoint", "ptyport → ptyport"),
+    for key in [("config", "ptyport"), ("forward", "ptyport"), ("paths", "ptyport"), ("checkpoint", "ptyport → ptyport"),
                 ("cross-checkpoint", f"{parity_ref} → ptyport"), ("cross-checkpoint", f"ptyport → {parity_ref}"),
                 ("golden", "ptyport")]:
         assert states[key] == PASSED, (key, result.report())
     training = next(r for r in result.results if r.check == "training")
     assert training.status == NOT_RUN and "ptyport takes no optimizer steps" in training.summary
+    config = next(r for r in result.results if r.check == "config" and r.backend == "ptyport")
+    assert config.detail.unread == ["mae_weight", "nll_weight", "nphotons", "probe_scale"]  # listed, not assumed
+    assert config.summary.endswith("(4 field(s) not read: mae_weight, nll_weight, nphotons, probe_scale)")
     forward = result.comparisons["ptyport"]
     assert all(s.provided for s in forward.stages)  # every one of the 14 stages, tapped or derived
     assert max(s.rel_error for s in forward.stages) < 1e-12
@@ -178,11 +181,16 @@ def test_a_stage_whose_input_cannot_be_forced_says_why(ptyport_run, monkeypatch)
 
 
 def test_a_checkpoint_that_loses_the_intensity_scale_is_the_seed_scenario(ptyport_run):
-    """The training path is healthy; only saved -> loaded inference collapses."""
+    """The training path is healthy; only saved -> loaded inference collapses — and the config
+    check names the cause first: the reloaded model holds the default scale, not the asked one."""
     result = ptyport_run(bug="checkpoint")
     states = _states(result)
     assert states[("forward", "ptyport")] == PASSED and states[("paths", "ptyport")] == PASSED
-    assert result.verdict() == "CHECKPOINT DIFFERS" and result.exit_code == EXIT_DIVERGED
+    assert result.verdict() == "CONFIG DIFFERS" and result.exit_code == EXIT_DIVERGED
+    asked = get_case("gs2-big").config.intensity_scale
+    assert result.headline() == (f"CONFIG DIFFERS: config ptyport: the reloaded inference model has "
+                                 f"intensity_scale=1.0 (asked: {asked!r})")
+    assert states[("checkpoint", "ptyport → ptyport")] == FAILED
     round_trip = next(c for c in result.checkpoints if c.direction == "ptyport → ptyport")
     assert round_trip.first_stage == "scaled_input"
     train = result.summaries["ptyport"]["train"]["patch_stats"]["var_zero_mean"]
@@ -190,18 +198,65 @@ def test_a_checkpoint_that_loses_the_intensity_scale_is_the_seed_scenario(ptypor
     assert abs(reloaded - train) > 0.1 * train
 
 
+@pytest.fixture(scope="module")
+def trained_case(tmp_path_factory):
+    """gs2-big from a torch checkpoint after 3 Adam steps (its log_scale moved off the config's),
+    read through a case file as a user's trained model is."""
+    from parity.backends import get_backend
+    from parity.inputs.casefile import load_case_file
+    from parity.run.training import AdamConfig
+
+    folder = tmp_path_factory.mktemp("trained")
+    cfg, weights, batch = get_case("gs2-big").inputs("float64")
+    model = get_backend("torch").build(cfg, weights)
+    for _ in model.train_steps(batch, 3, AdamConfig()):
+        pass
+    model.save(folder / "model.pt")
+    (folder / "cases.toml").write_text('[[case]]\nname = "trained"\n[case.config]\ngridsize = 2\n'
+                                       '[case.weights]\ncheckpoint = "model.pt"\nbackend = "torch"\n')
+    return load_case_file(folder / "cases.toml")[0]
+
+
+def test_a_port_reading_the_configs_scale_passes_on_seeded_weights_and_fails_on_trained_ones(ptyport_run,
+                                                                                              trained_case):
+    """With seeded weights a model's log_scale is the config's, so an inference entry that divides
+    by the config's scale instead of the model's (PTYPORT_BUG=scale) passes every check. From a
+    trained checkpoint (log_scale moved by Adam) the same port fails: its inference path parts from
+    its training path at the first stage the scale enters. Without the bug the trained case passes."""
+    trained_scale = trained_case.state("float64")["log_scale"]
+    assert abs(trained_scale - trained_case.config.log_scale) > 1e-3  # the state the check is about moved
+    seeded = ptyport_run(bug="scale")
+    assert seeded.passed, seeded.report()
+    caught = ptyport_run(trained_case, bug="scale")
+    states = _states(caught)
+    assert states[("config", "ptyport")] == PASSED and states[("forward", "ptyport")] == PASSED
+    assert states[("paths", "ptyport")] == FAILED and states[("checkpoint", "ptyport → ptyport")] == FAILED
+    paths = next(r for r in caught.results if r.check == "paths" and r.backend == "ptyport")
+    assert paths.summary == "forward_infer differs at object.patches, object.canvas, object.trimmed"
+    round_trip = next(c for c in caught.checkpoints if c.direction == "ptyport → ptyport")
+    assert round_trip.first_stage == "scaled_input", caught.report()
+    fixed = ptyport_run(trained_case)
+    assert fixed.passed, fixed.report()
+
+
 @pytest.mark.full  # an extended case's reference run of its own
-def test_a_loader_that_drops_a_config_field_fails_both_checkpoint_checks_and_leads_the_verdict(ptyport_run,
+def test_a_loader_that_drops_a_config_field_is_named_by_the_config_check_and_leads_the_verdict(ptyport_run,
                                                                                                  parity_ref):
     """ptyport's checkpoint forgets pad_object, so its loader rebuilds the default network (another
-    decoder head) and loads what fits: the round trip parts at the first stage the head changes;
-    the reloaded model cannot cross into the reference, which is a *failed* cross-checkpoint that
-    names the tensors, not a raise; the verdict's first words are the finding, not the forward's
-    worst stage."""
+    decoder head) and loads what fits. The config check names the field and both values, and the
+    verdict leads with it (the divergences after it are its consequence); the round trip still
+    parts at the first stage the head changes; the reloaded model cannot cross into the reference,
+    which is a *failed* cross-checkpoint that names the tensors, not a raise. With the field read
+    back (no bug) every one of these passes (test_the_port_agrees_and_gets_every_check_its_adapter_allows)."""
     result = ptyport_run(case="gs2-big-nopad", bug="config")
     states = _states(result)
     assert states[("forward", "ptyport")] == PASSED and states[("paths", "ptyport")] == PASSED
-    assert result.exit_code == EXIT_DIVERGED and result.verdict() == "CHECKPOINT DIFFERS", result.report()
+    assert result.exit_code == EXIT_DIVERGED and result.verdict() == "CONFIG DIFFERS", result.report()
+    config = next(r for r in result.results if r.check == "config" and r.backend == "ptyport")
+    assert config.summary == "the reloaded inference model has pad_object=True (asked: False)"
+    assert [(m.what, m.drift) for m in config.detail.models] == [
+        ("the training model", []), ("the reloaded inference model", [("pad_object", True, False)])]
+    assert next(r for r in result.results if r.check == "config" and r.backend == parity_ref).status == PASSED
     round_trip = next(c for c in result.checkpoints if c.direction == "ptyport → ptyport")
     assert round_trip.first_stage == "decoder.amp"
     cross = next(r for r in result.results if r.check == "cross-checkpoint" and r.label == f"ptyport → {parity_ref}")
@@ -209,8 +264,8 @@ def test_a_loader_that_drops_a_config_field_fails_both_checkpoint_checks_and_lea
     assert cross.summary.startswith(f"ptyport's reloaded model does not fit the network of this config, so "
                                     f"{parity_ref} cannot load it: missing 12: decoder_amp.head.up.conv0.kernel")
     assert states[("cross-checkpoint", f"{parity_ref} → ptyport")] == PASSED
-    assert result.headline().startswith("CHECKPOINT DIFFERS: checkpoint ptyport → ptyport: the reloaded inference "
-                                        "path parts from the in-memory training path at decoder.amp")
+    assert result.headline() == ("CONFIG DIFFERS: config ptyport: the reloaded inference model has pad_object=True "
+                                 "(asked: False)")
     assert result.report().splitlines()[0].endswith(result.headline())
 
 

@@ -131,6 +131,7 @@ def keras_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
                   save: Optional[Callable[[Any, Any], Any]] = None,
                   load: Optional[Callable[[Any, Any, str], Any]] = None,
                   loss: Optional[Callable[[Any, Any, Any], Any]] = None,
+                  config: Optional[Mapping[str, str] | Callable[[Any], Mapping[str, Any]]] = None,
                   devices: tuple[str, ...] = ("cpu", "cuda")) -> Backend:
     """A backend for an existing Keras model (functional or subclassed), as `torch_backend` is for
     torch. Required: `make_model(cfg, weights, device)` builds it with the neutral weights (e.g.
@@ -142,7 +143,8 @@ def keras_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
     Each optional argument switches on the checks that need it, as for `torch_backend`:
     `run_infer`, `save`/`load` (the user's format: a `.keras` file, weights + config),
     `mapping(cfg)` (canonical name -> (weight path, rule)) with `get_state` and `set_state`,
-    `loss(model, batch, cfg)` (gradients read back through the mapping). Teacher forcing works
+    `loss(model, batch, cfg)` (gradients read back through the mapping), `config` (the model's
+    effective config: attribute paths or a callable, the config check). Teacher forcing works
     on layers called in eager mode, so origins are computed as for a torch port."""
     if run is None:
         if inputs is None:
@@ -158,6 +160,6 @@ def keras_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
 
     from models_tf import device as tf_device
 
-    spec = AdapterSpec(name, run, all_taps, derived, run_infer, mapping, get_state, loss, save)
+    spec = AdapterSpec(name, run, all_taps, derived, run_infer, mapping, get_state, loss, save, config)
     return adapter_backend(spec, _framework(), make_model, devices, tf_device.configure, set_state=set_state,
                            load=load)

@@ -154,6 +154,13 @@ class AdapterModel:
         state.setdefault("probe", None)
         return state
 
+    def effective_config(self) -> Optional[dict]:
+        """The user's model's settings in ForwardConfig names, through the adapter's `config=`
+        (None where it gives none: the config check is not run for it)."""
+        from parity.backends.effective import read_declared
+
+        return None if self.spec.config is None else read_declared(self.model, self.spec.config)
+
     def loss_and_gradients(self, batch):
         """(loss terms as floats, gradients by canonical name in the neutral layout) from the user's
         loss; only the tensors the weight mapping covers (and log_scale, when mapped) have one."""

@@ -52,7 +52,8 @@ def torch_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
                   set_state: Optional[Callable[[Any, Mapping[str, Any]], None]] = None,
                   save: Optional[Callable[[Any, Any], Any]] = None,
                   load: Optional[Callable[[Any, Any, str], Any]] = None,
-                  loss: Optional[Callable[[Any, Any, Any], Any]] = None) -> Backend:
+                  loss: Optional[Callable[[Any, Any, Any], Any]] = None,
+                  config: Optional[Mapping[str, str] | Callable[[Any], Mapping[str, Any]]] = None) -> Backend:
     """A backend for an existing torch model. Required: `make_model(cfg, weights, device)` builds
     it with the neutral weights (e.g. through `map_weights`); `run(model, batch, cfg)` calls it the
     way its own code does — the input convention lives there, once; `taps` (a list, or a callable
@@ -63,10 +64,12 @@ def torch_backend(name: str, make_model: Callable[[Any, Mapping[str, np.ndarray]
     (parameter, rule), as for `map_weights`) with `get_state(model) -> {"log_scale": float}`
     (the checkpoint crosses to the reference) and `set_state(model, state)` (the reference's
     crosses in); `loss(model, batch, cfg)` → a scalar tensor or {"loss", "loss.nll", "loss.mae"}
-    (gradients, read from the parameters and mapped back through `mapping`)."""
+    (gradients, read from the parameters and mapped back through `mapping`); `config` — the
+    model's effective config in ForwardConfig names, `{"offset": "cfg.step", ...}` (attribute paths
+    on the model) or a callable model -> {field: value} (the config check)."""
     from models_torch import device as torch_device
 
-    spec = AdapterSpec(name, run, taps, derived, run_infer, mapping, get_state, loss, save)
+    spec = AdapterSpec(name, run, taps, derived, run_infer, mapping, get_state, loss, save, config)
     return adapter_backend(spec, _framework(), make_model, devices, torch_device.configure, set_state=set_state,
                            load=load)
 

@@ -150,6 +150,9 @@ class AdapterSpec:
     get_state: Optional[Callable[[Any], Mapping[str, Any]]] = None
     loss: Optional[Callable[[Any, Any, Any], Any]] = None
     save: Optional[Callable[[Any, Any], Any]] = None
+    # the model's effective config in ForwardConfig names: {field: dotted attribute path on the
+    # user's model} or a callable model -> {field: value} (parity.backends.effective)
+    config: Optional[Mapping[str, str] | Callable[[Any], Mapping[str, Any]]] = None
 
     def taps_for(self, cfg) -> list[Tap]:
         taps = self.taps(cfg) if callable(self.taps) else self.taps

@@ -75,25 +75,32 @@ def import_times() -> dict[str, float]:
     return out
 
 
-def backend_times(case_names: Sequence[str], repeat: int, progress: Callable[[str], None]) -> list[dict]:
+def _cases(cases: Sequence) -> list:
+    """Case objects from cases or built-in names (a case file's cases come as objects)."""
+    from parity.inputs.cases import get_case
+
+    return [get_case(c) if isinstance(c, str) else c for c in cases]
+
+
+def backend_times(cases: Sequence, repeat: int, progress: Callable[[str], None]) -> list[dict]:
     """Per backend × case × dtype: build, median forward, one gradient, one Adam step (seconds)."""
     from parity.backends import get_backend
-    from parity.inputs.cases import get_case
     from parity.run.training import AdamConfig
 
     rows = []
-    for name in case_names:
-        case = get_case(name)
+    for case in _cases(cases):
+        name = case.name
         for dtype in DTYPES:
             cfg, weights, batch = case.inputs(dtype)
+            state = case.state(dtype)  # a trained checkpoint's log_scale and probe
             for backend in bench_backends():
                 progress(f"  {name} {dtype} {backend}")
-                build, model = _timed(lambda: get_backend(backend).build(cfg, weights))
+                build, model = _timed(lambda: get_backend(backend).build(cfg, weights, **state))
                 forward = _median(lambda: model.forward_train(batch), repeat)
                 gradient = step = None  # numpy has no autograd: nothing to time
                 if get_backend(backend).trains():
                     gradient = _median(lambda: model.loss_and_gradients(batch), max(1, repeat // 2))
-                    fresh = get_backend(backend).build(cfg, weights)
+                    fresh = get_backend(backend).build(cfg, weights, **state)
                     step = _median(lambda: list(fresh.train_steps(batch, 1, AdamConfig())), max(1, repeat // 2))
                 rows.append({"case": name, "dtype": dtype, "backend": backend, "build_s": build,
                              "forward_s": forward, "gradient_s": gradient, "adam_step_s": step})
@@ -117,12 +124,11 @@ def extended_times(case_names: Sequence[str], progress: Callable[[str], None]) -
     return rows
 
 
-def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) -> list[dict]:
+def harness_times(cases: Sequence, progress: Callable[[str], None]) -> list[dict]:
     """Per case (float64): what the harness adds on top of the backends' compute."""
     from parity.report import dump
     from parity.goldens import store as goldens
     from parity.backends import get_backend
-    from parity.inputs.cases import get_case
     from parity.run.compare import compare_traces
     from parity.run.engine import RunRequest, run_case
     from parity.run.pipeline import CheckpointRoundTrip, CrossCheckpoint, run_pipeline
@@ -135,11 +141,12 @@ def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) ->
     rows = []
     ref, cand = bench_backends()
     profile = load_profile("cpu", "float64")
-    for name in case_names:
+    for case in _cases(cases):
+        name = case.name
         progress(f"  harness {name}")
-        case = get_case(name)
         cfg, weights, batch = case.inputs("float64")
-        models = {b: get_backend(b).build(cfg, weights) for b in (ref, cand)}
+        state = case.state("float64")
+        models = {b: get_backend(b).build(cfg, weights, **state) for b in (ref, cand)}
         train = {b: m.forward_train(batch) for b, m in models.items()}
         row = {"case": name}
         row["summaries_s"] = _timed(lambda: [summarise(t, cfg) for t in train.values()])[0]
@@ -148,17 +155,19 @@ def harness_times(case_names: Sequence[str], progress: Callable[[str], None]) ->
         row["arbitration_s"] = _timed(lambda: arbitrate(TRAIN_STAGES[-1], train[ref], train[cand], cfg,
                                                         batch, 1e-12, ref, cand, weights=weights))[0]
         ctx = RunContext(RunRequest(dtype="float64", ref=ref, candidates=(cand,)),
-                         RunInputs(case, cfg, weights, batch, {}),
+                         RunInputs(case, cfg, weights, batch, {}, state),
                          {b: BackendState(b, "cpu", profile, model=models[b], train=train[b]) for b in (ref, cand)})
         row["checkpoints_s"] = _timed(lambda: run_pipeline(ctx, (CheckpointRoundTrip(), CrossCheckpoint())))[0]
         with tempfile.TemporaryDirectory(prefix="parity-bench-") as tmp:
             result = run_case(case, RunRequest(dtype="float64", checkpoints=False, ref=ref, candidates=[cand]))
             row["dump_s"] = _timed(lambda: dump.dump_case(result, Path(tmp)))[0]
-        golden = goldens.load_golden(goldens.golden_path(name))
-        golden_profile = goldens.load_golden_profile("cpu", "float64")
-        summaries = summarise(train[cand], cfg)
-        row["golden_s"] = _timed(lambda: goldens.compare_golden(golden, summaries, result.digests, "float64",
-                                                                golden_profile))[0]
+        row["golden_s"] = None  # a case file's case has no shipped golden
+        if goldens.golden_path(name).exists() and case.case_set != "file":
+            golden = goldens.load_golden(goldens.golden_path(name))
+            golden_profile = goldens.load_golden_profile("cpu", "float64")
+            summaries = summarise(train[cand], cfg)
+            row["golden_s"] = _timed(lambda: goldens.compare_golden(golden, summaries, result.digests, "float64",
+                                                                    golden_profile))[0]
         rows.append(row)
     return rows
 
@@ -194,12 +203,15 @@ def gate_bare_cost(imports: dict, rows: list[dict], extended: list[dict]) -> Opt
     return total + sum(r["build_s"] + r["forward_s"] for r in extended)
 
 
-def run(case_names: Sequence[str], repeat: int, progress: Callable[[str], None] = lambda line: None,
+def run(cases: Sequence, repeat: int, progress: Callable[[str], None] = lambda line: None,
         extended: Sequence[str] = (), save: Callable[[dict], None] = lambda result: None) -> dict:
     """Everything but the pytest timings (`time_pytest_runs`, after this); `extended`: the
     extended cases whose cold float64 forward is timed (the gate's bare cost needs them all).
     `save(result)` is called after each part with what is measured so far (state "partial"), so
-    that an interrupted bench keeps its numbers."""
+    that an interrupted bench keeps its numbers. `cases`: built-in names or Case objects (a case
+    file's)."""
+    cases = _cases(cases)
+    case_names = [c.name for c in cases]
     result = {"schema": SCHEMA, "state": "partial",
               "machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": os.cpu_count()},
@@ -208,13 +220,13 @@ def run(case_names: Sequence[str], repeat: int, progress: Callable[[str], None] 
     result["imports_s"] = imports = import_times()
     save(result)
     progress("backends (build, forward, gradient, Adam step)")
-    result["backends"] = rows = backend_times(case_names, repeat, progress)
+    result["backends"] = rows = backend_times(cases, repeat, progress)
     save(result)
     progress("extended cases (one cold build and forward, float64)")
     result["extended"] = ext = extended_times(extended, progress)
     save(result)
     progress("harness")
-    result["harness"] = harness_times(case_names, progress)
+    result["harness"] = harness_times(cases, progress)
     result.update({"bare_forward_s": bare_cost(imports, rows, case_names, training=False),
                    "bare_with_training_s": bare_cost(imports, rows, case_names, training=True),
                    "gate_bare_s": gate_bare_cost(imports, rows, ext),

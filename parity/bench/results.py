@@ -19,7 +19,7 @@ def _flat(result: dict) -> dict[str, float]:
                 out[f"{stem} {key[:-2]}"] = r[key]
     for h in result["harness"]:
         for key, value in h.items():
-            if key != "case":
+            if key != "case" and value is not None:  # a case file's case has no golden to time
                 out[f"harness {h['case']} {key[:-2]}"] = value
     for r in result.get("extended", []):
         out[f"{r['backend']} {r['case']} float64 cold build + forward"] = r["build_s"] + r["forward_s"]
@@ -52,7 +52,7 @@ def format_table(result: dict) -> str:
     keys = [k for k in result["harness"][0] if k != "case"] if result["harness"] else []
     lines += ["", "harness, float64, seconds: " + " ".join(f"{k[:-2]:>12s}" for k in keys)]
     for h in result["harness"]:
-        lines.append(f"  {h['case']:24s} " + " ".join(f"{h[k]:12.3f}" for k in keys))
+        lines.append(f"  {h['case']:24s} " + " ".join(_seconds(h.get(k), 12) for k in keys))
     if result.get("extended"):
         lines += ["", "extended cases, float64, one cold build + forward (s): " + ", ".join(
             f"{r['case']} {r['backend']} {r['build_s'] + r['forward_s']:.2f}" for r in result["extended"])]

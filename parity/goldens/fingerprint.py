@@ -3,8 +3,8 @@
 
 A golden's `provenance.fingerprint` is the sha256 of everything that decides its content — the
 reference backend's source files, the harness modules that compute summaries, digests and golden
-tolerances, the framework and numpy versions, the case's config and input/weight digests — and of
-the golden's own config, digests and summaries as written. `parity refresh --dry-run` (and
+tolerances, the framework and numpy versions, the case's config and input/weight digests (and a
+trained case's checkpoint file) — and of the golden's own config, digests and summaries as written. `parity refresh --dry-run` (and
 `--failing`/`--new`) re-run the reference only where the fingerprint no longer matches: a changed
 source, version or input, a hand-edited golden, or a golden written before fingerprints. numpy
 only; nothing here imports a framework.
@@ -60,6 +60,8 @@ def inputs_key(case, data: Optional[str | Path] = None, digests: Optional[Mappin
         h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     payload = {"versions": _versions(), "config": case.config.to_dict(),
                "digests": digests or {d: case_digests(case, d, data) for d in ("float32", "float64")}}
+    if case.checkpoint is not None:  # the trained weights' file itself, as well as what was read from it
+        payload["checkpoint"] = case.checkpoint.digest()
     h.update(json.dumps(payload, sort_keys=True).encode())
     return h.hexdigest()
 

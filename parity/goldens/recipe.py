@@ -34,8 +34,10 @@ def golden_of(run: BackendRun, case: Case, data: Optional[str | Path] = None, gr
     if gradients and get_backend(run.backend).trains():
         summaries["gradients"] = gradient_summary(*run.gradients)
     all_digests = {d: case_digests(case, d, data) for d in ("float32", "float64")}
-    golden = build_golden(case.name, case.config.to_dict(), all_digests, summaries,
-                          dict(run.provenance, backend=run.backend))
+    made = dict(run.provenance, backend=run.backend)
+    if case.checkpoint is not None:  # trained weights: the golden names the checkpoint they came from
+        made["weights"] = case.weights_source()
+    golden = build_golden(case.name, case.config.to_dict(), all_digests, summaries, made)
     if (run.backend, run.device, run.dtype) == REFERENCE and gradients:  # what `parity refresh` may trust
         golden["provenance"]["fingerprint"] = fingerprint(golden, inputs_key(case, data, all_digests))
     return golden

@@ -11,7 +11,7 @@ first_seed = 0
 gridsize = 2
 object_big = true
 [case.weights]
-seed = 3
+seed = 3                      # or, trained: checkpoint = "ckpt/model.pt" and backend = "torch"
 scheme = "informative"
 ```
 
@@ -32,6 +32,7 @@ from parity.config import ConfigError, ForwardConfig
 from parity.errors import UsageError
 from parity.inputs.cases import Case, case_names, cases_in, get_case
 from parity.inputs.fixture import FIXTURE_N128_PATH, FIXTURE_PATH
+from parity.inputs.trained import Checkpoint
 from parity.inputs.weights import DEFAULT_SCHEME, WEIGHT_SCHEMES as SCHEMES
 
 # key: (type, default, what it is) — the reference of a [[case]] table
@@ -43,11 +44,15 @@ CASE_KEYS: dict[str, tuple[type, Any, str]] = {
     "first_seed": (int, 0, "the first scan index the groups are spread from"),
     "overrides": (bool, False, "true: this case replaces the built-in case of the same name"),
     "config": (dict, {}, "ForwardConfig fields (`parity cases` shows the built-ins'); the rest take the defaults"),
-    "weights": (dict, {}, "neutral random weights: `seed`, `scheme`"),
+    "weights": (dict, {}, "neutral random weights (`seed`, `scheme`) or a trained model (`checkpoint`, `backend`)"),
 }
 WEIGHT_KEYS: dict[str, tuple[type, Any, str]] = {
     "seed": (int, 0, "the weight seed"),
     "scheme": (str, DEFAULT_SCHEME, f"how the weights are drawn: {' or '.join(SCHEMES)}"),
+    "checkpoint": (str, None, "a trained model (file or folder, relative to the case file) in place of a seed: "
+                              "its weights and state (log_scale, probe) go to every backend"),
+    "backend": (str, "torch", "the backend whose own load() reads the checkpoint and whose weight mapping "
+                              "turns it into neutral weights (`parity backends`)"),
 }
 _NAME = re.compile(r"^[A-Za-z0-9._-]+$")
 
@@ -86,6 +91,28 @@ def _config(values: dict, where: str) -> ForwardConfig:
         raise CaseFileError(f"{where}: key config: {exc}") from None
 
 
+def _checkpoint(given: dict, weights: dict, path: Path, where: str) -> Optional[Checkpoint]:
+    """The case's trained checkpoint, where `weights.checkpoint` names one (not with a seed)."""
+    from parity.backends import BackendError, get_backend
+
+    if weights["checkpoint"] is None:
+        if "backend" in given:
+            raise CaseFileError(f"{where}: key weights.backend names who reads a checkpoint; give weights.checkpoint")
+        return None
+    both = sorted({"seed", "scheme"} & set(given))
+    if both:
+        raise CaseFileError(f"{where}: key weights.{both[0]}: a case's weights come from a seed or from "
+                            f"weights.checkpoint, not both")
+    try:
+        get_backend(weights["backend"])
+    except BackendError as exc:
+        raise CaseFileError(f"{where}: key weights.backend: {exc}") from None
+    file = (path.parent / weights["checkpoint"]).resolve()
+    if not file.exists():
+        raise CaseFileError(f"{where}: key weights.checkpoint: no such file or folder {file}")
+    return Checkpoint(file, weights["backend"], where=where)
+
+
 def load_case_file(path: str | Path, builtin: Sequence[str] = ()) -> list[Case]:
     """The cases of one case file (`parity.inputs.cases.Case`, case set "file"). `builtin`: the
     built-in names a case may only take with `overrides = true`."""
@@ -116,6 +143,7 @@ def load_case_file(path: str | Path, builtin: Sequence[str] = ()) -> list[Case]:
         seen.add(name)
         cfg = _config(values["config"], where)
         weights = _checked(values["weights"], WEIGHT_KEYS, where, prefix="weights.")
+        checkpoint = _checkpoint(values["weights"], weights, path, where)
         if weights["scheme"] not in SCHEMES:
             raise CaseFileError(f"{where}: key weights.scheme must be {' or '.join(SCHEMES)}, got {weights['scheme']!r}")
         for key in ("groups", "first_seed"):
@@ -132,7 +160,7 @@ def load_case_file(path: str | Path, builtin: Sequence[str] = ()) -> list[Case]:
                 raise CaseFileError(f"{where}: key data: no such file {data}")
         cases.append(Case(name, cfg, values["description"] or f"from {path.name}", n_groups=values["groups"],
                           first_seed=values["first_seed"], weight_seed=weights["seed"],
-                          weight_scheme=weights["scheme"], case_set="file", data=data))
+                          weight_scheme=weights["scheme"], case_set="file", data=data, checkpoint=checkpoint))
     return cases
 
 

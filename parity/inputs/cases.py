@@ -21,6 +21,7 @@ import numpy as np
 from parity.config import ForwardConfig
 from parity.inputs.data import DataError, ScanData, digests, load_scan, make_batch
 from parity.inputs.fixture import FIXTURE_N128_PATH, FIXTURE_PATH
+from parity.inputs.trained import Checkpoint
 from parity.inputs.weights import DEFAULT_SCHEME, digest as weights_digest, init_weights
 
 CASE_SETS = ("default", "extended", "all")
@@ -41,6 +42,7 @@ class Case:
     weight_scheme: str = DEFAULT_SCHEME
     case_set: str = "default"
     data: Path = FIXTURE_PATH  # the shipped fixture with this case's detector size
+    checkpoint: Optional[Checkpoint] = None  # trained weights and state, in place of the seed's
 
     def seeds(self, n_points: int) -> np.ndarray:
         """Deterministic seed points, evenly spaced over the scan and taken in bit-reversed
@@ -57,7 +59,21 @@ class Case:
         return self.first_seed + (order * span) // slots
 
     def weights(self, dtype: str = "float32") -> dict[str, np.ndarray]:
+        if self.checkpoint is not None:
+            return dict(self.checkpoint.read(self.config, dtype).weights)
         return init_weights(self.config, self.weight_seed, dtype, scheme=self.weight_scheme)
+
+    def state(self, dtype: str = "float32") -> dict:
+        """The model state every backend is built with (`build(cfg, weights, **state)`): a trained
+        checkpoint's `log_scale` and probe; none for seeded weights (each model starts from the
+        config's scale and the batch's probe)."""
+        return {} if self.checkpoint is None else dict(self.checkpoint.read(self.config, dtype).state)
+
+    def weights_source(self) -> dict:
+        """Where the weights come from, as the report's header and a golden's provenance name it."""
+        if self.checkpoint is not None:
+            return {"checkpoint": self.checkpoint.describe()}
+        return {"seed": self.weight_seed, "scheme": self.weight_scheme}
 
     def inputs(self, dtype: str = "float32", data: Optional[str | Path] = None):
         """(ForwardConfig, weights, Batch) in `dtype`; `data` replaces the case's fixture."""
@@ -146,11 +162,14 @@ def format_case_table(cases: list[Case] = CASES) -> str:
 
 
 def case_digests(case: Case, dtype: str, data: Optional[str | Path] = None) -> dict:
-    """sha256 of every input array and of the weights of `case` in `dtype` (numpy only)."""
+    """sha256 of every input array and of the weights (and trained state) of `case` in `dtype`."""
     _, weights, batch = case.inputs(dtype, data=data)
-    return digests_of(weights, batch)
+    return digests_of(weights, batch, case.state(dtype))
 
 
-def digests_of(weights: dict, batch) -> dict:
-    """{"inputs": {array: sha256}, "weights": sha256}: what a golden's digests hold."""
-    return {"inputs": digests(batch), "weights": weights_digest(weights)}
+def digests_of(weights: dict, batch, state: Optional[dict] = None) -> dict:
+    """{"inputs": {array: sha256}, "weights": sha256}: what a golden's digests hold. A trained
+    state (log_scale, probe) counts with the weights: the same weights with another scale are
+    other inputs."""
+    own = {f"state/{k}": np.asarray(v) for k, v in (state or {}).items()}
+    return {"inputs": digests(batch), "weights": weights_digest({**weights, **own})}

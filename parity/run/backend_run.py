@@ -114,9 +114,10 @@ def run_backend(case: Case, backend: str, device: str = "cpu", dtype: str = "flo
     built already (a run builds them once for every backend)."""
     flags = require_device({backend: device})
     cfg, weights, batch = inputs or case.inputs(dtype, data=data)
-    model = get_backend(backend).build(cfg, weights, device=device)
+    state = case.state(dtype)  # a trained checkpoint's log_scale and probe
+    model = get_backend(backend).build(cfg, weights, device=device, **state)
     train = model.forward_train(batch)
     return BackendRun(case=case.name, backend=backend, device=device, dtype=dtype, config=cfg,
                       train=train, batch=batch, summaries=summarise(train, cfg),
-                      digests=digests_of(weights, batch),
+                      digests=digests_of(weights, batch, state),
                       provenance=provenance(device, {backend: device}, dtype, flags), model=model)

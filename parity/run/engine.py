@@ -37,7 +37,8 @@ def run_case(case: Case, request: RunRequest = RunRequest()) -> CaseResult:
     devices = backend_devices(request.ref, candidates, request.device, request.ref_device)
     flags = require_device(devices)
     cfg, weights, batch = case.inputs(request.dtype, data=request.data)
-    inputs = RunInputs(case, cfg, weights, batch, digests_of(weights, batch))
+    state = case.state(request.dtype)
+    inputs = RunInputs(case, cfg, weights, batch, digests_of(weights, batch, state), state)
     # each backend is judged by the profile of the device it computed on (the reference's own
     # only where it is compared with itself, after a checkpoint round trip)
     sides = {name: BackendState(name, dev, load_profile(dev, request.dtype, path=request.tolerance_path))

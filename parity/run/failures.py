@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+from parity.errors import WiringError
+
 WIRING, RAISED, INPUT = "wiring", "raised", "input"  # the kinds of error (INPUT: a corrupt golden of the case)
 _HARNESS = Path(__file__).resolve().parents[1]  # frames inside parity/ are the harness, not the user's code
 # frames in the standard library and installed packages are libraries the user's code called
@@ -20,11 +22,6 @@ MESSAGE_LINES = 10  # an exception's message kept in full up to this many lines
 class CannotForce(Exception):
     """An adapter cannot put the reference's inputs to a stage in place of the port's (a derived
     input, a transform without its inverse): that stage has no local error, and says why."""
-
-
-class WiringError(Exception):
-    """An adapter is wired wrongly (a tap that never fired, a derived stage without its inputs):
-    the port may be right, the adapter is not. Exit code 2."""
 
 
 @dataclass

@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from parity.run.checks import (Check, CheckpointRoundTrip, CrossCheckpoint, ForwardAgreement, GoldenCheck,
+from parity.run.checks import (Check, CheckpointRoundTrip, ConfigAgreement, CrossCheckpoint, ForwardAgreement, GoldenCheck,
                            GradientAgreement, OriginsCheck, PathConsistency, RunContext, TrainingAgreement)
 from parity.backends import get_backend
 from parity.run.record import BackendRaised
@@ -39,8 +39,10 @@ def ordered(checks: Sequence[Check]) -> tuple[Check, ...]:
     return tuple(out)
 
 
-PIPELINE: tuple[Check, ...] = ordered((ForwardAgreement(), OriginsCheck(), PathConsistency(), CheckpointRoundTrip(),
-                                       CrossCheckpoint(), GradientAgreement(), TrainingAgreement(), GoldenCheck()))
+# the config check first: a drifted setting is the root cause of every divergence after it
+PIPELINE: tuple[Check, ...] = ordered((ConfigAgreement(), ForwardAgreement(), OriginsCheck(), PathConsistency(),
+                                       CheckpointRoundTrip(), CrossCheckpoint(), GradientAgreement(),
+                                       TrainingAgreement(), GoldenCheck()))
 
 
 def run_pipeline(ctx: RunContext, checks: Sequence[Check] = PIPELINE) -> list[CheckResult]:

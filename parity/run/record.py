@@ -41,7 +41,8 @@ class RunRequest:
     `ref_device` (default: the CPU); `data` replaces the shipped fixture; `reuse`: backends whose
     model and traces may come from this process's cache (`parity.run.cache`), only for backends
     nothing patches; `checks`: the checks to run (None: the whole pipeline); `repro_dir`: where
-    the origins check writes a minimal reproduction of each origin."""
+    the origins check writes a minimal reproduction of each origin; `save_trained`: where the
+    training check saves each backend's model after its Adam steps."""
 
     device: str = "cpu"
     dtype: str = "float32"
@@ -59,6 +60,7 @@ class RunRequest:
     reuse: tuple = ()
     checks: Optional[tuple] = None
     repro_dir: Optional[str | Path] = None
+    save_trained: Optional[str | Path] = None  # where the training check saves each backend's trained model
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,7 @@ class RunInputs:
     weights: Mapping[str, np.ndarray]
     batch: Any
     digests: Mapping
+    state: Mapping = field(default_factory=dict)  # a trained checkpoint's log_scale and probe, every build's
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,7 @@ class BackendState:
     train: Optional[dict] = None  # stage -> array of its training path
     infer: Optional[dict] = None  # of its inference path, where a check reads it
     loaded: Any = None  # the model its own checkpoint loaded into
+    load_failure: Optional[Failure] = None  # its save or load raised (RunContext.reload)
     reloaded: Optional[dict] = None  # the loaded model's inference path
     failure: Optional[Failure] = None  # its build or forward raised
     output: str = ""  # what it printed
@@ -187,12 +191,27 @@ class RunContext:
                         side.infer = cached_infer()
                     continue
                 side.model = self.call(name, "build", get_backend(name).build, self.cfg, self.inputs.weights,
-                                       device=side.device)
+                                       device=side.device, **self.inputs.state)
                 side.train = self.call(name, "forward_train", side.model.forward_train, self.batch)
                 if infer:
                     side.infer = self.call(name, "forward_infer", side.model.forward_infer, self.batch)
             except BackendRaised as exc:
                 side.failure = exc.failure
+
+    def reload(self, name: str):
+        """`name`'s model saved and loaded back into a fresh one, once per run (the config and
+        checkpoint checks read it); a save or load that raised raises the same failure again."""
+        side = self.sides[name]
+        if side.load_failure is not None:
+            raise BackendRaised(side.load_failure)
+        if side.loaded is None:
+            try:
+                path = self.call(name, "save", side.model.save, Path(self.workdir) / f"{name}.ckpt")
+                side.loaded = self.call(name, "load", get_backend(name).load, path, cfg=self.cfg, device=side.device)
+            except BackendRaised as exc:
+                side.load_failure = exc.failure
+                raise
+        return side.loaded
 
     def train_summary(self, name: str) -> dict:
         """The summaries of `name`'s training path, computed once per run."""

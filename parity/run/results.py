@@ -28,7 +28,7 @@ class CheckResult:
     """One check of one backend. `detail` is the check's own record (a TraceComparison, a
     CheckpointCheck, a GoldenResult, a GradientCheck, a TrainingCheck) where it ran."""
 
-    check: str  # forward | paths | checkpoint | cross-checkpoint | golden | gradients | training
+    check: str  # config | forward | paths | checkpoint | cross-checkpoint | golden | gradients | training
     backend: str  # the candidate, or the backend whose own check it is (paths, checkpoint, golden)
     status: str
     summary: str  # one line, for the console
@@ -63,7 +63,7 @@ def exit_code(results) -> int:
     return EXIT_DIVERGED if any(r.status == FAILED for r in results) else EXIT_PASSED
 
 
-VERDICTS = (("forward", "DIVERGED"), ("paths", "PATHS DIFFER"), ("checkpoint", "CHECKPOINT DIFFERS"),
+VERDICTS = (("config", "CONFIG DIFFERS"), ("forward", "DIVERGED"), ("paths", "PATHS DIFFER"), ("checkpoint", "CHECKPOINT DIFFERS"),
             ("cross-checkpoint", "CHECKPOINT DIFFERS"), ("gradients", "GRADIENTS DIFFER"),
             ("training", "TRAINING DIFFERS"), ("golden", "GOLDEN DIFFERS"))
 
@@ -162,8 +162,8 @@ class CaseResult:
 
     def finding(self) -> Optional[CheckResult]:
         """The result the verdict rests on: the first error of the kind the exit code names (bad
-        input or wiring before a raise), else the first failure in the order of VERDICTS (the
-        forward comparison first, the golden last); None when every check passed or was not run."""
+        input or wiring before a raise), else the first failure in the order of VERDICTS (a
+        drifted config first: the divergences after it are its consequence; the golden last); None when every check passed or was not run."""
         code = self.exit_code
         for r in self.errors:
             if r.failure is None or (r.failure.kind in (WIRING, INPUT)) == (code == EXIT_BAD_INPUT):

@@ -2,6 +2,8 @@
 (`keras_backend`). Registered through the entry point `kport = kport_parity:backend` in the test
 project; in process in tests/test_keras_port.py."""
 
+import math
+
 import numpy as np
 
 from parity.adapters import Derived, Tap, keras_backend, map_weights
@@ -128,6 +130,20 @@ def set_state(model, state):
     model.get_layer("intensity_scale").log_scale.assign(state["log_scale"])
 
 
+# --8<-- [start:config]
+def effective_config(model):
+    """What a kport model computes with, read from its layers (kport keeps no params with the
+    model): the detector size and channels from its input, object_big from its merge layer, the
+    width from its first conv, the decoder head from the layers it has. The offset and the jitter
+    are summed into the canvas size, so they are not read (listed by the config check)."""
+    n, channels = model.inputs[0].shape[1], model.inputs[0].shape[3]
+    names = {layer.name for layer in model.layers}
+    return {"N": n, "gridsize": math.isqrt(channels), "object_big": model.get_layer("merge").big,
+            "n_filters_scale": model.get_layer("conv2d").filters // network.ENCODER[n][0],
+            "pad_object": "zero_padding2d" in names or "border" in names, "probe_big": "border" in names}
+# --8<-- [end:config]
+
+
 def loss(model, batch, cfg):
     network.set_probe(model, batch.probe)
     return network.loss(model, counts(batch, cfg), batch.offsets)
@@ -138,5 +154,5 @@ def backend():
     return keras_backend("kport", make_model, run=run, taps=taps, derived=DERIVED, run_infer=run_infer,
                          mapping=weight_mapping, get_state=get_state, set_state=set_state,
                          save=lambda model, path: inference.save(model, path),
-                         load=lambda path, cfg, device: inference.load(path), loss=loss)
+                         load=lambda path, cfg, device: inference.load(path), loss=loss, config=effective_config)
 # --8<-- [end:backend]

@@ -24,6 +24,15 @@ def port_config(cfg, dtype="float64"):
                               intensity_scale=cfg.intensity_scale, dtype=dtype)
 
 
+# --8<-- [start:config]
+# the settings a ptyport model computes with, in ForwardConfig names: read from the model's own config
+EFFECTIVE_CONFIG = {"N": "cfg.N", "gridsize": "cfg.grid", "object_big": "cfg.big_object", "probe_big": "cfg.big_probe",
+                    "pad_object": "cfg.pad_object", "probe_mask": "cfg.probe_mask", "amp_activation": "cfg.activation",
+                    "offset": "cfg.step", "max_position_jitter": "cfg.jitter", "n_filters_scale": "cfg.width",
+                    "intensity_scale": "cfg.intensity_scale"}
+# --8<-- [end:config]
+
+
 def weight_mapping(cfg):
     """canonical name -> (ptyport parameter, transposition)."""
     conv = "keras_conv_to_torch"
@@ -161,5 +170,6 @@ def backend():
     derived = DERIVED_PATCHES if os.environ.get("PTYPORT_INFER") == "patches" else DERIVED
     return torch_backend("ptyport", make_model, run, taps, derived, run_infer=run_infer,
                          mapping=weight_mapping, get_state=get_state, set_state=set_state,
-                         save=lambda model, path: io.save(model, path), load=load, loss=loss)
+                         save=lambda model, path: io.save(model, path), load=load, loss=loss,
+                         config=EFFECTIVE_CONFIG)
 # --8<-- [end:backend]

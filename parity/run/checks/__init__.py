@@ -2,6 +2,7 @@
 
 from parity.run.checks.base import Check  # noqa: F401
 from parity.run.record import REF, BackendRaised, RunContext  # noqa: F401
+from parity.run.checks.config import ConfigAgreement, ConfigCheck  # noqa: F401
 from parity.run.checks.checkpoint import CheckpointCheck, CheckpointRoundTrip, CrossCheckpoint  # noqa: F401
 from parity.run.checks.forward import ForwardAgreement, PathConsistency  # noqa: F401
 from parity.run.checks.golden import GoldenCheck  # noqa: F401

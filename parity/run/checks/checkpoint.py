@@ -5,7 +5,6 @@ into each candidate and back."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from parity.backends import get_backend
@@ -73,8 +72,7 @@ class CheckpointRoundTrip(Check):
         if not backend.checkpoints:
             return [self.not_run(name, f"{name} has no save/load", f"{name} → {name}")]
         side = ctx[name]
-        path = ctx.call(name, "save", side.model.save, Path(ctx.workdir) / f"{name}.ckpt")
-        side.loaded = ctx.call(name, "load", backend.load, path, cfg=ctx.cfg, device=side.device)
+        ctx.reload(name)
         side.reloaded = infer = ctx.call(name, "forward_infer after load", side.loaded.forward_infer, ctx.batch)
         order = list(backend.infer_stages_for(ctx.cfg))
         check = CheckpointCheck(name, name, compare_traces(

@@ -3,6 +3,7 @@ reference cannot train, against the candidate itself on the CPU) (docs/design.md
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
 from parity.backends import get_backend
@@ -37,13 +38,14 @@ def _no_reference_why(ref: str, cand: str, what: str) -> str:
 
 
 def gradient_checks(models: dict, results: dict, batch: Batch, profiles: Mapping, ref: str,
-                    candidates: Sequence[str], weights, devices: Optional[Mapping[str, str]] = None) -> dict:
+                    candidates: Sequence[str], weights, devices: Optional[Mapping[str, str]] = None,
+                    state: Mapping = {}) -> dict:
     """Loss terms and gradients (`results`, from `gradient_results`) of each candidate against the
     reference (or, where the reference cannot train, against the candidate's `stand_in`), in
     backward order; the numpy backend's loss is the third opinion when a loss term differs."""
     devices = devices or {name: "cpu" for name in models}
     cfg = models[ref].cfg
-    numpy_model = models.get("numpy") or get_backend("numpy").build(cfg, weights)
+    numpy_model = models.get("numpy") or get_backend("numpy").build(cfg, weights, **state)
     numpy_losses = numpy_model.losses(batch)
     checks = {}
     for cand in candidates:
@@ -56,7 +58,7 @@ def gradient_checks(models: dict, results: dict, batch: Batch, profiles: Mapping
             if base is None:
                 checks[cand] = GradientCheck(cand, _not_run(ref, cand, "grad", _no_reference_why(ref, cand, "gradients")))
                 continue
-            base_model = get_backend(cand).build(cfg, weights, device="cpu")
+            base_model = get_backend(cand).build(cfg, weights, device="cpu", **state)
             results = {**results, base: base_model.loss_and_gradients(batch)}
         checks[cand] = compare_gradients(cfg, results[base], results[cand], profiles[cand], base, cand, numpy_losses,
                                          arbiter={"weights": weights, "batch": batch,
@@ -66,21 +68,27 @@ def gradient_checks(models: dict, results: dict, batch: Batch, profiles: Mapping
 
 
 def training_checks(cfg: ForwardConfig, weights, batch: Batch, profiles: Mapping, devices: Mapping[str, str],
-                    ref: str, candidates: Sequence[str], steps: int, adam: AdamConfig) -> dict:
+                    ref: str, candidates: Sequence[str], steps: int, adam: AdamConfig, state: Mapping = {},
+                    trained: Optional[dict] = None) -> dict:
     """`steps` Adam steps per backend, each on a freshly built model on its own device (the run's
     models stay as they are), compared after every step under the candidate's profile. The
     reference steps in lockstep with each candidate, so only one step of each is held; with
-    several candidates it trains once per candidate."""
-    def train(name: str, device: str):  # a fresh model per comparison; None where the backend cannot train
-        model = get_backend(name).build(cfg, weights, device=device)
-        return model.train_steps(batch, steps, adam) if get_backend(name).trains() else None
+    several candidates it trains once per candidate. `trained`: filled with each backend's model
+    as its steps left it (the reference's first), for `--save-trained`."""
+    trained = {} if trained is None else trained
+
+    def train(name: str, device: str):  # a fresh model per comparison; (None, None) where it cannot train
+        if not get_backend(name).trains():
+            return None, None
+        model = get_backend(name).build(cfg, weights, device=device, **state)
+        return model, model.train_steps(batch, steps, adam)
 
     checks = {}
     for cand in candidates:
-        base, ref_records = ref, train(ref, devices[ref])  # stepped in lockstep: one step of each is held
+        base, (ref_model, ref_records) = ref, train(ref, devices[ref])  # in lockstep: one step of each is held
         if ref_records is None and stand_in(cand, devices) is not None:
-            base, ref_records = stand_in(cand, devices), train(cand, "cpu")
-        records = train(cand, devices[cand])
+            base, (_, ref_records) = stand_in(cand, devices), train(cand, "cpu")
+        model, records = train(cand, devices[cand])
         if records is None:
             checks[cand] = TrainingCheck(cand, base, steps=[_not_trainable(base, cand, "train")])
         elif ref_records is None:
@@ -88,6 +96,9 @@ def training_checks(cfg: ForwardConfig, weights, batch: Batch, profiles: Mapping
                                                                     _no_reference_why(ref, cand, "Adam steps"))])
         else:
             checks[cand] = compare_training(cfg, ref_records, records, profiles[cand], base, cand, initial=weights)
+            trained.setdefault(cand, model)  # its steps taken (the records are read): what --save-trained saves
+            if base == ref:
+                trained.setdefault(ref, ref_model)
     return checks
 
 
@@ -107,7 +118,7 @@ class GradientAgreement(Check):
         profiles = {name: side.profile for name, side in ctx.sides.items()}
         devices = {name: side.device for name, side in ctx.sides.items()}
         check = ctx.call(cand, "gradients", gradient_checks, models, results, ctx.batch, profiles, ctx.ref,
-                         [cand], ctx.inputs.weights, devices)[cand]
+                         [cand], ctx.inputs.weights, devices, ctx.inputs.state)[cand]
         status = _status(check.passed)
         if check.passed and all(not s.provided for s in check.comparison.stages):
             status = NOT_RUN
@@ -127,9 +138,23 @@ class TrainingAgreement(Check):
     def run(self, ctx, cand):
         profiles = {name: side.profile for name, side in ctx.sides.items()}
         devices = {name: side.device for name, side in ctx.sides.items()}
+        trained: dict = {}
         check = ctx.call(cand, "training", training_checks, ctx.cfg, ctx.inputs.weights, ctx.batch, profiles,
-                         devices, ctx.ref, [cand], ctx.request.train_steps, ctx.request.adam)[cand]
+                         devices, ctx.ref, [cand], ctx.request.train_steps, ctx.request.adam, ctx.inputs.state,
+                         trained)[cand]
+        saved = self._save(ctx, cand, trained) if ctx.request.save_trained else {}
         status = _status(check.passed)
         if check.passed and all(not s.provided for step in check.steps for s in step.stages):
             status = NOT_RUN
-        return [CheckResult(self.name, cand, status, check.describe(), check)]
+        return [CheckResult(self.name, cand, status, check.describe(), check, extra={"saved": saved} if saved else {})]
+
+    @staticmethod
+    def _save(ctx, cand: str, trained: dict) -> dict:
+        """`--save-trained DIR`: the candidate's trained model, and the reference's once per run,
+        each in its own format, as `<case>-<backend>-<dtype>.ckpt` (a case file's `checkpoint` reads it)."""
+        folder = Path(ctx.request.save_trained)
+        folder.mkdir(parents=True, exist_ok=True)
+        done = {name for r in ctx.results for name in r.extra.get("saved", {})}
+        return {name: str(ctx.call(name, "save of the trained model", model.save,
+                                   folder / f"{ctx.inputs.case.name}-{name}-{ctx.dtype}.ckpt"))
+                for name, model in trained.items() if name not in done and name in (ctx.ref, cand)}

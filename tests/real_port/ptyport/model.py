@@ -106,16 +106,17 @@ class PtyNet(nn.Module):
         self.register_buffer("inv_scale", torch.tensor(1.0 / cfg.intensity_scale, dtype=dtype),
                              persistent=persistent)
 
-    def patches(self, diff):
-        """diff (B, C, N, N) measured amplitudes (in counts) → the object patches (B, C, N, N)."""
-        h = self.enc(diff * self.inv_scale)
+    def patches(self, diff, inv_scale=None):
+        """diff (B, C, N, N) measured amplitudes (in counts) → the object patches (B, C, N, N);
+        `inv_scale`: 1/s other than the model's own."""
+        h = self.enc(diff * (self.inv_scale if inv_scale is None else inv_scale))
         amp = self.amp(h)
         phase = self.phs.forward(h)
         return physics.to_complex(amp, phase)
 
-    def obj(self, diff, offsets):
+    def obj(self, diff, offsets, inv_scale=None):
         """diff (B, C, N, N) measured amplitudes (in counts), offsets (B, C, 2) → the object."""
-        patches = self.patches(diff)
+        patches = self.patches(diff, inv_scale)
         if self.cfg.grid == 1:  # one position: the patch is the object
             return patches, patches
         canvas = physics.merge(patches, offsets, self.cfg.canvas, self.cfg.big_object)

@@ -127,10 +127,11 @@ def test_the_reference_of_case_file_keys_is_generated_into_the_docs():
 
     from parity.docgen import generate
 
-    text = generate((Path(__file__).resolve().parents[1] / "docs" / "cases.md").read_text())
+    text = generate((Path(__file__).resolve().parents[1] / "docs" / "own-model.md").read_text())
     for key, (kind, default, what) in [*CASE_KEYS.items(), *((f"weights.{k}", v) for k, v in WEIGHT_KEYS.items())]:
         assert f"| `{key}` | " in text and what.split(" (")[0] in text, key
     assert "| `groups` | integer | `8` |" in text and "| `overrides` | boolean | `false` |" in text
+    assert "| `weights.checkpoint` | string | — |" in text and "| `weights.backend` | string | `'torch'` |" in text
 
 
 def _torch_checkpoint(path, case="gs1", steps=0):
@@ -240,3 +241,52 @@ def test_goldens_for_a_case_file_are_made_into_a_folder_of_yours_and_compared(ca
                  "--dtype", "float64", "--no-figures", "--out", str(tmp_path / "out")], reuse=("numpy", "torch"))
     out = capsys.readouterr().out
     assert code == 0 and "[1/1] lab-thin float64 ... PASS (" in out and "passed   golden torch: matches lab-thin.json" in out
+
+
+OWN_MODEL_TEST = '''
+import pytest
+
+pytestmark = pytest.mark.parity
+
+
+@pytest.mark.parametrize("case", ["lab-gs3-small", "lab-trained"])
+def test_parity_own_model(parity_check, case):
+    result = parity_check(case, "torch", dtype="float64")
+    assert result.passed, result.report()
+    golden = [r for r in result.results if r.check == "golden"]
+    assert golden and all(r.status == "passed" for r in golden), result.report()  # the user's own goldens
+'''
+
+
+@pytest.mark.full  # the walk-through of docs/own-model.md, end to end; pytest in a process of its own
+@pytest.mark.processes
+def test_the_five_commands_of_check_your_own_model(tmp_path, pytester, capsys):
+    """A seeded case with a config no built-in has and a case from a trained torch checkpoint:
+    `parity cases`, `parity check`, `parity refresh --goldens`, `--dry-run` and `pytest -k parity`
+    with the case file and the goldens named in the ini — as docs/own-model.md tells it."""
+    from parity.plugin.devices import require_backend
+
+    require_backend("tensorflow")  # the reference that makes goldens
+    project = pytester.path
+    (project / "ckpt").mkdir()
+    _torch_checkpoint(project / "ckpt" / "model.pt", case="gs2-big", steps=2)
+    (project / "cases.toml").write_text(
+        '[[case]]\nname = "lab-gs3-small"\n[case.config]\ngridsize = 3\nobject_big = false\noffset = 5\n'
+        '[case.weights]\nseed = 7\n\n'
+        '[[case]]\nname = "lab-trained"\n[case.config]\ngridsize = 2\n[case.weights]\ncheckpoint = "ckpt/model.pt"\n')
+    cases, goldens = str(project / "cases.toml"), str(project / "goldens")
+    assert main(["cases", "--case-file", cases]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()[-2:]] == ["lab-gs3-small", "lab-trained"]
+    assert main(["check", "--case-file", cases, "--dtype", "float64", "--no-figures", "--out", str(tmp_path / "out")]) == 0
+    out = capsys.readouterr().out
+    assert "2/2 runs agree" in out and "lab-trained: trained weights and state from " in out, out
+    (project / "goldens").mkdir()
+    assert main(["refresh", "--case-file", cases, "--goldens", goldens]) == 0
+    assert "refresh: 2 case(s): 2 new; 2 golden(s) written" in capsys.readouterr().out
+    assert main(["refresh", "--case-file", cases, "--goldens", goldens, "--dry-run"]) == 0
+    assert "refresh: 2 case(s): 2 unchanged; dry run: 0 golden(s) would be written" in capsys.readouterr().out
+    provenance = json.loads((project / "goldens" / "lab-trained.json").read_text())["provenance"]
+    assert provenance["weights"]["checkpoint"]["file"] == str(project / "ckpt" / "model.pt")
+    pytester.makeini("[pytest]\nparity_case_file = cases.toml\nparity_goldens = goldens\n")
+    pytester.makepyfile(test_own_model=OWN_MODEL_TEST)
+    pytester.runpytest_subprocess("-p", "no:cacheprovider", "-p", "no:xdist", "-k", "parity").assert_outcomes(passed=2)

@@ -239,6 +239,25 @@ def test_a_port_reading_the_configs_scale_passes_on_seeded_weights_and_fails_on_
     assert fixed.passed, fixed.report()
 
 
+@pytest.mark.full  # the script runs in a process of its own
+def test_a_reproduction_from_a_trained_case_carries_its_weights_and_state(ptyport_run, trained_case, tmp_path):
+    """The seed would rebuild other weights: a trained case's reproduction saves the weights and
+    the state (log_scale, probe) it ran with, and its script builds the models from them."""
+    result = ptyport_run(trained_case, bug="physics", repro_dir=tmp_path)
+    assert result.verdict() == "DIVERGED"
+    folder = tmp_path / "trained-float64-ptyport-object.extracted"
+    meta = json.loads((folder / "repro.json").read_text())
+    assert meta["weights"]["checkpoint"]["file"] == str(trained_case.checkpoint.path)
+    with np.load(folder / "repro.npz") as saved:
+        assert float(saved["state/log_scale"]) == trained_case.state("float64")["log_scale"]
+        weights = trained_case.weights("float64")
+        assert all(np.array_equal(saved[f"weights/{k}"], v) for k, v in weights.items())
+    done = subprocess.run([sys.executable, "repro.py"], cwd=folder, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    numpy_line = next(line for line in done.stdout.splitlines() if line.startswith("numpy"))
+    assert float(numpy_line.rsplit(" ", 1)[1]) < 1e-12, done.stdout  # numpy agrees with the reference's output
+
+
 @pytest.mark.full  # an extended case's reference run of its own
 def test_a_loader_that_drops_a_config_field_is_named_by_the_config_check_and_leads_the_verdict(ptyport_run,
                                                                                                  parity_ref):

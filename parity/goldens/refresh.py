@@ -89,11 +89,11 @@ def plan(cases: Sequence[Case], mode: str, goldens_dir: Optional[Path] = None,
         made = new["provenance"]  # what the run actually was, not what was asked for
         progress(f"[{i}/{len(cases)}] {case.name}: made by {made.get('backend')} on {made.get('device')} "
                  f"in {made.get('dtype')}")
-        if old is None:
-            missing = not path.exists()
-            status = "new" if missing else "corrupt"
-            write = mode in ("all", "failing") or (mode == "new" and missing)
-            out.append(Planned(case.name, path, status, write, new, note="" if missing else str(unreadable)))
+        if old is None:  # (`missing` names the reference's absence: not reused for the file's)
+            absent = not path.exists()
+            status = "new" if absent else "corrupt"
+            write = mode in ("all", "failing") or (mode == "new" and absent)
+            out.append(Planned(case.name, path, status, write, new, note="" if absent else str(unreadable)))
             continue
         result = compare_golden(old, new["summaries"], new["digests"][REFERENCE[2]], REFERENCE[2], profile,
                                 run=" ".join(REFERENCE))

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional, Sequence
 
 from parity.files import plain, write_atomic  # noqa: F401 (write_atomic: the goldens' storage writes through it)
+from parity.goldens.summaries import ANGLE_KEYS
 from parity.resources import FIXTURES_ROOT
 from parity.run.tolerances import TOLERANCE_PATH, ToleranceError, longest_match, read_tolerance_file, table_at
 
@@ -222,6 +223,8 @@ def compare_golden(golden: Mapping, summaries: Mapping, digests: Mapping, dtype:
             result.mismatches.append(KeyMismatch(key, g, o, None, None))
         elif _is_number(g) and _is_number(o) and not (isinstance(g, int) and isinstance(o, int)):
             diff = abs(float(o) - float(g))
+            if key in ANGLE_KEYS:  # π and −π are one phase
+                diff = abs(math.remainder(diff, 2 * math.pi))
             allowed = profile.for_key(key).allowed(float(g))
             if not diff <= allowed:  # NaN fails too
                 result.mismatches.append(KeyMismatch(key, g, o, diff, allowed))

@@ -25,28 +25,54 @@ def _stats(a: np.ndarray) -> dict[str, float]:
     return {"min": _f(a.min()), "max": _f(a.max()), "mean": _f(a.mean()), "std": _f(a.std())}
 
 
+# Golden keys that are angles (radians): compared modulo 2π (parity.goldens.store), so that a
+# phase at the ±π branch cut — a saturated phase decoder of trained weights — reads as one value.
+ANGLE_KEYS = ("patch_stats.phase_range.0", "patch_stats.phase_range.1", "canvas.phase.mean", "canvas.phase.min",
+              "canvas.phase.max")
+
+
+def _phase_stats(z: np.ndarray) -> dict[str, float]:
+    """Phase statistics that do not jump at the ±π branch cut: the amplitude-weighted circular
+    mean μ = angle(Σ z); min and max of the phases measured from μ (angle(z·e^(−iμ)) ∈ (−π, π],
+    plus μ), over the pixels with non-zero amplitude (a zero has no phase); the circular standard
+    deviation sqrt(−2 ln R), R = |Σ z| / Σ |z| (0 for a single phase). Near-zero amplitudes, whose
+    phase is rounding, weigh nothing in the mean and the spread."""
+    z = np.asarray(z).astype(np.complex128).ravel()
+    z = z[np.abs(z) > 0]
+    if z.size == 0:
+        return {"min": 0.0, "max": 0.0, "mean": 0.0, "std": 0.0}
+    total = z.sum()
+    mean = float(np.angle(total))
+    around = np.angle(z * np.exp(-1j * mean))
+    resultant = min(1.0, float(abs(total) / np.abs(z).sum()))
+    std = float(np.sqrt(-2.0 * np.log(resultant))) if resultant > 0 else float("inf")
+    return {"min": _f(mean + around.min()), "max": _f(mean + around.max()), "mean": mean, "std": std}
+
+
 def patch_stats(trace: Mapping[str, np.ndarray]) -> dict:
     """On |object.patches| (B,N,N,Co), as the original instrumentation logged them:
     global_mean, global_std (ddof=1), var_zero_mean = mean((|a| − mean_hw |a|)²), per_patch
-    {mean, std (ddof=1), min, max} for the first 4 groups, amplitude_range, phase_range."""
+    {mean, std (ddof=1), min, max} for the first 4 groups, amplitude_range, phase_range (measured
+    from the circular mean phase: `_phase_stats`)."""
     patches = np.asarray(trace["object.patches"])
     amp = np.abs(patches).astype(np.float64)
     centred = amp - amp.mean(axis=(1, 2), keepdims=True)
     per_patch = [{"mean": _f(g.mean()), "std": _f(g.std(ddof=1)), "min": _f(g.min()), "max": _f(g.max())}
                  for g in amp[:PER_PATCH_GROUPS]]
-    phase = np.angle(patches)
+    phase = _phase_stats(patches)
     return {
         "global_mean": _f(amp.mean()),
         "global_std": _f(amp.std(ddof=1)),
         "var_zero_mean": _f(np.mean(centred ** 2)),
         "per_patch": per_patch,
         "amplitude_range": [_f(amp.min()), _f(amp.max())],
-        "phase_range": [_f(phase.min()), _f(phase.max())],
+        "phase_range": [phase["min"], phase["max"]],
     }
 
 
 def canvas_stats(trace: Mapping[str, np.ndarray], cfg: ForwardConfig) -> dict:
-    """object.canvas (B,M,M,1): M, shape, amplitude/phase {min,max,mean,std}, the fraction of
+    """object.canvas (B,M,M,1): M, shape, amplitude {min,max,mean,std}, phase {min,max,mean,std}
+    (circular: `_phase_stats`), the fraction of
     canvas pixels with non-zero content, and the amplitude-weighted centre of mass [row, col]
     (mean over groups)."""
     canvas = np.asarray(trace["object.canvas"])[..., 0]
@@ -60,7 +86,7 @@ def canvas_stats(trace: Mapping[str, np.ndarray], cfg: ForwardConfig) -> dict:
         "M": cfg.padded_size,
         "shape": list(np.asarray(trace["object.canvas"]).shape),
         "amplitude": _stats(amp),
-        "phase": _stats(np.angle(canvas)),
+        "phase": _phase_stats(canvas),
         "covered_fraction": _f(np.mean(amp > 0)),
         "centre_of_mass": [_f(com_r.mean()), _f(com_c.mean())],
     }

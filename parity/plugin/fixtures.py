@@ -23,6 +23,13 @@ def session_case(config, name: str):
         pytest.fail(str(exc), pytrace=False)
 
 
+def goldens_dir(config):
+    """The session's golden folder: --parity-goldens, else the ini's parity_goldens (relative to
+    the ini file), else None (the shipped goldens)."""
+    given = config.getoption("parity_goldens") or next(iter(config.getini("parity_goldens")), None)
+    return None if given is None else str(given)
+
+
 class RunCache:
     """Each (case, backend, device, dtype, data) is run once per test process while its case's
     tests run (the tests are ordered by case); the runs live in `parity.run.cache`, shared with
@@ -110,7 +117,8 @@ def _run_case(config, case: str, candidate: str, dtype: str, ref: str | None, **
     ref = ref or config.getoption("parity_ref")
     require_backend(ref)
     request = RunRequest(device=parity_device(config), dtype=dtype, ref_device=config.getoption("parity_ref_device"),
-                         data=config.getoption("parity_data"), ref=ref, candidates=(candidate,), **options)
+                         data=config.getoption("parity_data"), goldens_dir=goldens_dir(config), ref=ref,
+                         candidates=(candidate,), **options)
     return run_case(session_case(config, case), request)
 
 

@@ -30,10 +30,10 @@ def _check_golden(request, config, tmp_path, run) -> None:
     from pytest_regressions.common import perform_regression_check
 
     from parity.goldens import store as goldens
-    from parity.inputs.cases import get_case
     from parity.goldens.recipe import golden_of
+    from parity.plugin.fixtures import goldens_dir, session_case
 
-    directory = config.getoption("parity_goldens")
+    directory = goldens_dir(config)
     path = goldens.golden_path(run.case, directory)
     is_reference = (run.backend, run.device, run.dtype) == goldens.REFERENCE
     regen = config.getoption("force_regen") or config.getoption("regen_all")
@@ -41,7 +41,7 @@ def _check_golden(request, config, tmp_path, run) -> None:
     data = config.getoption("parity_data")
 
     def obtained_golden() -> dict:
-        return golden_of(run, get_case(run.case), data)
+        return golden_of(run, session_case(config, run.case), data)
 
     if not path.exists():
         if is_reference and regen and not ci:

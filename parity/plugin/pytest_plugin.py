@@ -68,6 +68,8 @@ def pytest_addoption(parser):
                          "take their names as they take the built-ins'")
     parser.addini("parity_case_file", type="paths", default=[],
                   help="case files (relative to the ini file), as --parity-case-file")
+    parser.addini("parity_goldens", type="paths", default=[],
+                  help="your golden folder (relative to the ini file), as --parity-goldens")
 
 
 def share_cores_between_workers(config) -> None:

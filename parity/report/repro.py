@@ -91,8 +91,9 @@ def minimal_slice(stage: str, ref_model, cand_model, ref_trace: dict, batch, tol
 def write_repro(folder: Path, *, case, dtype: str, stage: str, ref: str, cand: str, ref_model, cand_model,
                 ref_trace: dict, batch, tolerance: float, worst_at: Optional[dict], statistic: str = "max") -> Path:
     """Write `folder`/repro.npz, repro.json and repro.py for one origin; returns the script's path.
-    `case`: the Case; its config and weight seed travel in repro.json, so the script rebuilds the
-    models without knowing the case by name (a case file's case too)."""
+    `case`: the Case; its config and weight seed travel in repro.json (a trained case's weights
+    and state in repro.npz), so the script rebuilds the models without knowing the case by name
+    (a case file's case too)."""
     groups, channel, crop, inputs, want, got, local = minimal_slice(stage, ref_model, cand_model, ref_trace, batch,
                                                                     tolerance, worst_at, statistic)
     folder.mkdir(parents=True, exist_ok=True)
@@ -100,12 +101,15 @@ def write_repro(folder: Path, *, case, dtype: str, stage: str, ref: str, cand: s
     # a reproduction on the whole batch carries the batch (an adapter's forward call reads all of it)
     arrays = {f"batch/{f.name}": getattr(batch, f.name) for f in fields(batch)
               if isinstance(getattr(batch, f.name), np.ndarray)} if whole else {}
+    if case.checkpoint is not None:  # trained weights and state travel with the reproduction
+        arrays.update({f"weights/{k}": v for k, v in case.weights(dtype).items()})
+        arrays.update({f"state/{k}": np.asarray(v) for k, v in case.state(dtype).items()})
     npz = io.BytesIO()
     np.savez(npz, **{f"input/{k}": v for k, v in inputs.items()},
              **{f"output/{ref}": want, f"output/{cand}": got}, probe=np.asarray(batch.probe), **arrays)
     write_atomic(folder / DATA, npz.getvalue())
     meta = {"case": case.name, "config": case.config.to_dict(),
-            "weights": {"seed": case.weight_seed, "scheme": case.weight_scheme}, "dtype": dtype, "stage": stage, "reference": ref, "candidate": cand, "groups": groups,
+            "weights": case.weights_source(), "dtype": dtype, "stage": stage, "reference": ref, "candidate": cand, "groups": groups,
             "channel": channel, "crop": None if crop is None else list(crop), "whole_batch": whole,
             "norm_factor": float(batch.norm_factor), "tolerance": tolerance, "local_error": local.rel_error}
     write_atomic(folder / "repro.json", json.dumps(meta, indent=1) + "\n")
@@ -143,7 +147,12 @@ DATA = np.load(HERE / "{DATA}")
 inputs = {{k.split("/", 1)[1]: DATA[k] for k in DATA.files if k.startswith("input/")}}
 reference = DATA["output/" + META["reference"]]
 cfg = ForwardConfig.from_dict(META["config"])  # the case's config and weights, as the run had them
-weights = init_weights(cfg, META["weights"]["seed"], META["dtype"], scheme=META["weights"]["scheme"])
+state = {{k.split("/", 1)[1]: DATA[k] for k in DATA.files if k.startswith("state/")}}
+if "checkpoint" in META["weights"]:  # a trained model's weights and state, saved beside
+    weights = {{k.split("/", 1)[1]: DATA[k] for k in DATA.files if k.startswith("weights/")}}
+    state = {{k: (float(v) if k == "log_scale" else v) for k, v in state.items()}}
+else:
+    weights = init_weights(cfg, META["weights"]["seed"], META["dtype"], scheme=META["weights"]["scheme"])
 if META["whole_batch"]:  # the run's whole batch: an adapter calls the user's model on all of it
     batch = Batch(**{{k.split("/", 1)[1]: DATA[k] for k in DATA.files if k.startswith("batch/")}},
                   norm_factor=META["norm_factor"])
@@ -159,7 +168,7 @@ for name in dict.fromkeys([META["candidate"], META["reference"], "numpy"]):
     if backend.missing():
         print(f"{{name:12s}} skipped: {{backend.missing()}}")
         continue
-    out = backend.build(cfg, weights).stage(META["stage"], inputs, batch)
+    out = backend.build(cfg, weights, **state).stage(META["stage"], inputs, batch)
     if out.shape != reference.shape:
         print(f"{{name:12s}} {{META['stage']}} has shape {{out.shape}}, {{META['reference']}}'s {{reference.shape}}")
         continue

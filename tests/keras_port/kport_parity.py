@@ -138,9 +138,12 @@ def effective_config(model):
     are summed into the canvas size, so they are not read (listed by the config check)."""
     n, channels = model.inputs[0].shape[1], model.inputs[0].shape[3]
     names = {layer.name for layer in model.layers}
-    return {"N": n, "gridsize": math.isqrt(channels), "object_big": model.get_layer("merge").big,
-            "n_filters_scale": model.get_layer("conv2d").filters // network.ENCODER[n][0],
-            "pad_object": "zero_padding2d" in names or "border" in names, "probe_big": "border" in names}
+    out = {"N": n, "gridsize": math.isqrt(channels),
+           "n_filters_scale": model.get_layer("conv2d").filters // network.ENCODER[n][0],
+           "pad_object": "zero_padding2d" in names or "border" in names, "probe_big": "border" in names}
+    if "merge" in names:  # at gridsize 1 the one patch is lit as it is: no merge, object_big not read
+        out["object_big"] = model.get_layer("merge").big
+    return out
 # --8<-- [end:config]
 
 

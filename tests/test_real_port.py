@@ -391,6 +391,26 @@ def test_neutral_weights_come_back_out_through_the_inverse_mapping(ptyport_run, 
     assert all(np.array_equal(out[k], weights[k]) for k in weights)
 
 
+def test_a_trained_checkpoint_of_the_port_is_read_through_its_own_load_and_mapping(clean_registry, tmp_path):
+    """A case's checkpoint in ptyport's own format (a folder), read by backend = "ptyport": its
+    loader, then the inverse weight mapping and get_state give the neutral weights and the state
+    every backend of the run is built with; weights of another network are one line naming them."""
+    from parity.backends import get_backend
+    from parity.inputs.trained import Checkpoint, CheckpointError
+
+    cfg, weights, _ = get_case("gs2-big").inputs("float64")
+    register(ptyport_parity.backend())
+    model = get_backend("ptyport").build(cfg, weights, log_scale=cfg.log_scale + 0.25)  # a learned scale
+    model.save(tmp_path / "ckpt")
+    trained = Checkpoint(tmp_path / "ckpt", "ptyport").read(cfg, "float64")
+    assert trained.weights.keys() == weights.keys()
+    assert all(np.array_equal(trained.weights[k], weights[k]) for k in weights)
+    assert trained.state == {"log_scale": pytest.approx(cfg.log_scale + 0.25, rel=1e-12)}
+    assert trained.config["pad_object"] is True and trained.config["offset"] == cfg.offset  # read from the model
+    with pytest.raises(CheckpointError, match="weights do not match the network of this config — "):
+        Checkpoint(tmp_path / "ckpt", "ptyport").read(get_case("gs1").config, "float64")
+
+
 def _project(tmp_path: Path) -> dict:
     return fake_distribution(tmp_path, "ptyport-parity", "ptyport = ptyport_parity:backend", paths=[PORT],
                              drop=["PTYPORT_BUG", "PTYPORT_TAP"])

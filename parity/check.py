@@ -30,7 +30,8 @@ def add_check_options(p: argparse.ArgumentParser) -> None:
                    help="write into an --out folder that holds files parity did not write (they are kept)")
     p.add_argument("--summary-md", metavar="PATH", help="also write the markdown summary table here (CI job summary)")
     p.add_argument("--ref", default="tensorflow", metavar="BACKEND",
-                   help="the reference backend (default: %(default)s; see `parity backends`)")
+                   help="the reference backend (default: %(default)s; see `parity backends`), or recorded:DIR, a "
+                        "record made by `parity record` (no reference framework needed)")
     p.add_argument("--candidate", action="append", metavar="BACKEND",
                    help="a backend to compare with the reference (repeatable; default: torch)")
     p.add_argument("--brief", action="store_true",
@@ -80,6 +81,10 @@ def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: lis
             load_profile(device, dtype)
             if use_goldens:
                 load_golden_profile(device, dtype)
+    if args.ref.startswith("recorded:"):
+        from parity.recorded.backend import check_entries
+
+        check_entries(args.ref, cases, dtypes, args.data)
     bad: dict[str, str] = {}
     for case in cases:
         if args.data:  # the shipped fixture fits every case; a user's scan may not (DataError, one line)
@@ -121,6 +126,11 @@ def check(args: argparse.Namespace) -> int:
     from parity.inputs.fixture import is_shipped
     from parity.run.backend_run import backend_devices, require_device
 
+    if args.ref.startswith("recorded:"):  # a record replayed as the reference (parity.recorded)
+        from parity.backends import register
+        from parity.recorded.backend import recorded_backend
+
+        register(recorded_backend(args.ref))
     candidates = [c for c in dict.fromkeys(args.candidate or ["torch"]) if c != args.ref]
     for name in [args.ref, *candidates]:
         get_backend(name).require()  # unknown or not installed: one line, before any model is built

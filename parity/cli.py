@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from parity import __version__
 from parity.check import add_check_options
+from parity.recorded.make import add_record_options
 from parity.errors import UsageError
 
 
@@ -82,6 +83,12 @@ def _cmd_refresh(args: argparse.Namespace) -> int:
         apply(planned, allow_ci=args.allow_ci)
     print(format_plan(planned, args.dry_run))
     return 0
+
+
+def _cmd_record(args: argparse.Namespace) -> int:
+    from parity.recorded.make import record_command
+
+    return record_command(args)
 
 
 def _cmd_faults(args: argparse.Namespace) -> int:
@@ -189,6 +196,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_check_options(p)
     p.set_defaults(func=_cmd_check)
 
+    p = sub.add_parser("record", help="run the reference and record what it computed, to check ports against "
+                                      "elsewhere (--ref recorded:DIR)")
+    _case_options(p, "default", files="your own cases, from a TOML case file (repeatable)")
+    add_record_options(p)
+    p.set_defaults(func=_cmd_record)
+
     p = sub.add_parser("refresh", help="regenerate golden JSON from the float64 CPU reference run")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--failing", dest="mode", action="store_const", const="failing",
@@ -250,7 +263,7 @@ def main(argv: Optional[Sequence[str]] = None, reuse: Sequence[str] = ()) -> int
 
     args = build_parser().parse_args(argv)
     args.reuse = tuple(reuse)
-    if args.command in ("check", "refresh", "faults"):  # the engine's errors exist once it is importable
+    if args.command in ("check", "refresh", "faults", "record"):  # the engine's errors exist once it is importable
         from parity.run.backend_run import DeviceUnavailable
 
         bad_input += (DeviceUnavailable,)

@@ -54,6 +54,7 @@ class Backend:
     neutral_out: bool = True  # a loaded model gives weights() and state() (its checkpoint crosses)
     builds_from_state: bool = True  # build(cfg, weights, probe=, log_scale=) (another's checkpoint crosses in)
     install_hint: str = ""  # how to get the framework where it is missing (built-ins)
+    recorded: bool = False  # a record replayed (parity.recorded): no framework to import, no live model
 
     # the stages its inference path gives (None: every provided stage up to object.trimmed); an
     # adapter whose own inference entry point passes fewer taps says so here
@@ -96,7 +97,7 @@ class Backend:
     def missing(self) -> Optional[str]:
         """Why this backend cannot run here (its framework is not installed), or None. Looks the
         framework up without importing it."""
-        if importlib.util.find_spec(self.framework) is not None:
+        if self.recorded or importlib.util.find_spec(self.framework) is not None:
             return None
         return (f"backend {self.name!r} needs the {self.framework!r} package, which is not installed"
                 + (f" ({self.install_hint})" if self.install_hint else ""))

@@ -44,7 +44,8 @@ def pytest_addoption(parser):
     group.addoption("--parity-device", dest="parity_device", choices=("cpu", "cuda", "auto"), default="cpu",
                     help="device of the port (auto: cuda where torch sees one, else cpu; default: cpu)")
     group.addoption("--parity-ref", dest="parity_ref", metavar="BACKEND", default="tensorflow",
-                    help="the reference backend (default: tensorflow; numpy needs no TensorFlow)")
+                    help="the reference backend (default: tensorflow; numpy needs no TensorFlow; recorded:DIR "
+                         "replays a record made by `parity record`)")
     group.addoption("--parity-ref-device", dest="parity_ref_device", choices=("cpu", "cuda"), default="cpu",
                     help="device of the reference (default: cpu, whatever --parity-device says)")
     group.addoption("--require-reference", dest="require_reference", action="store_true", default=False,
@@ -111,11 +112,16 @@ def pytest_configure(config):
             load_scan(data)  # a bad file is one line before any test runs
         except DataError as exc:
             raise pytest.UsageError(f"--parity-data: {exc}") from None
-    from parity.backends import BackendError, get_backend
+    from parity.backends import BackendError, get_backend, register
+    from parity.recorded.store import RecordError
 
     try:
+        if config.getoption("parity_ref").startswith("recorded:"):  # a record as the reference (parity.recorded)
+            from parity.recorded.backend import recorded_backend
+
+            register(recorded_backend(config.getoption("parity_ref")))
         reference = get_backend(config.getoption("parity_ref"))
-    except BackendError as exc:
+    except (BackendError, RecordError) as exc:
         raise pytest.UsageError(f"--parity-ref: {exc}") from None
     if config.getoption("require_reference") and reference.missing():
         raise pytest.UsageError(f"--require-reference: {reference.missing()}")

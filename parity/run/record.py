@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -206,7 +207,7 @@ class RunContext:
             raise BackendRaised(side.load_failure)
         if side.loaded is None:
             try:
-                path = self.call(name, "save", side.model.save, Path(self.workdir) / f"{name}.ckpt")
+                path = self.call(name, "save", side.model.save, Path(self.workdir) / f"{file_stem(name)}.ckpt")
                 side.loaded = self.call(name, "load", get_backend(name).load, path, cfg=self.cfg, device=side.device)
             except BackendRaised as exc:
                 side.load_failure = exc.failure
@@ -227,6 +228,11 @@ class RunContext:
                 side.gradients = self.call(name, "loss_and_gradients", side.cached_gradients
                                            or (lambda m=side.model: m.loss_and_gradients(self.batch)))
         return {name: side.gradients for name, side in self.sides.items() if side.gradients is not None}
+
+
+def file_stem(name: str) -> str:
+    """A backend's name as a file name (`recorded:/data/rec` holds a path)."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_") or "backend"
 
 
 @contextlib.contextmanager

@@ -139,6 +139,8 @@ class CrossCheckpoint(Check):
             return f"{saved}'s own checkpoint was not loaded (see checkpoint {saved} → {saved})"
         if not get_backend(saved).neutral_out:
             return f"{saved} gives no neutral weights out (no weight mapping)"
+        if get_backend(loaded_by).recorded:
+            return f"the reference is recorded: it cannot load {saved}'s checkpoint"
         if not get_backend(loaded_by).builds_from_state:
             return f"{loaded_by} cannot be built from another backend's state (no set_state)"
         return ""

@@ -50,7 +50,8 @@ class ConfigCheck:
         read = [m.what for m in self.models if m.declared is not None]
         tail = f" ({len(self.unread)} field(s) not read: {', '.join(self.unread)})" if self.unread else ""
         skipped = "".join(f"; {m.what} not read: {m.why_not}" for m in self.models if m.why_not)
-        return f"{' and '.join(read)} compute with the asked config{tail}{skipped}"
+        verb = "computes" if len(read) == 1 else "compute"
+        return f"{' and '.join(read)} {verb} with the asked config{tail}{skipped}"
 
     def to_dict(self) -> dict:
         return {"backend": self.backend, "passed": self.passed, "not_read": self.unread,

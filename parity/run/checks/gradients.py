@@ -8,6 +8,7 @@ from typing import Mapping, Optional, Sequence
 
 from parity.backends import get_backend
 from parity.run.checks.base import Check, _status
+from parity.run.record import file_stem
 from parity.run.compare import StageComparison, TraceComparison
 from parity.config import ForwardConfig
 from parity.inputs.data import Batch
@@ -33,6 +34,9 @@ def stand_in(cand: str, devices: Mapping[str, str]) -> Optional[str]:
 
 
 def _no_reference_why(ref: str, cand: str, what: str) -> str:
+    if get_backend(ref).recorded:
+        how = "--grad" if what == "gradients" else "--train-steps K"
+        return f"not run: the reference is recorded without {what} (parity record {how})"
     return (f"not run: the reference {ref} computes no {what} and {cand} runs on the CPU "
             f"(on another device it is compared with itself on the CPU)")
 
@@ -156,5 +160,6 @@ class TrainingAgreement(Check):
         folder.mkdir(parents=True, exist_ok=True)
         done = {name for r in ctx.results for name in r.extra.get("saved", {})}
         return {name: str(ctx.call(name, "save of the trained model", model.save,
-                                   folder / f"{ctx.inputs.case.name}-{name}-{ctx.dtype}.ckpt"))
-                for name, model in trained.items() if name not in done and name in (ctx.ref, cand)}
+                                   folder / f"{ctx.inputs.case.name}-{file_stem(name)}-{ctx.dtype}.ckpt"))
+                for name, model in trained.items()
+                if name not in done and name in (ctx.ref, cand) and not get_backend(name).recorded}

@@ -1,0 +1,1 @@
+"""A recorded reference: `parity record` and `--ref recorded:DIR` (docs/recorded.md)."""

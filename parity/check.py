@@ -84,7 +84,7 @@ def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: lis
     if args.ref.startswith("recorded:"):
         from parity.recorded.backend import check_entries
 
-        check_entries(args.ref, cases, dtypes, args.data)
+        check_entries(args.ref, cases, dtypes, args.data, grad=args.grad, train_steps=args.train_steps)
     bad: dict[str, str] = {}
     for case in cases:
         if args.data:  # the shipped fixture fits every case; a user's scan may not (DataError, one line)

@@ -14,7 +14,9 @@ a folder of its own. It runs
      float32 and float64), and
   2. `parity check --device cuda --ref numpy --grad --train-steps 3` (default cases, both dtypes),
 
-then writes to `--out` (default `$OUT`, else `gpu-check/`): summary.json (environment, the flags
+(with `--record DIR`, `--parity-ref recorded:DIR` and `--ref recorded:DIR` in place of numpy:
+TensorFlow's own numbers, recorded on any CPU machine that has TensorFlow with `parity record
+--grad --train-steps 3 --out DIR`), then writes to `--out` (default `$OUT`, else `gpu-check/`): summary.json (environment, the flags
 each side applied, each step's exit code and time, the worst error per stage and dtype),
 report.md (the parity report), summary.md (its table), pytest.txt, check.txt and timing.txt.
 `--device cpu` rehearses the same on a machine without a GPU; `--dry-run` prints what it would
@@ -73,17 +75,17 @@ def torch_report(env: dict) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def commands(device: str, work: Path) -> dict[str, list[str]]:
-    """The two steps, as argument lists for this Python."""
+def commands(device: str, work: Path, ref: str = "numpy") -> dict[str, list[str]]:
+    """The two steps, as argument lists for this Python; `ref`: numpy, or recorded:DIR."""
     workers = str(max(1, min(8, (os.cpu_count() or 2) // 2)))
     pytest = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs", "-n", workers,
-              "-k", "parity", "--parity-ref", "numpy", "--parity-device", device,
+              "-k", "parity", "--parity-ref", ref, "--parity-device", device,
               "--parity-dump", str(work / "dump")]
     if not plugin_registered():
         pytest[3:3] = ["-p", "parity.plugin.pytest_plugin"]
     if device == "cuda":
         pytest.append("--require-cuda")
-    check = [sys.executable, "-m", "parity", "check", "--device", device, "--ref", "numpy", "--grad",
+    check = [sys.executable, "-m", "parity", "check", "--device", device, "--ref", ref, "--grad",
              "--train-steps", str(TRAIN_STEPS), "--no-figures", "--out", str(work / "report"),
              "--summary-md", str(work / "summary.md")]
     return {"pytest": pytest, "check": check}
@@ -127,7 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
                         help="the port's device (default: cuda; cpu rehearses the check without a GPU)")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and what is missing; run nothing")
+    parser.add_argument("--record", metavar="DIR",
+                        help="check against TensorFlow's recorded numbers instead of the numpy reference: a record "
+                             "made on any CPU machine with TensorFlow by `parity record --grad --train-steps 3 "
+                             "--out DIR` (default cases, both dtypes)")
     args = parser.parse_args(argv)
+    if args.record and not (Path(args.record) / "record.json").is_file():
+        print(f"gpu-check: --record {args.record}: not a record (no record.json)", file=sys.stderr)
+        return 2
     start = time.perf_counter()
     out = Path(args.out)
     site = Path(tempfile.gettempdir(), "gpu-check-site")  # the wheels' packages, installed for this run
@@ -148,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {dist}: {'from ' + wheel.name if wheel else 'NO WHEEL in ' + args.wheels}")
     # the full report lives in a folder of its own; $OUT gets the few files listed above
     work = Path(tempfile.gettempdir(), "gpu-check-work-…") if args.dry_run else Path(tempfile.mkdtemp(prefix="gpu-check-work-"))
-    plan = commands(args.device, work)
+    plan = commands(args.device, work, f"recorded:{Path(args.record).resolve()}" if args.record else "numpy")
     for name, cmd in plan.items():
         print(f"  step {name}: {' '.join(cmd[1:])}")
     if unfixable:

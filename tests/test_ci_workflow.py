@@ -76,7 +76,7 @@ def test_every_parity_command_of_the_workflow_is_one_the_parser_accepts(job):
     for argv in _commands(JOBS[job]):
         if _tool(argv) == "parity":
             args = build_parser().parse_args(argv[1:])  # an unknown option or value exits here
-            assert args.command == "check"
+            assert args.command in ("check", "record")
 
 
 @pytest.mark.processes
@@ -112,7 +112,16 @@ def test_what_the_gpu_jobs_install_is_what_the_project_pins():
         upload = [s for s in JOBS[name]["steps"] if s.get("uses", "").startswith("actions/upload-artifact")]
         assert upload and upload[0]["if"] == "failure()"
     assert ["make", "venv", "EXTRA=torch-only"] in _commands(JOBS["gpu"]) and extras["torch-only"] == []
-    assert all(argv[argv.index("--ref") + 1] == "numpy" for argv in _commands(JOBS["gpu"]) if "--ref" in argv)
+    # the torch-only GPU job checks against TensorFlow's numbers, recorded by the record job it needs
+    record = [argv for argv in _commands(JOBS["record"]) if _tool(argv) == "parity"]
+    out = record[0][record[0].index("--out") + 1]
+    assert record[0][1] == "record" and JOBS["gpu"]["needs"] == "record"
+    uploaded = next(s for s in JOBS["record"]["steps"] if s.get("uses", "").startswith("actions/upload-artifact"))
+    downloaded = next(s for s in JOBS["gpu"]["steps"] if s.get("uses", "").startswith("actions/download-artifact"))
+    assert uploaded["with"]["path"].rstrip("/") == out and downloaded["with"]["name"] == uploaded["with"]["name"]
+    refs = [argv[argv.index(flag) + 1] for argv in _commands(JOBS["gpu"]) for flag in ("--ref", "--parity-ref")
+            if flag in argv]
+    assert refs and all(ref == f"recorded:{downloaded['with']['path']}" for ref in refs)
     assert "workflow_dispatch" in JOBS["gpu-tensorflow"]["if"]
     for job in JOBS.values():
         assert job["env"]["CI"] == "true"  # goldens are never written in CI

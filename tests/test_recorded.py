@@ -101,6 +101,20 @@ def test_a_case_or_dtype_not_recorded_and_another_scan_are_refused(numpy_record,
     assert "the record was made from other inputs (diffraction differ" in capsys.readouterr().err
 
 
+def test_a_record_takes_more_entries_of_the_same_reference_and_refuses_another(numpy_record, tmp_path, capsys):
+    folder = _edited(numpy_record, tmp_path, lambda f: None)
+    assert main(["record", "--ref", "numpy", "--case", "gs1", "--dtype", "float32", "--out", str(folder)]) == 0
+    assert json.loads((folder / "record.json").read_text())["cases"]["gs1"]["dtypes"] == ["float64", "float32"]
+    capsys.readouterr()
+    assert main(["record", "--ref", "torch", "--case", "gs1", "--out", str(folder)]) == 2
+    assert f"--out {folder}: holds a record of another reference; record into a new folder" in capsys.readouterr().err
+    # gradients the record does not hold: refused before any model is built, saying how to record them
+    assert main(["check", "--ref", f"recorded:{folder}", "--case", "gs1", "--dtype", "float64", "--grad",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert (f"{folder}: case gs1 float64: the record holds no gradients (record it with --grad)"
+            in capsys.readouterr().err)
+
+
 def test_record_never_writes_into_a_folder_of_yours(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     assert main(["record", "--ref", "numpy", "--case", "gs1", "--out", str(tmp_path)]) == 2

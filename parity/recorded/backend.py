@@ -151,7 +151,7 @@ def recorded_backend(name: str) -> Backend:
                    builds_from_state=False, capabilities=frozenset(capabilities), recorded=True)
 
 
-def check_entries(name: str, cases, dtypes, data=None) -> None:
+def check_entries(name: str, cases, dtypes, data=None, grad: bool = False, train_steps: int = 0) -> None:
     """Before any model is built: every case and dtype of the run is in the record `name` names,
     with the same config and inputs, and the reference's sources are those it was recorded from.
     Else RecordError, one line naming the folder, the case and what differs (exit 2)."""
@@ -172,6 +172,11 @@ def check_entries(name: str, cases, dtypes, data=None) -> None:
                                   f"{', '.join(f'{c} {d}' for c, d in entries)}); record it with `parity record "
                                   f"--case {case.name} --out {folder}`")
             meta = record.meta(case.name, dtype)
+            lacking = ("gradients (record it with --grad)" if grad and "losses" not in meta else
+                       f"{train_steps} Adam steps (record it with --train-steps {train_steps})"
+                       if train_steps > meta.get("steps", 0) else "")
+            if lacking:
+                raise RecordError(f"{folder}: case {case.name} {dtype}: the record holds no {lacking}")
             asked = case.config.to_dict()
             changed = [f"{k} {meta['config'].get(k)!r} → {v!r}" for k, v in asked.items() if meta["config"].get(k) != v]
             if changed:

@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from parity.errors import UsageError
 from parity.files import write_atomic
-from parity.recorded.store import SCHEMA, entry_dir, source_key, write_arrays
+from parity.recorded.store import SCHEMA, Record, entry_dir, source_key, write_arrays
 from parity.run.training import AdamConfig
 
 
@@ -44,7 +44,8 @@ def record_command(args: argparse.Namespace) -> int:
     path = record(cases, args.ref, out, dtypes, data=args.data, grad=args.grad, train_steps=args.train_steps,
                   progress=lambda line: print(line, flush=True))
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
-    print(f"wrote {path} and {len(cases) * len(dtypes)} entries ({size / 1e6:.1f} MB); check a port against it "
+    n = len(cases) * len(dtypes)
+    print(f"wrote {path} and {n} entr{'y' if n == 1 else 'ies'} (the record: {size / 1e6:.1f} MB); check a port against it "
           f"with `parity check --ref recorded:{out}`")
     return 0
 
@@ -54,13 +55,15 @@ def record(cases: Sequence, ref: str, out: Path, dtypes: Sequence[str], data: Op
            progress: Callable[[str], None] = lambda line: None) -> Path:
     """Run `ref` on the CPU for each case and dtype and write the record into `out`: both paths,
     the saved → loaded inference path, the loss and gradients (`grad`), K Adam steps
-    (`train_steps`), the inputs' digests and the reference's source key. Returns record.json."""
+    (`train_steps`), the inputs' digests and the reference's source key; into an earlier record of
+    the same reference, the entries are added (or replaced). Returns record.json."""
     from parity.backends import get_backend
     from parity.backends.effective import effective_config
     from parity.inputs.cases import digests_of
     from parity.run.backend_run import require_device
 
     backend = get_backend(ref).require()
+    earlier = _earlier(out, ref, cases, adam)
     flags = require_device({ref: "cpu"})
     out.mkdir(parents=True, exist_ok=True)
     recorded: dict = {}
@@ -97,6 +100,11 @@ def record(cases: Sequence, ref: str, out: Path, dtypes: Sequence[str], data: Op
                 meta["steps"] = train_steps
             write_atomic(folder / "meta.json", json.dumps(meta, indent=1, default=_plain) + "\n")
             recorded.setdefault(case.name, {"config": cfg.to_dict(), "dtypes": []})["dtypes"].append(dtype)
+    if earlier is not None:  # entries added to an earlier record of the same reference: it keeps its own
+        for name, entry in earlier.info["cases"].items():
+            dtypes = recorded.setdefault(name, {"config": entry["config"], "dtypes": []})["dtypes"]
+            dtypes[:0] = [d for d in entry["dtypes"] if d not in dtypes]
+        grad, train_steps = grad or earlier.info["gradients"], max(train_steps, earlier.info["train_steps"])
     info = {"schema": SCHEMA, "backend": ref, "framework": backend.framework, "version": backend.version(),
             "source_key": source_key(ref), "gradients": grad, "train_steps": train_steps, "adam": adam.to_dict(),
             "data": None if data is None else str(data), "flags": flags, "python": platform.python_version(),
@@ -104,6 +112,22 @@ def record(cases: Sequence, ref: str, out: Path, dtypes: Sequence[str], data: Op
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), "cases": recorded}
     write_atomic(out / "record.json", json.dumps(info, indent=1, default=_plain) + "\n")
     return out / "record.json"
+
+
+def _earlier(out: Path, ref: str, cases: Sequence, adam: AdamConfig) -> Optional[Record]:
+    """The record already in `out`, to add entries to: only one of the same reference, sources,
+    Adam and case definitions (else UsageError: its entries and the new ones would disagree)."""
+    if not (out / "record.json").is_file():
+        return None
+    old = Record.open(out)
+    why = ("another reference" if old.backend != ref else
+           "other sources of the reference" if old.info.get("source_key") != source_key(ref) else
+           "another Adam" if old.info.get("adam") != adam.to_dict() else
+           next((f"another definition of case {c.name}" for c in cases
+                 if c.name in old.info["cases"] and old.info["cases"][c.name]["config"] != c.config.to_dict()), ""))
+    if why:
+        raise UsageError(f"--out {out}: holds a record of {why}; record into a new folder")
+    return old
 
 
 def _plain(value):

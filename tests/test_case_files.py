@@ -162,12 +162,12 @@ def test_a_checkpoint_that_does_not_fit_the_config_is_one_line_with_the_tensors(
 
 
 def test_a_trained_checkpoint_is_every_backends_weights_and_state(tmp_path, capsys):
-    """torch's checkpoint after 2 Adam steps: its weights and its log_scale (moved off the
+    """torch's checkpoint after an Adam step: its weights and its log_scale (moved off the
     config's) go to every backend; the header names the file and its digest; the digests differ
     from the seeded case's; and the whole pipeline agrees."""
     from parity.inputs.cases import digests_of
 
-    _torch_checkpoint(tmp_path / "trained.pt", steps=2)
+    _torch_checkpoint(tmp_path / "trained.pt", steps=1)
     (tmp_path / "cases.toml").write_text('[[case]]\nname = "gs1-trained"\n[case.config]\ngridsize = 1\n'
                                          'object_big = false\n[case.weights]\ncheckpoint = "trained.pt"\n')
     case = load_case_file(tmp_path / "cases.toml")[0]

@@ -17,6 +17,8 @@ from typing import Optional
 import numpy as np
 
 from parity.backends import Backend
+from parity.config import ForwardConfig
+from parity.inputs.data import digests
 from parity.recorded.store import Record, RecordError, entry_dir
 
 PREFIX = "recorded:"
@@ -42,13 +44,9 @@ class RecordedModel:
     def __init__(self, record: Record, case: str, dtype: str, meta: dict, weights: dict, reloaded: bool = False):
         self.record, self.case, self.dtype, self.meta, self.reloaded = record, case, dtype, meta, reloaded
         self._weights = weights
-        from parity.config import ForwardConfig
-
         self.cfg = ForwardConfig.from_dict(meta["config"])
 
     def _check_batch(self, batch) -> None:
-        from parity.inputs.data import digests
-
         want, got = self.meta["digests"]["inputs"], digests(batch)
         differ = sorted(k for k in set(want) | set(got) if want.get(k) != got.get(k))
         if differ:

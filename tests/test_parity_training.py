@@ -263,3 +263,24 @@ def test_a_training_check_names_the_tensors_the_steps_left_unchanged():
     assert check.unchanged == ["a"]
     assert compare_training(cfg, iter(records), iter(records), load_profile("cpu", "float64"), "ref",
                             "port").unchanged == []  # nothing to compare with: nothing claimed
+
+
+def test_the_gradient_arbiter_differentiates_at_the_models_own_probe():
+    """A trained checkpoint's probe is model state, not the batch's: numpy's central difference
+    is taken at it (the same number as a numpy model built with that probe gives), not at the
+    batch's probe."""
+    from parity.backends import get_backend
+    from parity.run.training import directional_derivative
+
+    cfg, weights, batch = get_case("gs1").inputs("float64")
+    probe = batch.probe * 1.3  # a probe whose amplitude training changed
+    direction, h = np.array(1.0), 1e-5
+
+    def loss(ls, with_probe):
+        return get_backend("numpy").build(cfg, weights, probe=with_probe, log_scale=ls).losses(batch)["loss"]
+
+    by_hand = (loss(cfg.log_scale + h, probe) - loss(cfg.log_scale - h, probe)) / (2 * h)
+    at_state = directional_derivative(cfg, weights, cfg.log_scale, batch, "log_scale", direction, h, probe)
+    at_batch = directional_derivative(cfg, weights, cfg.log_scale, batch, "log_scale", direction, h)
+    assert at_state == pytest.approx(by_hand, rel=1e-9)
+    assert abs(at_state - at_batch) > 1e-3 * abs(at_batch)

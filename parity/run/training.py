@@ -147,9 +147,11 @@ def rel_difference(ref: float, other: float) -> float:
 
 
 def directional_derivative(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], log_scale: float, batch,
-                           tensor: str, direction: np.ndarray, step: float) -> float:
+                           tensor: str, direction: np.ndarray, step: float,
+                           probe: Optional[np.ndarray] = None) -> float:
     """d loss / dt of loss(tensor + t·direction) at t = 0 by central differences of the numpy
-    backend's loss, in float64."""
+    backend's loss, in float64; `probe`: the model's probe state where it is not the batch's (a
+    trained checkpoint's)."""
     import dataclasses
 
     from parity.backends import get_backend
@@ -157,7 +159,7 @@ def directional_derivative(cfg: ForwardConfig, weights: Mapping[str, np.ndarray]
     wide = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
     batch = dataclasses.replace(batch, diffraction=np.asarray(batch.diffraction, dtype=np.float64),
                                 offsets=np.asarray(batch.offsets, dtype=np.float64),
-                                probe=np.asarray(batch.probe, dtype=np.complex128))
+                                probe=np.asarray(batch.probe if probe is None else probe, dtype=np.complex128))
 
     def loss_at(t: float) -> float:
         if tensor == LOG_SCALE:
@@ -170,7 +172,8 @@ def directional_derivative(cfg: ForwardConfig, weights: Mapping[str, np.ndarray]
 
 
 def arbitrate_gradient(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], log_scale: float, batch, tensor: str,
-                       ref_grad: Optional[np.ndarray], cand_grad: Optional[np.ndarray], ref: str, cand: str) -> dict:
+                       ref_grad: Optional[np.ndarray], cand_grad: Optional[np.ndarray], ref: str, cand: str,
+                       probe: Optional[np.ndarray] = None) -> dict:
     """Which side's gradient of `tensor` is right: both are projected on d = (ref − cand)/max|ref − cand|
     and compared with the numpy loss's central difference along d (two step sizes, so the
     difference's own error is known). A missing gradient counts as zero."""
@@ -181,8 +184,8 @@ def arbitrate_gradient(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], lo
     direction = delta / (np.max(np.abs(delta)) or 1.0)
     scale = float(np.max(np.abs(weights[tensor]))) if tensor != LOG_SCALE else abs(log_scale)
     h = 1e-5 * max(scale, 1e-3)
-    fd = directional_derivative(cfg, weights, log_scale, batch, tensor, direction, h)
-    fd_half = directional_derivative(cfg, weights, log_scale, batch, tensor, direction, h / 2)
+    fd = directional_derivative(cfg, weights, log_scale, batch, tensor, direction, h, probe)
+    fd_half = directional_derivative(cfg, weights, log_scale, batch, tensor, direction, h / 2, probe)
     uncertainty = 2 * abs(fd - fd_half) + 1e-12 * abs(fd)
     p_ref, p_cand = float(np.sum(g_ref * direction)), float(np.sum(g_cand * direction))
     e_ref, e_cand = abs(p_ref - fd_half), abs(p_cand - fd_half)
@@ -203,7 +206,8 @@ def compare_gradients(cfg: ForwardConfig, ref: tuple, cand: tuple, profile: Tole
                       ref_name: str, cand_name: str, numpy_losses: Optional[Mapping[str, float]] = None,
                       arbiter: Optional[dict] = None, partial: bool = False) -> GradientCheck:
     """`ref`/`cand`: (losses, grads) as `loss_and_gradients` returns them. `arbiter` ({"weights",
-    "log_scale", "batch"}) lets the numpy backend's central differences judge a differing gradient.
+    "log_scale", "batch"} and, for a trained case, "probe": the model state the loss is taken at)
+    lets the numpy backend's central differences judge a differing gradient.
     `partial`: the candidate (an adapter) gives only some terms and tensors; the others read "not
     provided"."""
     cand_trace = gradient_trace(*cand)
@@ -217,7 +221,7 @@ def compare_gradients(cfg: ForwardConfig, ref: tuple, cand: tuple, profile: Tole
     elif first is not None and first.stage.startswith("grad.") and arbiter is not None:
         tensor = first.stage.removeprefix("grad.")
         blame = arbitrate_gradient(cfg, arbiter["weights"], arbiter["log_scale"], arbiter["batch"], tensor,
-                                   ref[1].get(tensor), cand[1].get(tensor), ref_name, cand_name)
+                                   ref[1].get(tensor), cand[1].get(tensor), ref_name, cand_name, arbiter.get("probe"))
     factor = common_factor(ref[1], cand[1]) if not comparison.passed else None
     return GradientCheck(cand_name, comparison, dict(numpy_losses) if numpy_losses else None, blame, factor)
 

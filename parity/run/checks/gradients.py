@@ -65,10 +65,15 @@ def gradient_checks(models: dict, results: dict, batch: Batch, profiles: Mapping
             base_model = get_backend(cand).build(cfg, weights, device="cpu", **state)
             results = {**results, base: base_model.loss_and_gradients(batch)}
         checks[cand] = compare_gradients(cfg, results[base], results[cand], profiles[cand], base, cand, numpy_losses,
-                                         arbiter={"weights": weights, "batch": batch,
-                                                  "log_scale": base_model.state()["log_scale"]},
+                                         arbiter={"weights": weights, "batch": batch, **_state_of(base_model)},
                                          partial=get_backend(cand).can("partial_gradients"))
     return checks
+
+
+def _state_of(model) -> dict:
+    """The model state the numpy arbiter's loss is computed at: log_scale and probe (a trained case's)."""
+    state = model.state()
+    return {"log_scale": state["log_scale"], "probe": state.get("probe")}
 
 
 def training_checks(cfg: ForwardConfig, weights, batch: Batch, profiles: Mapping, devices: Mapping[str, str],

@@ -64,6 +64,7 @@ def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: lis
     inputs, the golden folder and each case's golden. A bad tolerance file or input is one line
     and exit 2 (UsageError and friends, raised); a corrupt golden is that case's error, returned
     (case -> message) and printed, and the other cases still run."""
+    from parity.backends import get_backend
     from parity.goldens.store import GoldenError, golden_path, load_golden, load_golden_profile
     from parity.run.tolerances import load_profile
 
@@ -81,7 +82,7 @@ def _preflight(args: argparse.Namespace, cases: list, devices: dict, dtypes: lis
             load_profile(device, dtype)
             if use_goldens:
                 load_golden_profile(device, dtype)
-    if args.ref.startswith("recorded:"):
+    if get_backend(args.ref).recorded:
         from parity.recorded.backend import check_entries
 
         check_entries(args.ref, cases, dtypes, args.data, grad=args.grad, train_steps=args.train_steps)
@@ -126,11 +127,9 @@ def check(args: argparse.Namespace) -> int:
     from parity.inputs.fixture import is_shipped
     from parity.run.backend_run import backend_devices, require_device
 
-    if args.ref.startswith("recorded:"):  # a record replayed as the reference (parity.recorded)
-        from parity.backends import register
-        from parity.recorded.backend import recorded_backend
+    from parity.recorded.backend import register_reference
 
-        register(recorded_backend(args.ref))
+    register_reference(args.ref)  # recorded:DIR, a record replayed as the reference (parity.recorded)
     candidates = [c for c in dict.fromkeys(args.candidate or ["torch"]) if c != args.ref]
     for name in [args.ref, *candidates]:
         get_backend(name).require()  # unknown or not installed: one line, before any model is built

@@ -112,14 +112,12 @@ def pytest_configure(config):
             load_scan(data)  # a bad file is one line before any test runs
         except DataError as exc:
             raise pytest.UsageError(f"--parity-data: {exc}") from None
-    from parity.backends import BackendError, get_backend, register
+    from parity.backends import BackendError, get_backend
+    from parity.recorded.backend import register_reference
     from parity.recorded.store import RecordError
 
     try:
-        if config.getoption("parity_ref").startswith("recorded:"):  # a record as the reference (parity.recorded)
-            from parity.recorded.backend import recorded_backend
-
-            register(recorded_backend(config.getoption("parity_ref")))
+        register_reference(config.getoption("parity_ref"))  # recorded:DIR, a record as the reference
         reference = get_backend(config.getoption("parity_ref"))
     except (BackendError, RecordError) as exc:
         raise pytest.UsageError(f"--parity-ref: {exc}") from None

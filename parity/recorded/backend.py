@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from parity.backends import Backend
+from parity.backends import Backend, register
 from parity.config import ForwardConfig
 from parity.inputs.data import digests
 from parity.recorded.store import Record, RecordError, entry_dir
@@ -147,6 +147,14 @@ def recorded_backend(name: str) -> Backend:
     return Backend(name, "recorded", ("cpu",), build_fn=build, load_fn=load, configure_fn=lambda device: {},
                    version_fn=lambda: f"{record.info.get('framework')} {record.info.get('version')} (recorded)",
                    builds_from_state=False, capabilities=frozenset(capabilities), recorded=True)
+
+
+def register_reference(name: str) -> None:
+    """Where `name` is `recorded:DIR`, register the record's backend under it, so that
+    `get_backend(name)` finds it (the CLI and the pytest plugin, before any backend is looked up);
+    any other name is left to the registry. RecordError where DIR is not a record."""
+    if name.startswith(PREFIX):
+        register(recorded_backend(name))
 
 
 def check_entries(name: str, cases, dtypes, data=None, grad: bool = False, train_steps: int = 0) -> None:

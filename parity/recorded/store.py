@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -84,6 +84,7 @@ class Record:
 
     folder: Path
     info: dict
+    _metas: dict = field(default_factory=dict, repr=False, compare=False)  # (case, dtype) -> meta.json, read once
 
     @classmethod
     def open(cls, folder: str | Path) -> "Record":
@@ -103,7 +104,10 @@ class Record:
         return [(case, dtype) for case, entry in self.info["cases"].items() for dtype in entry["dtypes"]]
 
     def meta(self, case: str, dtype: str) -> dict:
-        return read_json(entry_dir(self.folder, case, dtype) / "meta.json")
+        """An entry's meta.json, read once per opened record (every build looks its entry up)."""
+        if (case, dtype) not in self._metas:
+            self._metas[case, dtype] = read_json(entry_dir(self.folder, case, dtype) / "meta.json")
+        return self._metas[case, dtype]
 
     def arrays(self, case: str, dtype: str, part: str) -> dict[str, np.ndarray]:
         return read_arrays(entry_dir(self.folder, case, dtype) / f"{part}.npz")

@@ -31,13 +31,10 @@ class Checkpoint:
     where: str = ""
 
     def digest(self) -> str:
-        """sha256 of the checkpoint's bytes (every file of a folder, by relative name)."""
-        h = hashlib.sha256()
+        """sha256 of the checkpoint's bytes (every file of a folder, by relative name), read once
+        per version of the file (the header, the golden's provenance and fingerprint ask for it)."""
         files = sorted(p for p in self.path.rglob("*") if p.is_file()) if self.path.is_dir() else [self.path]
-        for p in files:
-            h.update(str(p.relative_to(self.path) if self.path.is_dir() else p.name).encode() + b"\0")
-            h.update(p.read_bytes())
-        return h.hexdigest()
+        return _digest(self.path, tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in files))
 
     def describe(self) -> dict:
         """What the report's header and a golden's provenance name: file, backend, digest."""
@@ -58,6 +55,15 @@ class Trained:
 
 
 _COMPLEX = {"float32": np.complex64, "float64": np.complex128}
+
+
+@lru_cache(maxsize=8)
+def _digest(root: Path, files: tuple) -> str:
+    h = hashlib.sha256()
+    for p, _, _ in files:
+        h.update(str(p.relative_to(root) if root.is_dir() else p.name).encode() + b"\0")
+        h.update(p.read_bytes())
+    return h.hexdigest()
 
 
 @lru_cache(maxsize=8)

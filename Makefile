@@ -32,7 +32,7 @@ test: venv
 # about equal time (pytest-split, from the durations in .test_durations).
 PARITY_CASES ?= default
 test-full: venv
-	$(BIN)/python -m pytest --tier full --parity-cases $(PARITY_CASES) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --tier full --parity-no-cache --parity-cases $(PARITY_CASES) $(PYTEST_ARGS)
 
 # Re-measure .test_durations (what the shards are balanced on): one full-tier run.
 durations: venv

@@ -1,6 +1,8 @@
-"""The test tiers `parity bench` times: each pytest run cold in a fresh subprocess, with its wall
+"""The test tiers `parity bench` times: each pytest run in a fresh subprocess, with its wall
 time, the time to its first result and the peak RSS of every test process (read from the probe
-plugin `parity.bench.probe`, loaded into each of them with `-p`).
+plugin `parity.bench.probe`, loaded into each of them with `-p`). Each run is cold — its own
+empty reference cache (`--parity-cache-dir`) — except a run labelled WARM, which reads the cache
+the run before it filled.
 """
 
 from __future__ import annotations
@@ -44,11 +46,15 @@ def pytest_wall(args: Sequence[str], cwd: Path, label: str = "") -> dict:
             "peak_rss_mb_max": max(processes.values(), default=-1.0)}
 
 
+WARM = "(warm: the reference replayed from the cache the run before filled)"
+
+
 def tier_runs(full: bool = False, shards: int = 0) -> list[tuple[str, list[str]]]:
     """(label, pytest arguments) of the test tiers: the gate as `pytest -k parity` and as `make
     test` runs it (the whole gate tier), and with `full` the full tier unsharded and, with `shards`
     N, each of its N shards (pytest-split, as the workflow's matrix runs them)."""
-    runs = [("gate: pytest -k parity", ["-k", "parity"]), ("gate: make test (whole gate tier)", [])]
+    runs = [("gate: pytest -k parity", ["-k", "parity"]), (f"gate: pytest -k parity {WARM}", ["-k", "parity"]),
+            ("gate: make test (whole gate tier)", [])]
     if full:
         runs.append(("full tier: make test-full", ["--tier", "full"]))
     for k in range(1, shards + 1):
@@ -59,14 +65,18 @@ def tier_runs(full: bool = False, shards: int = 0) -> list[tuple[str, list[str]]
 def time_pytest_runs(result: dict, runs: Sequence[Sequence[str] | tuple[str, Sequence[str]]], cwd: Path,
                      progress: Callable[[str], None] = lambda line: None,
                      save: Callable[[dict], None] = lambda result: None) -> None:
-    """Time each pytest run cold (after `run`, so its imports are its own) into
-    result["pytest_runs"], each with its ratio to the gate's bare cost. A run is a list of
-    arguments or (label, arguments)."""
+    """Time each pytest run (after `run`, so its imports are its own) into result["pytest_runs"],
+    each with its ratio to the gate's bare cost: cold, on an empty reference cache, unless
+    labelled WARM. A run is a list of arguments or (label, arguments)."""
     result["pytest_runs"] = []
-    for run in runs:
-        label, args = run if isinstance(run, tuple) else ("", list(run))
-        progress(f"{label or 'pytest'}: pytest {' '.join(args)} (cold, in a subprocess)")
-        timing = pytest_wall(args, cwd, label)
-        timing["ratio_to_gate_bare"] = timing["wall_s"] / result["gate_bare_s"] if result.get("gate_bare_s") else None
-        result["pytest_runs"].append(timing)
-        save(result)
+    with tempfile.TemporaryDirectory(prefix="parity-bench-cache-") as caches:
+        for k, run in enumerate(runs):
+            label, args = run if isinstance(run, tuple) else ("", list(run))
+            warm = label.endswith(WARM)
+            cache = Path(caches) / str(k - 1 if warm else k)
+            progress(f"{label or 'pytest'}: pytest {' '.join(args)} ({'warm' if warm else 'cold'}, in a subprocess)")
+            timing = pytest_wall([*args, "--parity-cache-dir", str(cache)], cwd, label)
+            timing["cache"] = "warm" if warm else "cold"
+            timing["ratio_to_gate_bare"] = timing["wall_s"] / result["gate_bare_s"] if result.get("gate_bare_s") else None
+            result["pytest_runs"].append(timing)
+            save(result)

@@ -12,6 +12,9 @@ Options (group "ptycho-parity"):
   --parity-dump DIR               write what failing golden checks obtained, and why, here
   --parity-goldens DIR            golden folder (default: the package's fixtures/goldens)
   --require-cuda                  fail, never skip, when CUDA cannot run
+  --parity-no-cache               compute the reference afresh (default: replay its numbers from
+                                  .parity-cache/ where its sources, versions and inputs are unchanged)
+  --parity-cache-dir DIR          the reference cache's folder (default: .parity-cache in the rootdir)
 Goldens go through pytest-regressions (`--force-regen`, `--regen-all`).
 
 Parametrisation: an argument named `parity_case` runs once per case of the chosen set (id: the
@@ -67,6 +70,10 @@ def pytest_addoption(parser):
     group.addoption("--parity-case-file", dest="parity_case_file", action="append", default=[], metavar="FILE",
                     help="your own cases, from a TOML case file (repeatable): parity_check and parity_run "
                          "take their names as they take the built-ins'")
+    group.addoption("--parity-no-cache", dest="parity_no_cache", action="store_true", default=False,
+                    help="compute the reference afresh: no numbers replayed from the reference cache")
+    group.addoption("--parity-cache-dir", dest="parity_cache_dir", metavar="DIR", default=None,
+                    help="the reference cache's folder (default: .parity-cache in the rootdir)")
     parser.addini("parity_case_file", type="paths", default=[],
                   help="case files (relative to the ini file), as --parity-case-file")
     parser.addini("parity_goldens", type="paths", default=[],
@@ -123,6 +130,7 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--parity-ref: {exc}") from None
     if config.getoption("require_reference") and reference.missing():
         raise pytest.UsageError(f"--require-reference: {reference.missing()}")
+    cache_references(config, reference)
     wants_cuda = (config.getoption("parity_device") == "cuda" or config.getoption("require_cuda")
                   or config.getoption("parity_ref_device") == "cuda")
     if wants_cuda and not _is_xdist_controller(config):
@@ -134,14 +142,37 @@ def pytest_configure(config):
             raise pytest.UsageError(f"{option}: {problem}")
 
 
+def cache_references(config, reference) -> None:
+    """The reference and numpy (the third opinion) under their own names, their numbers
+    replayed from the reference cache where their sources, versions and inputs are unchanged
+    (parity.recorded.cache), unless --parity-no-cache; the port is always computed."""
+    from parity.backends import get_backend, register
+    from parity.recorded.cache import caching_backend, live_backend
+
+    for backend in {reference.name: reference, "numpy": get_backend("numpy")}.values():
+        live = live_backend(backend)
+        cached = (None if config.getoption("parity_no_cache") or live.name == PORT or live.missing()
+                  else caching_backend(live, reference_cache_dir(config)))
+        register(cached or live)
+
+
+def reference_cache_dir(config):
+    return config.getoption("parity_cache_dir") or config.rootpath / ".parity-cache"
+
+
 def pytest_unconfigure(config):
     if REQUIRE_REFERENCE:
         REQUIRE_REFERENCE.pop()
 
 
 def pytest_report_header(config):
+    from parity.backends import get_backend
+    from parity.recorded.cache import CachingBackend
+
     ref = config.getoption("parity_ref")
-    return (f"ptycho-parity: reference {ref} on {backend_device(config, ref)}, "
+    cache = (f"its numbers replayed from {reference_cache_dir(config)} where unchanged (--parity-no-cache: afresh)"
+             if isinstance(get_backend(ref), CachingBackend) else "computed afresh")
+    return (f"ptycho-parity: reference {ref} on {backend_device(config, ref)}, {cache}; "
             f"port {PORT} on {backend_device(config, PORT)}")
 
 

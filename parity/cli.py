@@ -9,6 +9,7 @@ from typing import Optional, Sequence
 
 from parity import __version__
 from parity.check import add_check_options
+from parity.calibrate.propose import add_calibrate_options
 from parity.recorded.make import add_record_options
 from parity.errors import UsageError
 
@@ -89,6 +90,12 @@ def _cmd_record(args: argparse.Namespace) -> int:
     from parity.recorded.make import record_command
 
     return record_command(args)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from parity.calibrate.propose import calibrate_command
+
+    return calibrate_command(args)
 
 
 def _cmd_faults(args: argparse.Namespace) -> int:
@@ -202,6 +209,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_record_options(p)
     p.set_defaults(func=_cmd_record)
 
+    p = sub.add_parser("calibrate", help="measure each stage's disagreement of honest implementations over cases and "
+                                         "weight seeds and propose per-stage bounds for the tolerance file")
+    _case_options(p, "all", files="your cases too, from a TOML case file (repeatable)")
+    add_calibrate_options(p)
+    p.set_defaults(func=_cmd_calibrate)
+
     p = sub.add_parser("refresh", help="regenerate golden JSON from the float64 CPU reference run")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--failing", dest="mode", action="store_const", const="failing",
@@ -263,7 +276,7 @@ def main(argv: Optional[Sequence[str]] = None, reuse: Sequence[str] = ()) -> int
 
     args = build_parser().parse_args(argv)
     args.reuse = tuple(reuse)
-    if args.command in ("check", "refresh", "faults", "record"):  # the engine's errors exist once it is importable
+    if args.command in ("check", "refresh", "faults", "record", "calibrate"):  # the engine's errors exist once it is importable
         from parity.run.backend_run import DeviceUnavailable
 
         bad_input += (DeviceUnavailable,)

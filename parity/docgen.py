@@ -107,7 +107,8 @@ def tolerances_reference(path: Path | None = None) -> str:
             comment = []
         elif "=" in line and sections:
             key, value = (part.strip() for part in line.split("=", 1))
-            sections[-1][2].append((key.strip('"'), value, " ".join(comment)))
+            value, _, note = (part.strip() for part in value.partition("#"))  # a calibrated bound's own measurement
+            sections[-1][2].append((key.strip('"'), value, " ".join(comment) or note))
             comment = []
         elif not line and not sections:
             intro, comment = intro + comment + [""], []

@@ -26,7 +26,8 @@ def _stage_table(comparison) -> list[str]:
     local = any(s.mark for s in comparison.stages)
     head = ["stage", "max abs Δ", "rel. error (end to end)"]
     head += ["local error", "amplification", "mark"] if local else []
-    head += ["tolerance", "budget", "worst at (group, ch, row, col)", ""]
+    noise = any(s.noise is not None for s in comparison.stages)  # a calibrated profile (parity calibrate)
+    head += ["tolerance", "budget"] + (["× noise"] if noise else []) + ["worst at (group, ch, row, col)", ""]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in comparison.stages:
         at = s.worst_at or {}
@@ -38,7 +39,11 @@ def _stage_table(comparison) -> list[str]:
         if local:
             amp = "—" if s.amplification is None else f"×{s.amplification:.3g}"
             cells += [_fmt(s.local_error), amp, _ORIGIN_MARKS.get(s.mark, "—")]
-        cells += [_fmt(s.tolerance), budget, where, verdict]
+        cells += [_fmt(s.tolerance), budget]
+        if noise:
+            cells.append("—" if s.noise is None else "exact" if s.noise == 0 and not s.rel_error
+                         else "over an exact stage" if s.noise == 0 else f"{s.noise_ratio:.2g}×")
+        cells += [where, verdict]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"- `{s.stage}` not forced: {s.local_note}" for s in comparison.stages if s.local_note]
     return lines + ([""] + notes if notes else [])

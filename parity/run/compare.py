@@ -41,9 +41,28 @@ class StageComparison:
     # the distribution of |Δ| / max|ref| over the elements: p50, p90, p99, max
     quantiles: Optional[dict] = None
     statistic: str = "max"  # what the tolerance bounds: the max of |Δ| / max|ref|, or a quantile of it
+    noise: Optional[float] = None  # the stage's measured noise (`parity calibrate`), where calibrated
+
+    @property
+    def noise_ratio(self) -> Optional[float]:
+        """rel_error as a multiple of the stage's measured noise (None where not calibrated, or
+        where the measured noise is 0: an honest port is exact there)."""
+        if not self.noise or self.rel_error is None:
+            return None
+        return self.rel_error / self.noise
+
+    def in_noise(self) -> str:
+        """' = 30× the measured noise of this stage', ' where an honest port is exact', or ''
+        where the stage is not calibrated."""
+        if self.noise is None or self.rel_error is None:
+            return ""
+        if self.noise == 0:
+            return " where an honest port is exact" if self.rel_error else ""
+        ratio = self.noise_ratio
+        return f" = {ratio:.2g}× the measured noise of this stage{', at the noise floor' if ratio <= 1 else ''}"
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "noise_ratio": self.noise_ratio}
 
 
 @dataclass
@@ -108,7 +127,7 @@ def error_quantiles(delta: np.ndarray, scale: float) -> dict:
 
 def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndarray],
                   tolerance: float, ref_name: str = "reference", other_name: str = "other",
-                  metric: str = "max", statistic: str = "max") -> StageComparison:
+                  metric: str = "max", statistic: str = "max", noise: Optional[float] = None) -> StageComparison:
     """Compare one stage; never raises for bad data, it reports it. `metric`: "max" judges
     max|Δ|/max|ref| (every stage and gradient); "norm" judges ‖Δ‖₂/‖ref‖₂ (weights after Adam
     steps, where a few elements may part while the tensor as a whole tracks). `statistic`: with
@@ -179,8 +198,9 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
     budget = bounded / tolerance if tolerance > 0 else (0.0 if bounded <= floor else float("inf"))
     passed = bounded <= judged
     what = what if by_max else f"{statistic} of the relative error"
+    noted = StageComparison(stage, passed, rel_error=rel, noise=noise).in_noise() if by_max else ""  # the phrase, once
     message = "" if passed else (
-        f"{what} {bounded:.3e} exceeds tolerance {tolerance:.1e} "
+        f"{what} {bounded:.3e}{noted + ',' if noted else ''} exceeds tolerance {tolerance:.1e} "
         f"({n_over} of {ref.size} elements over)")
     if bad_ref.any():
         message = (message + "; " if message else "") + f"{int(bad_ref.sum())} NaN/Inf at identical places on both sides"
@@ -188,7 +208,7 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
         stage, passed, message, tolerance=tolerance, rel_error=rel, max_abs=max_abs,
         mean_abs=float(np.mean(delta)) if delta.size else 0.0, max_ref=max_ref, n_over=n_over,
         n_elements=int(ref.size), worst_at=location(ref.shape, int(np.argmax(delta))) if delta.size else None,
-        budget_used=budget, quantiles=quantiles, statistic=statistic)
+        budget_used=budget, quantiles=quantiles, statistic=statistic, noise=noise)
 
 
 def common_centre(ref: np.ndarray, other: np.ndarray) -> Optional[tuple[np.ndarray, np.ndarray]]:
@@ -227,9 +247,11 @@ def compare_traces(ref: Mapping[str, np.ndarray], other: Mapping[str, np.ndarray
                 out.stages.append(StageComparison(stage, True, f"not provided by {name}", provided=False))
                 break
         else:
-            statistic = tolerances.statistic_for(stage) if isinstance(tolerances, ToleranceProfile) else "max"
+            profile = tolerances if isinstance(tolerances, ToleranceProfile) else None
+            statistic = profile.statistic_for(stage) if profile else "max"
             out.stages.append(compare_stage(stage, ref.get(stage), other.get(stage), _tolerance(tolerances, stage),
-                                            ref_name, other_name, metric(stage), statistic))
+                                            ref_name, other_name, metric(stage), statistic,
+                                            profile.noise_for(stage) if profile and metric(stage) == "max" else None))
     return out
 
 

@@ -35,6 +35,11 @@ class ToleranceProfile:
     name: str
     rules: Mapping[str, float]
     statistics: Mapping[str, str] = None  # glob -> "p99", ... where a rule names one
+    noise: Mapping[str, float] = None  # stage -> the largest error `parity calibrate` measured for it
+
+    def noise_for(self, stage: str):
+        """The stage's measured noise (an honest port's largest error), or None where not calibrated."""
+        return (self.noise or {}).get(stage)
 
     def for_stage(self, stage: str) -> float:
         return longest_match(self.name, self.rules, stage, "stage")
@@ -46,7 +51,10 @@ class ToleranceProfile:
 
 
 def longest_match(profile: str, rules: Mapping[str, T], key: str, what: str) -> T:
-    """The value of the longest glob in `rules` that matches `key`."""
+    """The value of `key` itself where `rules` names it (a calibrated stage), else of the longest
+    glob that matches it."""
+    if key in rules:
+        return rules[key]
     matches = [p for p in rules if fnmatch.fnmatchcase(key, p)]
     if not matches:
         raise ToleranceError(f"tolerance profile {profile!r} has no pattern matching {what} {key!r}")
@@ -84,21 +92,32 @@ def table_at(data: dict, path: str | Path, key: str) -> dict:
 
 def load_profile(device: str, dtype: str, kind: str = "agreement",
                  path: str | Path = TOLERANCE_PATH) -> ToleranceProfile:
-    """The `[kind.device.dtype]` table of the tolerance file."""
+    """The `[kind.device.dtype]` table of the tolerance file; for agreement, with the per-stage
+    bounds of `[calibrated.device.dtype]` (exact stage names: they beat any glob) and the
+    measured noise of `[noise.device.dtype]`, where `parity calibrate --write` wrote them."""
     key = f"{kind}.{device}.{dtype}"
-    table = table_at(read_tolerance_file(path), path, key)
+    data = read_tolerance_file(path)
+    table = table_at(data, path, key)
     if not table:
         raise ToleranceError(f"{path}: key '{key}' missing (no tolerances for {device} {dtype})")
     rules, statistics = {}, {}
-    for pattern, value in table.items():
-        where = f"{path}: key '{key}.\"{pattern}\"'"
+    extra = table_at(data, path, f"calibrated.{device}.{dtype}") if kind == "agreement" else {}
+    noise_key = f"noise.{device}.{dtype}"
+    noise = {stage: _number(value, f"{path}: key '{noise_key}.\"{stage}\"'")
+             for stage, value in (table_at(data, path, noise_key) if kind == "agreement" else {}).items()}
+    for pattern, value in {**table, **extra}.items():
+        where = f"{path}: key '{f'calibrated.{device}.{dtype}' if pattern in extra else key}.\"{pattern}\"'"
         if isinstance(value, dict):  # { p99 = 1e-10 }: the statistic it bounds, named
             if len(value) != 1 or next(iter(value)) not in STATISTICS:
                 raise ToleranceError(f"{where} must be a number or one of {{ {' | '.join(STATISTICS)} = number }}, "
                                      f"got {value!r}")
             (statistic, value), = value.items()
             statistics[pattern] = statistic
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-            raise ToleranceError(f"{where} must be a finite number >= 0, got {value!r}")
-        rules[pattern] = float(value)
-    return ToleranceProfile(key, rules, statistics)
+        rules[pattern] = _number(value, where)
+    return ToleranceProfile(key, rules, statistics, noise)
+
+
+def _number(value, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ToleranceError(f"{where} must be a finite number >= 0, got {value!r}")
+    return float(value)

@@ -29,12 +29,14 @@ class ForwardAgreement(Check):
                                  weights=ctx.inputs.weights) if first is not None else None)
         worst = comparison.worst
         if first is None:
-            summary = (f"every stage agrees (worst {worst.stage}: {worst.rel_error:.2e})"
+            summary = (f"every stage agrees (worst {worst.stage}: {worst.rel_error:.2e}{worst.in_noise()})"
                        if worst is not None and worst.rel_error is not None else "every provided stage agrees")
         else:
             summary = f"first divergence at {first.stage}: " + (arbitration or {}).get("verdict", first.message)
             if first.rel_error is None or first.overlap or "mismatch" in first.message:  # what differs, not only who
                 summary += f" ({first.message})"
+            elif arbitration and first.in_noise():  # how far over the honest ports' rounding
+                summary += f"; relative error {first.rel_error:.2e}{first.in_noise()}"
         return [CheckResult(self.name, cand, _status(comparison.passed), summary, comparison,
                             extra={"arbitration": arbitration})]
 

@@ -153,3 +153,10 @@ def test_the_docs_figures_regenerate_bit_for_bit(tmp_path):
                            "--only", "checkpoint.png"], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr[-2000:]
     assert (tmp_path / "checkpoint.png").read_bytes() == (ROOT / "docs" / "figures" / "checkpoint.png").read_bytes()
+
+
+def test_the_noise_figure_is_drawn_from_the_shipped_calibration_bit_for_bit(tmp_path):
+    """docs/figures/noise.png: the tolerance file's measured noise and bounds, as `make docs-figures` draws them."""
+    from parity.calibrate.figure import draw_noise
+
+    assert draw_noise(tmp_path / "noise.png").read_bytes() == (ROOT / "docs" / "figures" / "noise.png").read_bytes()

@@ -146,6 +146,8 @@ def _error_histograms(result: CaseResult, path: Path) -> None:
         delta = np.abs(b.astype(wide) - a.astype(wide)).ravel()
         rel = delta[np.isfinite(delta)] / (np.abs(a).max() or 1.0)
         ax.hist(np.log10(rel + 1e-300).clip(-20, 2), bins=60, range=(-20, 2), color="tab:blue")
+        if s.noise:  # a calibrated stage: what honest ports reach
+            ax.axvspan(-20, np.log10(s.noise), color="tab:green", alpha=0.15, label=f"measured noise ≤ {s.noise:.1e}")
         ax.axvline(np.log10(s.tolerance), color="tab:red", label=f"tolerance {s.tolerance:.0e}")
         ax.axvline(np.log10(s.quantiles["p99"] + 1e-300), color="tab:orange", ls="--",
                    label=f"p99 {s.quantiles['p99']:.1e}")

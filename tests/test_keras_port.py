@@ -3,7 +3,7 @@
 tests/keras_port/kport is a PtychoPINN-style Keras model written without the harness in mind (see
 its docstring: Keras-numbered layers whose names change with N, flat patch stacks the taps
 reshape, the probe a layer weight, the stitching of an inference outside the model, a .keras
-checkpoint, a loss summed where the reference averages). tests/keras_port/kport_parity.py wraps
+checkpoint, a loss summed where the reference averages). tests/keras_port/_kport().py wraps
 it. In process here, against the built-in torch port and against tests/real_port's ptyport; through
 entry points, `parity check` and pytest in a pytester project in the last test.
 """
@@ -26,8 +26,16 @@ HERE = Path(__file__).resolve().parent
 KPORT, PTYPORT = HERE / "keras_port", HERE / "real_port"
 for folder in (KPORT, PTYPORT):
     sys.path.insert(0, str(folder))
-import kport_parity  # noqa: E402
 import ptyport_parity  # noqa: E402
+
+
+def _kport():
+    """tests/keras_port's wrapper, imported when a test runs: it imports Keras and TensorFlow, which
+    collecting this file must not (a session whose reference is replayed from the cache never
+    imports TensorFlow)."""
+    import kport_parity
+
+    return kport_parity
 
 
 @pytest.fixture
@@ -40,7 +48,7 @@ def kport_ref(monkeypatch, clean_registry):
             monkeypatch.setenv("PTYPORT_BUG", bug)
         else:
             monkeypatch.delenv("PTYPORT_BUG", raising=False)
-        register(kport_parity.backend())
+        register(_kport().backend())
         register(ptyport_parity.backend())
         request = RunRequest(dtype="float64", ref="kport", candidates=(candidate,), **kwargs)
         return run_case(get_case(case), request)
@@ -77,7 +85,7 @@ def test_a_keras_reference_agrees_with_both_ports_and_gets_every_check(kport_ref
 @pytest.mark.full
 def test_the_keras_model_as_a_candidate_gets_the_same_checks(clean_registry):
     require_backend("tensorflow")
-    register(kport_parity.backend())
+    register(_kport().backend())
     result = run_case(get_case("gs1"), RunRequest(dtype="float64", candidates=("kport",), reuse=("tensorflow",)))
     assert result.passed and result.exit_code == EXIT_PASSED, result.report()
     states = {key: status for key, (status, _) in _states(result, "kport").items()}

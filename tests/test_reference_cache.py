@@ -138,3 +138,31 @@ def test_the_plugin_fills_the_cache_replays_it_and_leaves_it_alone_when_asked(py
     warm = pytester.runpytest("-p", "no:cacheprovider", "-n", "0", "--parity-ref", "numpy")
     warm.assert_outcomes(passed=1)
     assert {p: p.stat().st_mtime_ns for p in folder.glob("*/*/*.npz")} == written  # read, not written again
+
+
+def test_a_checkpoint_round_trip_and_a_stage_are_replayed_without_the_live_model(counting, tmp_path):
+    live, builds = counting
+    loads = []
+    numpy = live
+
+    def load(path, device="cpu", cfg=None):
+        loads.append(str(path))
+        return BUILTIN["numpy"].load(path, device=device)
+
+    live = dataclasses.replace(numpy, load_fn=load)
+    sessions = []
+    for _ in range(2):  # the first computes and stores, the second replays
+        backend = cache.caching_backend(live, tmp_path / "cache")
+        cfg, weights, batch = get_case("gs1").inputs("float64")
+        model = backend.build(cfg, weights)
+        train = model.forward_train(batch)
+        saved = model.save(tmp_path / f"{len(sessions)}.npz")
+        loaded = backend.load(saved)
+        sessions.append((saved.read_bytes(), loaded.forward_infer(batch), loaded.weights(),
+                         model.stage("encoder.out", train, batch)))
+    assert len(builds) == 1 and len(loads) == 1, "the second session built or loaded a live model"
+    (bytes0, infer0, weights0, stage0), (bytes1, infer1, weights1, stage1) = sessions
+    assert bytes0 == bytes1  # the very checkpoint file the live model wrote
+    assert all(np.array_equal(infer0[k], infer1[k]) for k in infer0)
+    assert all(np.array_equal(weights0[k], weights1[k]) for k in weights0)
+    assert np.array_equal(stage0, stage1) and np.array_equal(stage1, train["encoder.out"])

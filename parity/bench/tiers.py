@@ -75,7 +75,8 @@ def time_pytest_runs(result: dict, runs: Sequence[Sequence[str] | tuple[str, Seq
             warm = label.endswith(WARM)
             cache = Path(caches) / str(k - 1 if warm else k)
             progress(f"{label or 'pytest'}: pytest {' '.join(args)} ({'warm' if warm else 'cold'}, in a subprocess)")
-            timing = pytest_wall([*args, "--parity-cache-dir", str(cache)], cwd, label)
+            # one token: pytest would take a bare existing path for a test path when it looks for its ini file
+            timing = pytest_wall([*args, f"--parity-cache-dir={cache}"], cwd, label)
             timing["cache"] = "warm" if warm else "cold"
             timing["ratio_to_gate_bare"] = timing["wall_s"] / result["gate_bare_s"] if result.get("gate_bare_s") else None
             result["pytest_runs"].append(timing)

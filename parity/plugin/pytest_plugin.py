@@ -73,7 +73,9 @@ def pytest_addoption(parser):
     group.addoption("--parity-no-cache", dest="parity_no_cache", action="store_true", default=False,
                     help="compute the reference afresh: no numbers replayed from the reference cache")
     group.addoption("--parity-cache-dir", dest="parity_cache_dir", metavar="DIR", default=None,
-                    help="the reference cache's folder (default: .parity-cache in the rootdir)")
+                    help="the reference cache's folder (default: .parity-cache in the rootdir); write it "
+                         "--parity-cache-dir=DIR: pytest takes a bare existing path for a test path when it looks "
+                         "for its ini file")
     parser.addini("parity_case_file", type="paths", default=[],
                   help="case files (relative to the ini file), as --parity-case-file")
     parser.addini("parity_goldens", type="paths", default=[],

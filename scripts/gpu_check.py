@@ -13,14 +13,18 @@ a folder of its own. It runs
   1. `pytest -k parity --parity-device cuda --parity-ref numpy --require-cuda` (default cases,
      float32 and float64), and
   2. `parity check --device cuda --ref numpy --grad --train-steps 3` (default cases, both dtypes),
+  3. `parity calibrate --device cuda --ref numpy` (default cases, float32): the measured noise of
+     each stage on this GPU and the bounds proposed from it, into calibration-cuda.toml (a
+     proposal to review and merge into the tolerance file; the shipped CUDA bounds are unchanged),
 
 (with `--record DIR`, `--parity-ref recorded:DIR` and `--ref recorded:DIR` in place of numpy:
 TensorFlow's own numbers, recorded on any CPU machine that has TensorFlow with `parity record
 --grad --train-steps 3 --out DIR`), then writes to `--out` (default `$OUT`, else `gpu-check/`): summary.json (environment, the flags
 each side applied, each step's exit code and time, the worst error per stage and dtype),
-report.md (the parity report), summary.md (its table), pytest.txt, check.txt and timing.txt.
+report.md (the parity report), summary.md (its table), calibration-<device>.toml, pytest.txt,
+check.txt, calibrate.txt and timing.txt.
 `--device cpu` rehearses the same on a machine without a GPU; `--dry-run` prints what it would
-do and checks what it needs. Exit code: 0 when both steps pass, 1 when one fails, 2 when the
+do and checks what it needs. Exit code: 0 when every step passes, 1 when one fails, 2 when the
 machine lacks what it needs. numpy and the standard library only; torch is looked at in a
 subprocess.
 """
@@ -76,7 +80,8 @@ def torch_report(env: dict) -> dict:
 
 
 def commands(device: str, work: Path, ref: str = "numpy") -> dict[str, list[str]]:
-    """The two steps, as argument lists for this Python; `ref`: numpy, or recorded:DIR."""
+    """The three steps, as argument lists for this Python; `ref`: numpy, or recorded:DIR (which
+    holds the cases' own weights only: one seed, the cases')."""
     workers = str(max(1, min(8, (os.cpu_count() or 2) // 2)))
     pytest = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-rfEs", "-n", workers,
               "-k", "parity", "--parity-ref", ref, "--parity-device", device,
@@ -88,7 +93,9 @@ def commands(device: str, work: Path, ref: str = "numpy") -> dict[str, list[str]
     check = [sys.executable, "-m", "parity", "check", "--device", device, "--ref", ref, "--grad",
              "--train-steps", str(TRAIN_STEPS), "--no-figures", "--out", str(work / "report"),
              "--summary-md", str(work / "summary.md")]
-    return {"pytest": pytest, "check": check}
+    calibrate = [sys.executable, "-m", "parity", "calibrate", "--device", device, "--ref", ref, "--cases", "default",
+                 "--seeds", "1" if ref.startswith("recorded:") else "2", "--out", str(work / f"calibration-{device}.toml")]
+    return {"pytest": pytest, "check": check, "calibrate": calibrate}
 
 
 def worst_per_stage(report: Path) -> dict:
@@ -189,12 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  exit {done.returncode} in {seconds:.1f} s: {steps[name]['last_line']}", flush=True)
 
     report = work / "report"
-    for name in ("report.md", "summary.md"):
+    for name in ("report.md", "summary.md", f"calibration-{args.device}.toml"):
         source = report / name if name == "report.md" else work / name
         if source.exists():
             shutil.copyfile(source, out / name)
     total = time.perf_counter() - start
     timing = (f"gpu-check: pytest {steps['pytest']['seconds']} s, parity check {steps['check']['seconds']} s, "
+              f"parity calibrate {steps['calibrate']['seconds']} s, "
               f"total {total:.1f} s wall on {machine.get('device_name') or args.device}")
     (out / "timing.txt").write_text(timing + "\n")
     summary = {"device": args.device, "machine": machine, "python": sys.version.split()[0],
@@ -204,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     print(timing)
     print(f"gpu-check: the full report (per case and dtype, and the dumps of failing goldens) is in {work}/")
     failed = [name for name, step in steps.items() if step["returncode"] != 0]
-    print(f"gpu-check: {'FAILED: ' + ', '.join(failed) if failed else 'both steps pass'}; results in {out}/")
+    print(f"gpu-check: {'FAILED: ' + ', '.join(failed) if failed else 'every step passes'}; results in {out}/")
     return 1 if failed else 0
 
 

@@ -43,6 +43,16 @@ def test_commands_load_the_plugin_only_where_it_is_not_installed(gpu_check, monk
     assert rehearsal["check"][rehearsal["check"].index("--device") + 1] == "cpu"
 
 
+def test_the_calibration_step_proposes_bounds_for_the_device_it_runs_on(gpu_check, tmp_path):
+    """Against numpy: two weight seeds; against a record, which holds the cases' own weights: one.
+    The proposal goes to a file of its own, never into the tolerance file (no --write)."""
+    for ref, seeds in (("numpy", "2"), ("recorded:/r", "1")):
+        cmd = gpu_check.commands("cuda", tmp_path, ref)["calibrate"]
+        assert cmd[1:4] == ["-m", "parity", "calibrate"] and "--write" not in cmd
+        assert [cmd[cmd.index(o) + 1] for o in ("--device", "--ref", "--seeds", "--out")] == [
+            "cuda", ref, seeds, str(tmp_path / "calibration-cuda.toml")]
+
+
 def test_wheels_are_found_by_distribution_name(gpu_check, tmp_path):
     for name in ("pytest_regressions-2.11.0-py3-none-any.whl", "pyyaml-6.0.4-cp312-cp312-manylinux2014_x86_64.whl"):
         (tmp_path / name).write_bytes(b"")

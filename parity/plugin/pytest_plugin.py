@@ -172,9 +172,10 @@ def pytest_report_header(config):
     from parity.recorded.cache import CachingBackend
 
     ref = config.getoption("parity_ref")
-    cache = (f"its numbers replayed from {reference_cache_dir(config)} where unchanged (--parity-no-cache: afresh)"
-             if isinstance(get_backend(ref), CachingBackend) else "computed afresh")
-    return (f"ptycho-parity: reference {ref} on {backend_device(config, ref)}, {cache}; "
+    backend = get_backend(ref)
+    cache = ("" if backend.recorded else f" (replayed from {reference_cache_dir(config)} where unchanged)"
+             if isinstance(backend, CachingBackend) else " (computed afresh)")
+    return (f"ptycho-parity: reference {ref} on {backend_device(config, ref)}{cache}, "
             f"port {PORT} on {backend_device(config, PORT)}")
 
 

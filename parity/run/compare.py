@@ -52,17 +52,21 @@ class StageComparison:
         return self.rel_error / self.noise
 
     def in_noise(self) -> str:
-        """' = 30× the measured noise of this stage', ' where an honest port is exact', or ''
-        where the stage is not calibrated."""
-        if self.noise is None or self.rel_error is None:
-            return ""
-        if self.noise == 0:
-            return " where an honest port is exact" if self.rel_error else ""
-        ratio = self.noise_ratio
-        return f" = {ratio:.2g}× the measured noise of this stage{', at the noise floor' if ratio <= 1 else ''}"
+        return noise_phrase(self.rel_error, self.noise)
 
     def to_dict(self) -> dict:
         return {**asdict(self), "noise_ratio": self.noise_ratio}
+
+
+def noise_phrase(rel_error: Optional[float], noise: Optional[float]) -> str:
+    """' = 30× the measured noise of this stage', ' where an honest port is exact', or '' where
+    the stage is not calibrated (`noise`: the largest error `parity calibrate` measured for it)."""
+    if noise is None or rel_error is None:
+        return ""
+    if noise == 0:
+        return " where an honest port is exact" if rel_error else ""
+    ratio = rel_error / noise
+    return f" = {ratio:.2g}× the measured noise of this stage{', at the noise floor' if ratio <= 1 else ''}"
 
 
 @dataclass
@@ -198,7 +202,7 @@ def compare_stage(stage: str, ref: Optional[np.ndarray], other: Optional[np.ndar
     budget = bounded / tolerance if tolerance > 0 else (0.0 if bounded <= floor else float("inf"))
     passed = bounded <= judged
     what = what if by_max else f"{statistic} of the relative error"
-    noted = StageComparison(stage, passed, rel_error=rel, noise=noise).in_noise() if by_max else ""  # the phrase, once
+    noted = noise_phrase(rel, noise) if by_max else ""
     message = "" if passed else (
         f"{what} {bounded:.3e}{noted + ',' if noted else ''} exceeds tolerance {tolerance:.1e} "
         f"({n_over} of {ref.size} elements over)")

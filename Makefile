@@ -34,9 +34,9 @@ PARITY_CASES ?= default
 test-full: venv
 	$(BIN)/python -m pytest --tier full --parity-no-cache --parity-cases $(PARITY_CASES) $(PYTEST_ARGS)
 
-# Re-measure .test_durations (what the shards are balanced on): one full-tier run.
+# Re-measure .test_durations (what the shards are balanced on): one full-tier run, cold as CI runs it.
 durations: venv
-	$(BIN)/python -m pytest --tier full --store-durations --durations-path .test_durations $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --tier full --parity-no-cache --store-durations --durations-path .test_durations $(PYTEST_ARGS)
 
 # Line and branch coverage of both model packages driven by the parity tests alone, every case.
 coverage: venv

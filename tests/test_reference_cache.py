@@ -167,3 +167,9 @@ def test_a_checkpoint_round_trip_and_a_stage_are_replayed_without_the_live_model
     assert all(np.array_equal(infer0[k], infer1[k]) for k in infer0)
     assert all(np.array_equal(weights0[k], weights1[k]) for k in weights0)
     assert np.array_equal(stage0, stage1) and np.array_equal(stage1, train["encoder.out"])
+
+
+def test_a_replayed_model_knows_its_config_and_dtype_without_the_live_one(counting, tmp_path):
+    live, builds = counting
+    model, batch = _session(live, tmp_path, dtype="float32")
+    assert model.cfg == get_case("gs1").config and model.dtype == "float32" and builds == []

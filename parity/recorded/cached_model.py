@@ -19,10 +19,12 @@ from parity.recorded.entries import batch_key, read, sha, write
 
 
 class CachedModel:
-    """`make_live(state)` gives the live model (`state`: what a replayed forward left, or None)."""
+    """`make_live(state)` gives the live model (`state`: what a replayed forward left, or None);
+    `known`: attributes known without it (a built model's `cfg` and `dtype`)."""
 
-    def __init__(self, backend, folder: Path, make_live: Callable, device: str):
+    def __init__(self, backend, folder: Path, make_live: Callable, device: str, known: Optional[dict] = None):
         self._backend, self._folder, self._make_live, self._device = backend, folder, make_live, device
+        self.__dict__.update(known or {})
         self._model = None
         self._seen: Optional[str] = None  # the batch of the first forward (it set the probe state)
         self._stepped = False  # Adam steps taken: the model's numbers are no longer its entry's
@@ -169,13 +171,14 @@ def _copy(source: Path, target: Path) -> None:
 
 def built_model(backend, cfg, weights: dict, device: str, state: dict) -> CachedModel:
     """The model `build(cfg, weights, device, **state)` makes, keyed by all of them."""
-    from parity.inputs.weights import digest
+    from parity.inputs.weights import digest, weights_dtype
 
     given = {k: v for k, v in state.items() if v is not None}
     key = sha({"fingerprint": backend.fingerprint, "device": device, "config": cfg.to_dict(),
                "weights": digest({**weights, **{f"state/{k}": np.asarray(v) for k, v in given.items()}})})
     return CachedModel(backend, backend.folder / key[:32],
-                       lambda stored: backend.live.build(cfg, weights, device=device, **(stored or given)), device)
+                       lambda stored: backend.live.build(cfg, weights, device=device, **(stored or given)), device,
+                       known={"cfg": cfg, "dtype": weights_dtype(weights)})
 
 
 def loaded_model(backend, path: Path, device: str, cfg):

@@ -19,7 +19,7 @@ import numpy as np
 from parity.backends import Backend, register
 from parity.config import ForwardConfig
 from parity.inputs.data import digests
-from parity.recorded.store import Record, RecordError, entry_dir
+from parity.recorded.store import Record, RecordError, entry_dir, replay_steps
 
 PREFIX = "recorded:"
 _SAVED: dict = {}  # checkpoint pointer -> the weights of the model that wrote it (this process)
@@ -105,11 +105,7 @@ class RecordedModel:
         if adam.to_dict() != self.record.info.get("adam"):
             raise RecordError(f"{self.record.folder}: recorded with Adam {self.record.info.get('adam')}, asked "
                               f"{adam.to_dict()}")
-        arrays = self._part("steps")
-        for k in range(steps):
-            yield {"loss": float(arrays[f"{k}/loss"]),
-                   "tensors": {key.split("/", 1)[1]: v for key, v in arrays.items()
-                               if key.startswith(f"{k}/") and key != f"{k}/loss"}}
+        yield from replay_steps(self._part("steps"), steps)
 
 
 def _find(record: Record, cfg, weights, state: dict) -> tuple[str, str, dict]:

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from parity.recorded.entries import batch_key, read, sha, write
+from parity.recorded.store import replay_steps, step_arrays
 
 
 class CachedModel:
@@ -133,24 +134,16 @@ class CachedModel:
         arrays = read(path) if fresh else None
         if arrays is not None:
             self._pending_steps = (batch, steps, adam)
-            return _replay(arrays, steps)
+            return replay_steps(arrays, steps)
         return self._steps_stored(path if fresh else None, batch, steps, adam)
 
     def _steps_stored(self, path: Optional[Path], batch, steps: int, adam):
         out: dict = {}
         for k, record in enumerate(self._live().train_steps(batch, steps, adam)):
-            out[f"{k}/loss"] = np.asarray(record["loss"])
-            out.update({f"{k}/{name}": np.asarray(v) for name, v in record["tensors"].items()})
+            out.update(step_arrays(k, record))
             yield record
         if path is not None and f"{steps - 1}/loss" in out:  # every step taken
             write(path, out)
-
-
-def _replay(arrays: dict, steps: int):
-    for k in range(steps):
-        yield {"loss": float(arrays[f"{k}/loss"]),
-               "tensors": {key.split("/", 1)[1]: v for key, v in arrays.items()
-                           if key.startswith(f"{k}/") and key != f"{k}/loss"}}
 
 
 def _digest(array) -> str:

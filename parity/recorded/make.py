@@ -14,7 +14,7 @@ from typing import Callable, Optional, Sequence
 
 from parity.errors import UsageError
 from parity.files import write_atomic
-from parity.recorded.store import SCHEMA, Record, entry_dir, source_key, write_arrays
+from parity.recorded.store import SCHEMA, Record, entry_dir, source_key, step_arrays, write_arrays
 from parity.run.training import AdamConfig
 
 
@@ -94,8 +94,7 @@ def record(cases: Sequence, ref: str, out: Path, dtypes: Sequence[str], data: Op
                 fresh = backend.build(cfg, weights, device="cpu", **state)
                 steps = {}
                 for k, step in enumerate(fresh.train_steps(batch, train_steps, adam)):
-                    steps[f"{k}/loss"] = step["loss"]
-                    steps.update({f"{k}/{name}": v for name, v in step["tensors"].items()})
+                    steps.update(step_arrays(k, step))
                 write_arrays(folder / "steps.npz", steps)
                 meta["steps"] = train_steps
             write_atomic(folder / "meta.json", json.dumps(meta, indent=1, default=_plain) + "\n")

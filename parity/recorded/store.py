@@ -61,6 +61,21 @@ def write_arrays(path: Path, arrays: Mapping[str, Any], compress: bool = False) 
         (np.savez_compressed if compress else np.savez)(fh, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
+def step_arrays(k: int, record: Mapping) -> dict[str, np.ndarray]:
+    """Adam step k's record (`{"loss", "tensors"}`, what `train_steps` yields) as steps.npz holds it:
+    `k/loss` and `k/<tensor>`."""
+    return {f"{k}/loss": np.asarray(record["loss"]),
+            **{f"{k}/{name}": np.asarray(v) for name, v in record["tensors"].items()}}
+
+
+def replay_steps(arrays: Mapping[str, np.ndarray], steps: int):
+    """The first `steps` records of steps.npz's arrays, as `train_steps` yields them."""
+    for k in range(steps):
+        yield {"loss": float(arrays[f"{k}/loss"]),
+               "tensors": {key.split("/", 1)[1]: v for key, v in arrays.items()
+                           if key.startswith(f"{k}/") and key != f"{k}/loss"}}
+
+
 def read_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:

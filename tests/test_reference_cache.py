@@ -128,12 +128,12 @@ def test_the_plugin_fills_the_cache_replays_it_and_leaves_it_alone_when_asked(py
     folder = pytester.path / ".parity-cache" / "numpy"
     off = pytester.runpytest("-p", "no:cacheprovider", "-n", "0", "--parity-ref", "numpy", "--parity-no-cache")
     off.assert_outcomes(passed=1)
-    off.stdout.fnmatch_lines(["ptycho-parity: reference numpy on cpu (computed afresh), port torch on cpu"])
+    off.stdout.fnmatch_lines(["ptycho-parity: reference numpy on cpu, port torch on cpu; computed afresh"])
     assert not folder.exists()
     cold = pytester.runpytest("-p", "no:cacheprovider", "-n", "0", "--parity-ref", "numpy")
     cold.assert_outcomes(passed=1)
-    cold.stdout.fnmatch_lines(["ptycho-parity: reference numpy on cpu (replayed from */.parity-cache where unchanged), "
-                               "port torch on cpu"])
+    cold.stdout.fnmatch_lines(["ptycho-parity: reference numpy on cpu, port torch on cpu; "
+                               "replayed from */.parity-cache where unchanged"])
     written = {p: p.stat().st_mtime_ns for p in folder.glob("*/*/*.npz")}
     assert any(p.name.startswith("train-") for p in written)
     warm = pytester.runpytest("-p", "no:cacheprovider", "-n", "0", "--parity-ref", "numpy")

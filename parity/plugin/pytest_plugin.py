@@ -145,16 +145,18 @@ def pytest_configure(config):
 
 
 def cache_references(config, reference) -> None:
-    """The reference and numpy (the third opinion) under their own names, their numbers
-    replayed from the reference cache where their sources, versions and inputs are unchanged
-    (parity.recorded.cache), unless --parity-no-cache; the port is always computed."""
+    """The reference, numpy (the third opinion) and the built-in port under their own names,
+    their numbers replayed from the reference cache where their sources, versions and inputs
+    are unchanged (parity.recorded.cache), unless --parity-no-cache. A backend whose sources
+    this package does not know (a user's adapter) and a patched package (a fault injected) are
+    always computed."""
     from parity.backends import get_backend, register
     from parity.recorded.cache import caching_backend, live_backend
 
-    for backend in {reference.name: reference, "numpy": get_backend("numpy")}.values():
+    fresh = config.getoption("parity_no_cache")
+    for backend in {reference.name: reference, "numpy": get_backend("numpy"), PORT: get_backend(PORT)}.values():
         live = live_backend(backend)
-        cached = (None if config.getoption("parity_no_cache") or live.name == PORT or live.missing()
-                  else caching_backend(live, reference_cache_dir(config)))
+        cached = None if fresh or live.missing() else caching_backend(live, reference_cache_dir(config))
         register(cached or live)
 
 
@@ -172,11 +174,13 @@ def pytest_report_header(config):
     from parity.recorded.cache import CachingBackend
 
     ref = config.getoption("parity_ref")
-    backend = get_backend(ref)
-    cache = ("" if backend.recorded else f" (replayed from {reference_cache_dir(config)} where unchanged)"
-             if isinstance(backend, CachingBackend) else " (computed afresh)")
-    return (f"ptycho-parity: reference {ref} on {backend_device(config, ref)}{cache}, "
-            f"port {PORT} on {backend_device(config, PORT)}")
+    sides = {ref: f"reference {ref} on {backend_device(config, ref)}", PORT: f"port {PORT} on {backend_device(config, PORT)}"}
+    fresh = [name for name in sides if not get_backend(name).recorded]
+    cached = [name for name in fresh if isinstance(get_backend(name), CachingBackend)]
+    where = f"replayed from {reference_cache_dir(config)} where unchanged"
+    how = ("" if not fresh else f"; {where}" if cached == fresh else "; computed afresh" if not cached
+           else f"; {' and '.join(cached)} {where}")
+    return "ptycho-parity: " + ", ".join(sides.values()) + how
 
 
 def _is_xdist_controller(config) -> bool:

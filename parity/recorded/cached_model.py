@@ -28,13 +28,16 @@ class CachedModel:
         self.__dict__.update(known or {})
         self._model = None
         self._seen: Optional[str] = None  # the batch of the first forward (it set the probe state)
-        self._stepped = False  # Adam steps taken: the model's numbers are no longer its entry's
+        # Adam steps taken, or the live model built while its package was patched: its numbers
+        # are no longer its entry's
+        self._diverged = False
         self._pending_steps = None  # (batch, steps, adam) replayed: the live model takes them before use
 
     def _live(self):
         if self._model is None:
             self._backend.live.configure(self._device)
             self._model = self._make_live(self._state_file(self._seen))
+            self._diverged = self._diverged or self._backend.patched()
         if self._pending_steps is not None:
             batch, steps, adam = self._pending_steps
             self._pending_steps = None
@@ -56,8 +59,9 @@ class CachedModel:
 
     def _cached(self, part: str, key: str, compute, pack=dict, unpack=dict, forward: bool = False):
         """`part` under `key`: read from the entry, or computed by `compute(live model)` and stored
-        (a `forward` with the state the live model then holds). After Adam steps: live, not stored."""
-        if self._stepped:
+        (a `forward` with the state the live model then holds). After Adam steps, or while the
+        backend's package is patched: live, not stored."""
+        if self._diverged or self._backend.patched():
             return compute(self._live())
         arrays = read(self._file(part, key))
         if arrays is None:
@@ -76,6 +80,12 @@ class CachedModel:
 
     def forward_infer(self, batch) -> dict:
         return dict(self._cached("infer", batch_key(batch), lambda m: m.forward_infer(batch), forward=True))
+
+    def losses(self, batch) -> dict:
+        """The loss terms, as the live model gives them (python or numpy scalars)."""
+        return self._cached("losses", batch_key(batch), lambda m: m.losses(batch),
+                            lambda v: {k: np.asarray(x) for k, x in v.items()},
+                            lambda a: {k: v[()] for k, v in a.items()}, forward=True)
 
     def loss_and_gradients(self, batch):
         def pack(value):
@@ -111,18 +121,18 @@ class CachedModel:
                             lambda v: {"value": np.asarray(v)}, lambda a: a["value"])
 
     def state(self) -> dict:
-        stored = None if self._stepped or self._model is not None else self._state_file(self._seen)
+        stored = None if self._diverged or self._model is not None else self._state_file(self._seen)
         return stored if stored is not None else self._live().state()
 
     def save(self, path):
         """The checkpoint file the live model writes, kept with the entry and copied where asked."""
         path = Path(path)
         stored = self._folder / f"checkpoint-{self._seen or 'unrun'}"
-        if not self._stepped and stored.is_file():
+        if not self._diverged and not self._backend.patched() and stored.is_file():
             shutil.copyfile(stored, path)
             return path
         saved = Path(self._live().save(path))
-        if not self._stepped and saved == path and saved.is_file():
+        if not self._diverged and not self._backend.patched() and saved == path and saved.is_file():
             _copy(saved, stored)
         return saved
 
@@ -130,7 +140,8 @@ class CachedModel:
         """K Adam steps, replayed where stored; the live model then takes them when it is next
         needed (a trained model saved), so what it holds is what the steps left."""
         path = self._file(f"steps-{steps}-{sha(adam.to_dict())[:12]}", batch_key(batch))
-        fresh, self._stepped = not self._stepped, True
+        fresh = not self._diverged and not self._backend.patched()
+        self._diverged = True
         arrays = read(path) if fresh else None
         if arrays is not None:
             self._pending_steps = (batch, steps, adam)
@@ -162,10 +173,14 @@ def _copy(source: Path, target: Path) -> None:
         pass
 
 
-def built_model(backend, cfg, weights: dict, device: str, state: dict) -> CachedModel:
-    """The model `build(cfg, weights, device, **state)` makes, keyed by all of them."""
+def built_model(backend, cfg, weights: dict, device: str, state: dict):
+    """The model `build(cfg, weights, device, **state)` makes, keyed by all of them (the live
+    model itself while the backend's package is patched)."""
     from parity.inputs.weights import digest, weights_dtype
 
+    if backend.patched():
+        backend.live.configure(device)
+        return backend.live.build(cfg, weights, device=device, **state)
     given = {k: v for k, v in state.items() if v is not None}
     key = sha({"fingerprint": backend.fingerprint, "device": device, "config": cfg.to_dict(),
                "weights": digest({**weights, **{f"state/{k}": np.asarray(v) for k, v in given.items()}})})
@@ -178,16 +193,37 @@ def loaded_model(backend, path: Path, device: str, cfg):
     """The model `load(path)` gives, keyed by the checkpoint file's bytes. Loaded live the first
     time (a checkpoint that does not load raises here, as the live backend's would), from the
     entry's copy of the file when a replay needs it later (the run's own file may be gone)."""
-    if not path.is_file():  # a checkpoint folder: not cached
+    if not path.is_file() or backend.patched():  # a checkpoint folder, or a patched package: not cached
         backend.live.configure(device)
         return backend.live.load(path, device=device, cfg=cfg)
     key = sha({"fingerprint": backend.fingerprint, "device": device, "config": None if cfg is None else cfg.to_dict(),
                "checkpoint": hashlib.sha256(path.read_bytes()).hexdigest()})
     folder = backend.folder / f"loaded-{key[:26]}"
     copy = folder / f"checkpoint{path.suffix}"
-    model = CachedModel(backend, folder, lambda stored: backend.live.load(copy, device=device, cfg=cfg), device)
+    live = None
     if not copy.is_file():
         backend.live.configure(device)
-        model._model = backend.live.load(path, device=device, cfg=cfg)
+        live = backend.live.load(path, device=device, cfg=cfg)
         _copy(path, copy)
+        _remember_loaded(folder / "loaded.npz", live)
+    model = CachedModel(backend, folder, lambda stored: backend.live.load(copy, device=device, cfg=cfg), device,
+                        known=_loaded_known(folder / "loaded.npz"))
+    model._model = live
     return model
+
+
+def _remember_loaded(path: Path, live) -> None:
+    """The loaded model's config and dtype (what a check asks before any number)."""
+    try:
+        write(path, {"cfg": np.asarray(json.dumps(live.cfg.to_dict())), "dtype": np.asarray(str(live.dtype))})
+    except (AttributeError, TypeError):  # a model without them: asked of the live model
+        pass
+
+
+def _loaded_known(path: Path) -> dict:
+    from parity.config import ForwardConfig
+
+    stored = read(path)
+    if stored is None:
+        return {}
+    return {"cfg": ForwardConfig.from_dict(json.loads(str(stored["cfg"]))), "dtype": str(stored["dtype"])}

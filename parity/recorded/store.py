@@ -17,8 +17,6 @@ numpy only.
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,15 +37,12 @@ class RecordError(UsageError):
 
 
 def source_key(backend: str) -> Optional[str]:
-    """sha256 of the sources of a built-in reference's package (found without importing it)."""
+    """sha256 of the sources of a built-in backend's package and of the parity modules it
+    imports (parity.recorded.sources), found without importing it."""
+    from parity.recorded.sources import source_key as package_key
+
     package = SOURCE_PACKAGES.get(backend)
-    spec = importlib.util.find_spec(package) if package else None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    h = hashlib.sha256()
-    for path in sorted(p for d in spec.submodule_search_locations for p in Path(d).glob("*.py")):
-        h.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
+    return package_key(package) if package else None
 
 
 def entry_dir(folder: Path, case: str, dtype: str) -> Path:

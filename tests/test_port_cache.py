@@ -1,0 +1,84 @@
+"""The port in the reference cache (parity.recorded.sources, parity.recorded.cache): its numbers
+replay only while its package is exactly what its sources make. A fault injected, a test's
+monkeypatch or a constant set from outside is computed live and never stored; the harness
+modules a model package imports are part of its source key."""
+
+import numpy as np
+import pytest
+
+from parity.backends import BUILTIN
+from parity.faults.catalogue import CATALOGUE
+from parity.inputs.cases import get_case
+from parity.recorded import cache, sources
+
+
+def test_a_clean_package_has_no_patched_name_even_after_its_models_ran():
+    import models_numpy
+    import models_torch
+
+    cfg, weights, batch = get_case("gs1").inputs("float64")
+    for package in (models_torch, models_numpy):
+        package.build(cfg, weights).forward_train(batch)
+    BUILTIN["torch"].configure("cpu")  # the device module fills its own state: not a patch
+    assert sources.patched_names("models_torch") == []
+    assert sources.patched_names("models_numpy") == []
+
+
+@pytest.mark.parametrize("fault", [f for f in CATALOGUE if f.name != "uint16-squared-before-cast"], ids=lambda f: f.name)
+def test_every_injected_fault_is_seen_as_a_patch_and_gone_after_it(fault):
+    with fault.inject():
+        assert sources.patched_names("models_torch"), f"{fault.name} looks like the clean port"
+    assert sources.patched_names("models_torch") == []
+
+
+def test_a_monkeypatched_function_method_constant_and_re_export_are_each_named(monkeypatch):
+    import models_torch
+    import models_torch.model as model
+    import models_torch.physics as physics
+
+    monkeypatch.setattr(physics, "MERGE_EPS", 0.002)
+    monkeypatch.setattr(model.ForwardModel, "save", lambda self, path: path)
+    monkeypatch.setattr(models_torch, "load", lambda path, **kw: None)
+    monkeypatch.setattr(physics, "translate", lambda *a: None)
+    assert sorted(sources.patched_names("models_torch")) == [
+        "models_torch.load", "models_torch.model.ForwardModel", "models_torch.physics.MERGE_EPS",
+        "models_torch.physics.translate"]
+
+
+def test_the_source_key_covers_the_parity_modules_a_package_imports(tmp_path, monkeypatch):
+    package = tmp_path / "userpkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("from userpkg.model import build\n")
+    (package / "model.py").write_text("from parity.inputs import data\n\ndef build():\n"
+                                      "    from parity.stages import TRAIN_STAGES\n    return TRAIN_STAGES\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reached = [name for name, _ in sources._source_files("userpkg")]
+    assert reached[:2] == ["__init__.py", "model.py"]
+    assert {"parity.inputs.data", "parity.stages", "parity.config"} <= set(reached)  # data imports the config
+    before = sources.source_key("userpkg")
+    (package / "model.py").write_text((package / "model.py").read_text() + "# edited\n")
+    assert sources.source_key("userpkg") != before
+    assert sources.source_key("no_such_package_here") is None
+
+
+def test_the_port_replays_clean_and_computes_a_patched_port_without_storing_it(tmp_path, monkeypatch):
+    cache._fingerprints.cache_clear()
+    monkeypatch.setattr(cache, "_fingerprints", cache._fingerprints)
+    fault = next(f for f in CATALOGUE if f.name == "merge-translation-sign")
+    torch_backend = cache.caching_backend(BUILTIN["torch"], tmp_path)
+    cfg, weights, batch = get_case(fault.case).inputs("float64")
+    clean = torch_backend.build(cfg, weights).forward_train(batch)
+    stored = sorted(tmp_path.rglob("*.npz"))
+    assert any(p.name.startswith("train-") for p in stored)
+
+    with fault.inject():
+        assert torch_backend.patched()
+        faulty = torch_backend.build(cfg, weights).forward_train(batch)
+        replayed_under_patch = cache.caching_backend(BUILTIN["torch"], tmp_path).build(cfg, weights)
+        assert not np.array_equal(replayed_under_patch.forward_train(batch)["object.canvas"], clean["object.canvas"])
+    assert not np.array_equal(faulty["object.canvas"], clean["object.canvas"])
+    assert sorted(tmp_path.rglob("*.npz")) == stored, "a patched port's numbers were stored"
+
+    again = cache.caching_backend(BUILTIN["torch"], tmp_path).build(cfg, weights)
+    assert all(np.array_equal(again.forward_train(batch)[k], clean[k]) for k in clean)
+    assert again._model is None, "the clean port was computed again instead of replayed"

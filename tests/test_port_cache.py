@@ -9,7 +9,7 @@ import pytest
 from parity.backends import BUILTIN
 from parity.faults.catalogue import CATALOGUE
 from parity.inputs.cases import get_case
-from parity.recorded import cache, sources
+from parity.recorded import cache, patches, sources
 
 
 def test_a_clean_package_has_no_patched_name_even_after_its_models_ran():
@@ -29,6 +29,20 @@ def test_every_injected_fault_is_seen_as_a_patch_and_gone_after_it(fault):
     with fault.inject():
         assert sources.patched_names("models_torch"), f"{fault.name} looks like the clean port"
     assert sources.patched_names("models_torch") == []
+
+
+def test_each_fault_has_its_own_signature_the_same_each_time_it_is_injected():
+    signatures = {}
+    for fault in CATALOGUE:
+        with fault.inject():
+            first = patches.patch_signature("models_torch")
+        with fault.inject():
+            assert patches.patch_signature("models_torch") == first, fault.name
+        signatures[fault.name] = first
+    assert signatures.pop("uint16-squared-before-cast") == ""  # the data side: other inputs, not another port
+    assert None not in signatures.values()
+    assert len(set(signatures.values())) == len(signatures), "two faults would share cache entries"
+    assert patches.patch_signature("models_torch") == ""
 
 
 def test_a_monkeypatched_function_method_constant_and_re_export_are_each_named(monkeypatch):
@@ -61,24 +75,49 @@ def test_the_source_key_covers_the_parity_modules_a_package_imports(tmp_path, mo
     assert sources.source_key("no_such_package_here") is None
 
 
-def test_the_port_replays_clean_and_computes_a_patched_port_without_storing_it(tmp_path, monkeypatch):
+def _torch_backend(root):
+    """The torch port through a caching backend, as a new session makes it."""
+    return cache.caching_backend(BUILTIN["torch"], root)
+
+
+def test_a_fault_is_filed_apart_from_the_clean_port_and_replayed_as_itself(tmp_path, monkeypatch):
     cache._fingerprints.cache_clear()
     monkeypatch.setattr(cache, "_fingerprints", cache._fingerprints)
     fault = next(f for f in CATALOGUE if f.name == "merge-translation-sign")
-    torch_backend = cache.caching_backend(BUILTIN["torch"], tmp_path)
     cfg, weights, batch = get_case(fault.case).inputs("float64")
-    clean = torch_backend.build(cfg, weights).forward_train(batch)
-    stored = sorted(tmp_path.rglob("*.npz"))
-    assert any(p.name.startswith("train-") for p in stored)
-
+    clean = _torch_backend(tmp_path).build(cfg, weights).forward_train(batch)
     with fault.inject():
-        assert torch_backend.patched()
-        faulty = torch_backend.build(cfg, weights).forward_train(batch)
-        replayed_under_patch = cache.caching_backend(BUILTIN["torch"], tmp_path).build(cfg, weights)
-        assert not np.array_equal(replayed_under_patch.forward_train(batch)["object.canvas"], clean["object.canvas"])
-    assert not np.array_equal(faulty["object.canvas"], clean["object.canvas"])
-    assert sorted(tmp_path.rglob("*.npz")) == stored, "a patched port's numbers were stored"
-
-    again = cache.caching_backend(BUILTIN["torch"], tmp_path).build(cfg, weights)
+        faulty = _torch_backend(tmp_path).build(cfg, weights).forward_train(batch)
+        assert not np.array_equal(faulty["object.canvas"], clean["object.canvas"])
+        replayed = _torch_backend(tmp_path).build(cfg, weights)
+        assert all(np.array_equal(replayed.forward_train(batch)[k], faulty[k]) for k in faulty)
+        assert replayed._model is None, "the fault's numbers were computed again"
+    other = next(f for f in CATALOGUE if f.name == "probe-conjugated")
+    with other.inject():  # another fault on the same inputs: its own numbers
+        assert not np.array_equal(_torch_backend(tmp_path).build(cfg, weights).forward_train(batch)["probe.illuminated"],
+                                  faulty["probe.illuminated"])
+    again = _torch_backend(tmp_path).build(cfg, weights)
     assert all(np.array_equal(again.forward_train(batch)[k], clean[k]) for k in clean)
     assert again._model is None, "the clean port was computed again instead of replayed"
+
+
+def test_a_patch_applied_after_build_or_one_that_cannot_be_told_is_computed_and_not_stored(tmp_path, monkeypatch):
+    import torch
+
+    import models_torch.physics as physics
+
+    cache._fingerprints.cache_clear()
+    monkeypatch.setattr(cache, "_fingerprints", cache._fingerprints)
+    cfg, weights, batch = get_case("gs1").inputs("float64")
+    model = _torch_backend(tmp_path).build(cfg, weights)
+    clean = model.forward_train(batch)
+    stored = sorted(tmp_path.rglob("*.npz"))
+    factor = torch.tensor(2.0, dtype=torch.float64)  # a tensor's value is not in its __dict__: cannot be told
+    original = physics.diffraction_amplitude
+    monkeypatch.setattr(physics, "diffraction_amplitude", lambda psi: original(psi) * factor)
+    assert _torch_backend(tmp_path).code() is None
+    late = model.forward_train(batch)  # built clean, its numbers stored, asked again after the patch
+    fresh = _torch_backend(tmp_path).build(cfg, weights).forward_train(batch)
+    for run in (late, fresh):
+        np.testing.assert_allclose(run["diffraction.amplitude"], 2 * clean["diffraction.amplitude"], rtol=1e-12)
+    assert sorted(tmp_path.rglob("*.npz")) == stored, "numbers of a patch that cannot be told were stored"

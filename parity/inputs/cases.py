@@ -61,7 +61,7 @@ class Case:
     def weights(self, dtype: str = "float32") -> dict[str, np.ndarray]:
         if self.checkpoint is not None:
             return dict(self.checkpoint.read(self.config, dtype).weights)
-        return init_weights(self.config, self.weight_seed, dtype, scheme=self.weight_scheme)
+        return {k: v.copy() for k, v in _seeded_weights(self.config, self.weight_seed, dtype, self.weight_scheme).items()}
 
     def state(self, dtype: str = "float32") -> dict:
         """The model state every backend is built with (`build(cfg, weights, **state)`): a trained
@@ -84,6 +84,12 @@ class Case:
             raise DataError(scan.path, "diffraction", str(exc)) from None
         batch = make_batch(scan, self.config, seeds, dtype)
         return self.config, self.weights(dtype), batch
+
+
+@lru_cache(maxsize=32)
+def _seeded_weights(config: ForwardConfig, seed: int, dtype: str, scheme: str) -> dict[str, np.ndarray]:
+    """Drawn once per process (a case's tests ask for them often); callers get copies."""
+    return init_weights(config, seed, dtype, scheme=scheme)
 
 
 @lru_cache(maxsize=4)
@@ -162,9 +168,20 @@ def format_case_table(cases: list[Case] = CASES) -> str:
 
 
 def case_digests(case: Case, dtype: str, data: Optional[str | Path] = None) -> dict:
-    """sha256 of every input array and of the weights (and trained state) of `case` in `dtype`."""
+    """sha256 of every input array and of the weights (and trained state) of `case` in `dtype`
+    (once per process for a case's own scan, as its inputs are read)."""
+    if data is not None:
+        return _case_digests(case, dtype, data)
+    kept = _own_scan_digests(case, dtype)
+    return {"inputs": dict(kept["inputs"]), "weights": kept["weights"]}
+
+
+def _case_digests(case: Case, dtype: str, data: Optional[str | Path] = None) -> dict:
     _, weights, batch = case.inputs(dtype, data=data)
     return digests_of(weights, batch, case.state(dtype))
+
+
+_own_scan_digests = lru_cache(maxsize=64)(_case_digests)
 
 
 def digests_of(weights: dict, batch, state: Optional[dict] = None) -> dict:

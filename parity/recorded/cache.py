@@ -112,13 +112,14 @@ class CachingBackend(Backend):
             self._remember(flags=flags)
         return dict(flags[device])
 
-    def patched(self) -> bool:
-        """Whether a function, method or constant of the live backend's package has been replaced
-        from outside (a fault injected, a test's monkeypatch): its numbers are then not its
-        sources' and are computed, never stored."""
-        from parity.recorded.sources import patched_names
+    def code(self) -> Optional[str]:
+        """What the live backend's package computes besides its sources: "" as they make it, a
+        digest of what replaced its patched functions, methods or constants (a fault injected, a
+        test's monkeypatch), None where that cannot be digested — computed live, never stored
+        (parity.recorded.patches.patch_signature)."""
+        from parity.recorded.patches import patch_signature
 
-        return bool(self.live.package and patched_names(self.live.package))
+        return patch_signature(self.live.package) if self.live.package else ""
 
     def build(self, cfg, weights, device: str = "cpu", **state):
         from parity.recorded.cached_model import built_model

@@ -23,13 +23,15 @@ class CachedModel:
     """`make_live(state)` gives the live model (`state`: what a replayed forward left, or None);
     `known`: attributes known without it (a built model's `cfg` and `dtype`)."""
 
-    def __init__(self, backend, folder: Path, make_live: Callable, device: str, known: Optional[dict] = None):
+    def __init__(self, backend, folder: Path, make_live: Callable, device: str, known: Optional[dict] = None,
+                 code: str = ""):
         self._backend, self._folder, self._make_live, self._device = backend, folder, make_live, device
+        self._code = code  # the package's patch signature its entry was filed under
         self.__dict__.update(known or {})
         self._model = None
         self._seen: Optional[str] = None  # the batch of the first forward (it set the probe state)
-        # Adam steps taken, or the live model built while its package was patched: its numbers
-        # are no longer its entry's
+        # Adam steps taken, or the live model built while its package was patched otherwise than
+        # at build: its numbers are no longer its entry's
         self._diverged = False
         self._pending_steps = None  # (batch, steps, adam) replayed: the live model takes them before use
 
@@ -37,13 +39,16 @@ class CachedModel:
         if self._model is None:
             self._backend.live.configure(self._device)
             self._model = self._make_live(self._state_file(self._seen))
-            self._diverged = self._diverged or self._backend.patched()
+            self._diverged = self._diverged or not self._same_code()
         if self._pending_steps is not None:
             batch, steps, adam = self._pending_steps
             self._pending_steps = None
             for _ in self._model.train_steps(batch, steps, adam):
                 pass
         return self._model
+
+    def _same_code(self) -> bool:
+        return self._backend.code() == self._code
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
@@ -60,8 +65,8 @@ class CachedModel:
     def _cached(self, part: str, key: str, compute, pack=dict, unpack=dict, forward: bool = False):
         """`part` under `key`: read from the entry, or computed by `compute(live model)` and stored
         (a `forward` with the state the live model then holds). After Adam steps, or while the
-        backend's package is patched: live, not stored."""
-        if self._diverged or self._backend.patched():
+        backend's package is patched otherwise than it was at build: live, not stored."""
+        if self._diverged or not self._same_code():
             return compute(self._live())
         arrays = read(self._file(part, key))
         if arrays is None:
@@ -128,11 +133,11 @@ class CachedModel:
         """The checkpoint file the live model writes, kept with the entry and copied where asked."""
         path = Path(path)
         stored = self._folder / f"checkpoint-{self._seen or 'unrun'}"
-        if not self._diverged and not self._backend.patched() and stored.is_file():
+        if not self._diverged and self._same_code() and stored.is_file():
             shutil.copyfile(stored, path)
             return path
         saved = Path(self._live().save(path))
-        if not self._diverged and not self._backend.patched() and saved == path and saved.is_file():
+        if not self._diverged and self._same_code() and saved == path and saved.is_file():
             _copy(saved, stored)
         return saved
 
@@ -140,7 +145,7 @@ class CachedModel:
         """K Adam steps, replayed where stored; the live model then takes them when it is next
         needed (a trained model saved), so what it holds is what the steps left."""
         path = self._file(f"steps-{steps}-{sha(adam.to_dict())[:12]}", batch_key(batch))
-        fresh = not self._diverged and not self._backend.patched()
+        fresh = not self._diverged and self._same_code()
         self._diverged = True
         arrays = read(path) if fresh else None
         if arrays is not None:
@@ -174,29 +179,31 @@ def _copy(source: Path, target: Path) -> None:
 
 
 def built_model(backend, cfg, weights: dict, device: str, state: dict):
-    """The model `build(cfg, weights, device, **state)` makes, keyed by all of them (the live
-    model itself while the backend's package is patched)."""
+    """The model `build(cfg, weights, device, **state)` makes, keyed by all of them and by what
+    patches its package (the live model itself where they cannot be told)."""
     from parity.inputs.weights import digest, weights_dtype
 
-    if backend.patched():
+    code = backend.code()
+    if code is None:
         backend.live.configure(device)
         return backend.live.build(cfg, weights, device=device, **state)
     given = {k: v for k, v in state.items() if v is not None}
-    key = sha({"fingerprint": backend.fingerprint, "device": device, "config": cfg.to_dict(),
+    key = sha({"fingerprint": backend.fingerprint, "code": code, "device": device, "config": cfg.to_dict(),
                "weights": digest({**weights, **{f"state/{k}": np.asarray(v) for k, v in given.items()}})})
     return CachedModel(backend, backend.folder / key[:32],
                        lambda stored: backend.live.build(cfg, weights, device=device, **(stored or given)), device,
-                       known={"cfg": cfg, "dtype": weights_dtype(weights)})
+                       known={"cfg": cfg, "dtype": weights_dtype(weights)}, code=code)
 
 
 def loaded_model(backend, path: Path, device: str, cfg):
     """The model `load(path)` gives, keyed by the checkpoint file's bytes. Loaded live the first
     time (a checkpoint that does not load raises here, as the live backend's would), from the
     entry's copy of the file when a replay needs it later (the run's own file may be gone)."""
-    if not path.is_file() or backend.patched():  # a checkpoint folder, or a patched package: not cached
+    code = backend.code()
+    if not path.is_file() or code is None:  # a checkpoint folder, or patches that cannot be told: not cached
         backend.live.configure(device)
         return backend.live.load(path, device=device, cfg=cfg)
-    key = sha({"fingerprint": backend.fingerprint, "device": device, "config": None if cfg is None else cfg.to_dict(),
+    key = sha({"fingerprint": backend.fingerprint, "code": code, "device": device, "config": None if cfg is None else cfg.to_dict(),
                "checkpoint": hashlib.sha256(path.read_bytes()).hexdigest()})
     folder = backend.folder / f"loaded-{key[:26]}"
     copy = folder / f"checkpoint{path.suffix}"
@@ -207,7 +214,7 @@ def loaded_model(backend, path: Path, device: str, cfg):
         _copy(path, copy)
         _remember_loaded(folder / "loaded.npz", live)
     model = CachedModel(backend, folder, lambda stored: backend.live.load(copy, device=device, cfg=cfg), device,
-                        known=_loaded_known(folder / "loaded.npz"))
+                        known=_loaded_known(folder / "loaded.npz"), code=code)
     model._model = live
     return model
 

@@ -5,8 +5,8 @@
   them is another key.
 - `patched_names(package)`: the names of its imported modules whose live value is not the one
   its own source binds: a function or method replaced from outside (a fault injected, a test's
-  monkeypatch), a constant set to another value. A patched package's numbers are not its
-  sources' and are never cached.
+  monkeypatch), a constant set to another value.
+  What replaced them is digested by parity.recorded.patches.
 """
 
 from __future__ import annotations
@@ -102,10 +102,18 @@ def patched_names(package: str) -> list[str]:
     """`module.name` for each patched binding of the package's modules imported so far (none
     imported: none patched)."""
     out = []
-    for name, module in list(sys.modules.items()):
-        if (name == package or name.startswith(package + ".")) and getattr(module, "__file__", None):
+    for name in _modules_of(package, len(sys.modules)):
+        module = sys.modules.get(name)
+        if getattr(module, "__file__", None):
             out += [f"{name}.{k}" for k in _patched_in(module)]
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _modules_of(package: str, count: int) -> tuple[str, ...]:
+    """The package's modules among sys.modules (looked up again when its size changes: a
+    framework's thousands of modules are not scanned on every call)."""
+    return tuple(n for n in list(sys.modules) if n == package or n.startswith(package + "."))
 
 
 def _patched_in(module: types.ModuleType) -> list[str]:

@@ -29,12 +29,13 @@ def numpy_oracle(cfg: ForwardConfig, batch, weights=None):
     """The numpy model that recomputes stages, in float64, with the batch's probe as its state: the
     case's weights, or (without them) a stand-in set, under which the network stages have no
     opinion (`has_opinion`)."""
-    import models_numpy
+    from parity.backends import get_backend
 
     if weights is None:
         weights = init_weights(cfg, 0, "float64")
-    return models_numpy.build(cfg, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()},
-                              probe=_wide(batch.probe))
+    # as registered: under the pytest plugin, numpy's stages replay from the reference cache
+    return get_backend("numpy").build(cfg, {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()},
+                                      probe=_wide(batch.probe))
 
 
 def has_opinion(stage: str, weights=None) -> bool:

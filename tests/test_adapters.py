@@ -22,7 +22,13 @@ from tests.distributions import fake_distribution, run_user_tests
 
 EXAMPLE = Path(__file__).resolve().parent / "adapter_example"
 sys.path.insert(0, str(EXAMPLE))
-import myport  # noqa: E402
+
+
+def _myport():
+    """The example port, imported on first use: it imports torch, which collection need not."""
+    import myport
+
+    return myport
 
 
 @pytest.fixture
@@ -32,7 +38,7 @@ def my_port(monkeypatch):
             monkeypatch.setenv("MYPORT_BUG", bug)
         else:
             monkeypatch.delenv("MYPORT_BUG", raising=False)
-        register(myport.backend())
+        register(_myport().backend())
         return run_case(get_case("gs2-big"), RunRequest(dtype="float64", candidates=["my-port"], use_golden=False,
                                    checkpoints=False))
     return make
@@ -75,8 +81,8 @@ def test_adapter_blames_a_deliberate_bug_on_the_port(my_port):
 def test_map_weights_lists_every_problem():
     cfg = ForwardConfig()
     weights = {k: v for k, v in init_weights(cfg, 0, "float64").items() if k.startswith("encoder.")}
-    mapping = myport.weight_mapping(cfg)
-    shapes = {k: tuple(v.shape) for k, v in myport.MyEncoder(cfg).state_dict().items()}
+    mapping = _myport().weight_mapping(cfg)
+    shapes = {k: tuple(v.shape) for k, v in _myport().MyEncoder(cfg).state_dict().items()}
     assert map_weights(weights, mapping, shapes).check().state.keys() == shapes.keys()
     mapping.pop("encoder.block0.conv0.bias")
     mapping["encoder.block1.conv1.kernel"] = ("features.7.weight", "same")  # no transposition

@@ -100,13 +100,19 @@ def _tree(path: Path) -> ast.Module:
 
 def patched_names(package: str) -> list[str]:
     """`module.name` for each patched binding of the package's modules imported so far (none
-    imported: none patched)."""
+    imported: none patched), and of the parity modules its source key covers (the port reads
+    the batch geometry through them)."""
     out = []
-    for name in _modules_of(package, len(sys.modules)):
+    for name in _modules_of(package, len(sys.modules)) + _harness_modules(package):
         module = sys.modules.get(name)
         if getattr(module, "__file__", None):
             out += [f"{name}.{k}" for k in _patched_in(module)]
     return out
+
+
+@functools.lru_cache(maxsize=16)
+def _harness_modules(package: str) -> tuple[str, ...]:
+    return tuple(name for name, path in _source_files(package) or [] if not name.endswith(".py"))
 
 
 @functools.lru_cache(maxsize=16)
@@ -117,7 +123,7 @@ def _modules_of(package: str, count: int) -> tuple[str, ...]:
 
 
 def _patched_in(module: types.ModuleType) -> list[str]:
-    path = Path(module.__file__)
+    path = module.__file__
     live = vars(module)
     out = []
     for name, (kind, expected) in _bindings(path, module.__name__).items():
@@ -138,11 +144,14 @@ def _patched_in(module: types.ModuleType) -> list[str]:
     return out
 
 
-def _own_function(value, path: Path) -> bool:
-    return isinstance(value, types.FunctionType) and Path(value.__code__.co_filename) == path
+def _own_function(value, path: str) -> bool:
+    if not isinstance(value, types.FunctionType):
+        return False
+    filename = value.__code__.co_filename
+    return filename == path or Path(filename) == Path(path)
 
 
-def _own_class(value, path: Path, module: str, methods: dict) -> bool:
+def _own_class(value, path: str, module: str, methods: dict) -> bool:
     """The class the module defines, each method its body defines still its own (what
     dataclasses generate is left alone; a decorated method, `@torch.no_grad()`, is judged by
     the function it wraps)."""
@@ -175,12 +184,12 @@ def _imported(module: str, attr: str):
 
 
 @functools.lru_cache(maxsize=None)
-def _bindings(path: Path, module: str) -> dict[str, tuple[str, object]]:
+def _bindings(path: str, module: str) -> dict[str, tuple[str, object]]:
     """The module's top-level names and what its source binds them to: a def, a class, a
     literal, an import, or a dict (whose functions must be the module's own)."""
     out: dict[str, tuple[str, object]] = {}
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    for node in _tree(path).body:
+    package = module if Path(path).name == "__init__.py" else module.rpartition(".")[0]
+    for node in _tree(Path(path)).body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             out[node.name] = ("def", None)
         elif isinstance(node, ast.ClassDef):
@@ -197,7 +206,7 @@ def _bindings(path: Path, module: str) -> dict[str, tuple[str, object]]:
             for target in targets:
                 if isinstance(target, ast.Name):
                     out[target.id] = _assigned(node.value)
-    for node in ast.walk(_tree(path)):  # state the module's own functions rebind (`global x`)
+    for node in ast.walk(_tree(Path(path))):  # state the module's own functions rebind (`global x`)
         if isinstance(node, ast.Global):
             for name in node.names:
                 out.pop(name, None)

@@ -128,3 +128,20 @@ def test_a_patch_applied_after_build_or_one_that_cannot_be_told_is_computed_and_
     for run in (late, fresh):
         np.testing.assert_allclose(run["diffraction.amplitude"], 2 * clean["diffraction.amplitude"], rtol=1e-12)
     assert sorted(tmp_path.rglob("*.npz")) == stored, "numbers of a patch that cannot be told were stored"
+
+
+def test_a_spy_that_counts_calls_sees_every_call_in_every_session(tmp_path, monkeypatch):
+    """A replacement closing over a list it fills is state, not a constant: never replayed."""
+    import models_numpy.physics as physics
+
+    cache._fingerprints.cache_clear()
+    monkeypatch.setattr(cache, "_fingerprints", cache._fingerprints)
+    cfg, weights, batch = get_case("gs1").inputs("float64")
+    calls = []
+    honest = physics.diffraction_amplitude
+    monkeypatch.setattr(physics, "diffraction_amplitude", lambda psi: calls.append(1) or honest(psi))
+    for session in (1, 2):
+        numpy_backend = cache.caching_backend(BUILTIN["numpy"], tmp_path)
+        assert numpy_backend.code() is None
+        numpy_backend.build(cfg, weights).forward_train(batch)
+        assert len(calls) == session

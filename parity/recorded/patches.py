@@ -4,8 +4,8 @@
 digest of what replaced each patched name (the replacing function's file, line, defaults and
 closure, recursively; a constant's value), so that a fault's numbers are filed apart from the
 clean port's and from every other fault's; None where a replacement cannot be digested (it closes
-over an object whose state Python cannot see, a tensor): such a package is computed live and
-never stored. numpy only.
+over an object whose state Python cannot see, a tensor, or over a list or dict it may fill as it
+runs, a spy counting calls): such a package is computed live and never stored. numpy only.
 """
 
 from __future__ import annotations
@@ -94,7 +94,10 @@ def _plain(value) -> bool:
 def _digest_function(fn: types.FunctionType, depth: int) -> Optional[str]:
     code = fn.__code__
     parts = [f"fn:{code.co_filename}:{code.co_firstlineno}:{fn.__qualname__}@{_file_sha(code.co_filename)}"]
-    for extra in (fn.__defaults__, fn.__kwdefaults__, [c.cell_contents for c in fn.__closure__ or ()]):
+    cells = [c.cell_contents for c in fn.__closure__ or ()]
+    if any(isinstance(c, (list, dict, set, bytearray)) for c in cells):
+        return None  # state the function changes as it runs (a spy counting calls): not a constant to file by
+    for extra in (fn.__defaults__, fn.__kwdefaults__, cells):
         inner = _digest(extra, depth + 1)
         if inner is None:
             return None

@@ -50,6 +50,10 @@ class CachedModel:
     def _same_code(self) -> bool:
         return self._backend.code() == self._code
 
+    def _replayable(self) -> bool:
+        """Whether the model's numbers are still its entry's (no Adam step, no new patch)."""
+        return not self._diverged and self._same_code()
+
     def __getattr__(self, name: str):
         if name.startswith("_"):
             raise AttributeError(name)
@@ -66,7 +70,7 @@ class CachedModel:
         """`part` under `key`: read from the entry, or computed by `compute(live model)` and stored
         (a `forward` with the state the live model then holds). After Adam steps, or while the
         backend's package is patched otherwise than it was at build: live, not stored."""
-        if self._diverged or not self._same_code():
+        if not self._replayable():
             return compute(self._live())
         arrays = read(self._file(part, key))
         if arrays is None:
@@ -133,11 +137,11 @@ class CachedModel:
         """The checkpoint file the live model writes, kept with the entry and copied where asked."""
         path = Path(path)
         stored = self._folder / f"checkpoint-{self._seen or 'unrun'}"
-        if not self._diverged and self._same_code() and stored.is_file():
+        if self._replayable() and stored.is_file():
             shutil.copyfile(stored, path)
             return path
         saved = Path(self._live().save(path))
-        if not self._diverged and self._same_code() and saved == path and saved.is_file():
+        if self._replayable() and saved == path and saved.is_file():
             _copy(saved, stored)
         return saved
 
@@ -145,7 +149,7 @@ class CachedModel:
         """K Adam steps, replayed where stored; the live model then takes them when it is next
         needed (a trained model saved), so what it holds is what the steps left."""
         path = self._file(f"steps-{steps}-{sha(adam.to_dict())[:12]}", batch_key(batch))
-        fresh = not self._diverged and self._same_code()
+        fresh = self._replayable()
         self._diverged = True
         arrays = read(path) if fresh else None
         if arrays is not None:
@@ -203,8 +207,8 @@ def loaded_model(backend, path: Path, device: str, cfg):
     if not path.is_file() or code is None:  # a checkpoint folder, or patches that cannot be told: not cached
         backend.live.configure(device)
         return backend.live.load(path, device=device, cfg=cfg)
-    key = sha({"fingerprint": backend.fingerprint, "code": code, "device": device, "config": None if cfg is None else cfg.to_dict(),
-               "checkpoint": hashlib.sha256(path.read_bytes()).hexdigest()})
+    key = sha({"fingerprint": backend.fingerprint, "code": code, "device": device,
+               "config": None if cfg is None else cfg.to_dict(), "checkpoint": hashlib.sha256(path.read_bytes()).hexdigest()})
     folder = backend.folder / f"loaded-{key[:26]}"
     copy = folder / f"checkpoint{path.suffix}"
     live = None

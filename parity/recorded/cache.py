@@ -151,9 +151,6 @@ def prune(folder: Path, keep: str, kept: int = KEPT) -> None:
     except OSError:
         return
     for old in others[kept - 1:]:
-        import traceback
-        with open("/tmp/prunelog.txt", "a") as fh:
-            fh.write(f"PRUNE {old} keep={keep} {os.environ.get('PYTEST_CURRENT_TEST')} {os.environ.get('PYTEST_XDIST_WORKER')}\n" + "".join(traceback.format_stack(limit=8)) + "\n")
         shutil.rmtree(old, ignore_errors=True)
 
 

@@ -176,6 +176,12 @@ def case_digests(case: Case, dtype: str, data: Optional[str | Path] = None) -> d
     return {"inputs": dict(kept["inputs"]), "weights": kept["weights"]}
 
 
+def run_digests(case: Case, dtype: str, data, weights: dict, batch, state: Optional[dict]) -> dict:
+    """The digests of inputs a run holds already: from the per-process memo for the case's own
+    scan, hashed from the arrays in hand for any other."""
+    return digests_of(weights, batch, state) if data is not None else case_digests(case, dtype)
+
+
 def _case_digests(case: Case, dtype: str, data: Optional[str | Path] = None) -> dict:
     _, weights, batch = case.inputs(dtype, data=data)
     return digests_of(weights, batch, case.state(dtype))

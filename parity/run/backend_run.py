@@ -18,7 +18,7 @@ from parity import __version__
 from parity.backends import configure_all, get_backend
 from parity.config import ForwardConfig
 from parity.goldens.summaries import summarise
-from parity.inputs.cases import Case, case_digests, digests_of
+from parity.inputs.cases import Case, digests_of, run_digests
 
 
 class DeviceUnavailable(ValueError):
@@ -115,7 +115,8 @@ def run_backend(case: Case, backend: str, device: str = "cpu", dtype: str = "flo
     flags = require_device({backend: device})
     cfg, weights, batch = inputs or case.inputs(dtype, data=data)
     state = case.state(dtype)  # a trained checkpoint's log_scale and probe
-    digests = digests_of(weights, batch, state) if inputs else case_digests(case, dtype, data)
+    digests = (digests_of(weights, batch, state) if inputs  # given inputs: not necessarily the case's
+               else run_digests(case, dtype, data, weights, batch, state))
     model = get_backend(backend).build(cfg, weights, device=device, **state)
     train = model.forward_train(batch)
     return BackendRun(case=case.name, backend=backend, device=device, dtype=dtype, config=cfg,

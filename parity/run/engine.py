@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from parity.inputs.cases import Case, case_digests
+from parity.inputs.cases import Case, run_digests
 from parity.run.backend_run import backend_devices, provenance, require_device
 from parity.run.cache import cached_run
 from parity.run.pipeline import PIPELINE, run_pipeline
@@ -38,7 +38,8 @@ def run_case(case: Case, request: RunRequest = RunRequest()) -> CaseResult:
     flags = require_device(devices)
     cfg, weights, batch = case.inputs(request.dtype, data=request.data)
     state = case.state(request.dtype)
-    inputs = RunInputs(case, cfg, weights, batch, case_digests(case, request.dtype, request.data), state)
+    inputs = RunInputs(case, cfg, weights, batch, run_digests(case, request.dtype, request.data, weights, batch, state),
+                       state)
     # each backend is judged by the profile of the device it computed on (the reference's own
     # only where it is compared with itself, after a checkpoint round trip)
     sides = {name: BackendState(name, dev, load_profile(dev, request.dtype, path=request.tolerance_path))

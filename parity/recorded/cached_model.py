@@ -130,7 +130,7 @@ class CachedModel:
                             lambda v: {"value": np.asarray(v)}, lambda a: a["value"])
 
     def state(self) -> dict:
-        stored = None if self._diverged or self._model is not None else self._state_file(self._seen)
+        stored = None if not self._replayable() or self._model is not None else self._state_file(self._seen)
         return stored if stored is not None else self._live().state()
 
     def save(self, path):

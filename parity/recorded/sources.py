@@ -77,11 +77,10 @@ def _parity_imports(path: Path) -> set[str]:
     for node in ast.walk(_tree(path)):
         if isinstance(node, ast.ImportFrom) and node.level == 0 and _is_parity(node.module or ""):
             out.add(node.module)
-            for alias in node.names:  # `from parity.inputs import data`: the module data
-                if importlib.util.find_spec(node.module).submodule_search_locations is not None:
-                    candidate = f"{node.module}.{alias.name}"
-                    if _module_file(candidate):
-                        out.add(candidate)
+            if importlib.util.find_spec(node.module).submodule_search_locations is not None:
+                for alias in node.names:  # `from parity.inputs import data`: the module data
+                    if _module_file(f"{node.module}.{alias.name}"):
+                        out.add(f"{node.module}.{alias.name}")
         elif isinstance(node, ast.Import):
             out.update(a.name for a in node.names if _is_parity(a.name))
     return out

@@ -129,6 +129,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from parity.bench import measure as bench, results as bench_results, tiers as bench_tiers
     from parity.inputs.casefile import chosen_cases
+
+    if args.console:
+        bench.restart_under_the_workers_allocator()
     from parity.inputs.cases import cases_in
 
     chosen = chosen_cases(args.case, args.cases, args.case_file)
@@ -276,6 +279,7 @@ def main(argv: Optional[Sequence[str]] = None, reuse: Sequence[str] = ()) -> int
 
     args = build_parser().parse_args(argv)
     args.reuse = tuple(reuse)
+    args.console = argv is None
     if args.command in ("check", "refresh", "faults", "record", "calibrate"):  # the engine's errors exist once it is importable
         from parity.run.backend_run import DeviceUnavailable
 

@@ -41,6 +41,26 @@ def test_bench_writes_every_figure_and_compares(tmp_path, capsys):
     assert not any(line.startswith("tensorflow gs1 float32") for line in ratios)  # only what both hold
 
 
+def test_the_console_bench_starts_again_under_the_workers_allocator(monkeypatch):
+    """Its bare cost is measured as the gate's workers compute (parity.plugin.workers); the
+    allocator a process has is fixed when it starts, so the command starts itself again."""
+    from parity.plugin.workers import ALLOCATOR_ENV
+
+    started = []
+    monkeypatch.setattr(bench.os, "execve", lambda path, argv, env: started.append((argv, env)))
+    monkeypatch.setattr(bench.sys, "argv", ["parity", "bench", "--no-pytest"])
+    for name in ALLOCATOR_ENV:
+        monkeypatch.delenv(name, raising=False)
+    bench.restart_under_the_workers_allocator()
+    (argv, env), = started
+    assert argv[1:] == ["-m", "parity", "bench", "--no-pytest"] and {k: env[k] for k in ALLOCATOR_ENV} == ALLOCATOR_ENV
+    assert bench.allocator() == {name: None for name in ALLOCATOR_ENV}
+    for name, value in ALLOCATOR_ENV.items():  # started with them (or the user's own): measured as it is
+        monkeypatch.setenv(name, value)
+    bench.restart_under_the_workers_allocator()
+    assert len(started) == 1 and bench.allocator() == ALLOCATOR_ENV
+
+
 @pytest.mark.parametrize("workers", ["0", "2"])
 def test_bench_times_pytest_cold_in_a_subprocess(workers):
     timing = bench_tiers.pytest_wall(["-n", workers, "tests/test_config.py", "-k", "defaults"], ROOT, "config")

@@ -151,6 +151,10 @@ def test_later_plain():
     if os.environ.get("PYTEST_XDIST_WORKER"):  # each of the two workers: half the cores, both frameworks
         share = str(max(1, os.cpu_count() // 2))
         assert os.environ["PARITY_NUM_THREADS"] == os.environ["TF_NUM_INTRAOP_THREADS"] == share
+        # and the allocator settings the controller set before it started them
+        from parity.plugin.workers import ALLOCATOR_ENV
+
+        assert {name: os.environ.get(name) for name in ALLOCATOR_ENV} == ALLOCATOR_ENV
 '''
 
 
@@ -173,7 +177,9 @@ def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester, monkeypat
     assert ids[-2:] == ["test_order.py::test_plain", "test_order.py::test_later_plain"]
     # and under xdist each case runs on one worker, whichever it is (the thread shares of the
     # workers of this run, not of the run around it)
-    for variable in ("PARITY_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS"):
+    from parity.plugin.workers import ALLOCATOR_ENV
+
+    for variable in ("PARITY_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", *ALLOCATOR_ENV):
         monkeypatch.delenv(variable, raising=False)
     run = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "-v", "--parity-dtype", "float64")
     run.assert_outcomes(passed=2 + 4 * 4)
@@ -183,6 +189,15 @@ def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester, monkeypat
             worker, test_id = line.split()[0], line.split()[-1]
             workers.setdefault(_case_in(test_id), set()).add(worker)
     assert set(workers) == set(case_names("default")) and all(len(w) == 1 for w in workers.values()), workers
+
+
+def test_the_workers_allocator_settings_leave_a_users_own_alone():
+    from parity.plugin.workers import ALLOCATOR_ENV, tune_allocator
+
+    environ = {"PATH": "/bin"}
+    assert tune_allocator(environ) and environ == {"PATH": "/bin", **ALLOCATOR_ENV}
+    mine = {"MALLOC_TRIM_THRESHOLD_": "0"}  # the user's choice: neither name added
+    assert not tune_allocator(mine) and mine == {"MALLOC_TRIM_THRESHOLD_": "0"}
 
 
 def test_case_of_a_test_id():

@@ -203,6 +203,25 @@ def gate_bare_cost(imports: dict, rows: list[dict], extended: list[dict]) -> Opt
     return total + sum(r["build_s"] + r["forward_s"] for r in extended)
 
 
+def allocator() -> dict:
+    """The allocator settings this process started with (parity.plugin.workers.ALLOCATOR_ENV: what
+    the gate's workers get), as the table's header shows them."""
+    from parity.plugin.workers import ALLOCATOR_ENV
+
+    return {name: os.environ.get(name) for name in ALLOCATOR_ENV}
+
+
+def restart_under_the_workers_allocator() -> None:
+    """The console `parity bench`, started without the allocator settings the gate's workers get,
+    starts again with them (glibc reads them when a process starts): its bare cost is then
+    measured as the gate computes. Returns only where they are set already."""
+    from parity.plugin.workers import tune_allocator
+
+    environ = dict(os.environ)
+    if tune_allocator(environ):
+        os.execve(sys.executable, [sys.executable, "-m", "parity", *sys.argv[1:]], environ)
+
+
 def run(cases: Sequence, repeat: int, progress: Callable[[str], None] = lambda line: None,
         extended: Sequence[str] = (), save: Callable[[dict], None] = lambda result: None) -> dict:
     """Everything but the pytest timings (`time_pytest_runs`, after this); `extended`: the
@@ -214,7 +233,7 @@ def run(cases: Sequence, repeat: int, progress: Callable[[str], None] = lambda l
     case_names = [c.name for c in cases]
     result = {"schema": SCHEMA, "state": "partial",
               "machine": {"platform": platform.platform(), "python": platform.python_version(),
-                          "cpus": os.cpu_count()},
+                          "cpus": os.cpu_count(), "allocator": allocator()},
               "cases": list(case_names), "repeat": repeat}
     progress("imports")
     result["imports_s"] = imports = import_times()

@@ -43,7 +43,12 @@ def _seconds(value, width: int) -> str:
 
 def format_table(result: dict) -> str:
     lines = [f"machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, "
-             f"python {result['machine']['python']}", ""]
+             f"python {result['machine']['python']}"]
+    alloc = result["machine"].get("allocator") or {}
+    if alloc:
+        lines.append("allocator: " + (", ".join(f"{k}={v}" for k, v in alloc.items()) if all(alloc.values())
+                                      else "glibc defaults (not the gate workers' settings)"))
+    lines.append("")
     lines.append("imports: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["imports_s"].items()))
     lines += ["", f"{'case':18s} {'dtype':8s} {'backend':11s} {'build':>8s} {'forward':>9s} {'gradient':>9s} {'adam step':>10s}"]
     for r in result["backends"]:

@@ -25,7 +25,8 @@ and `parity_sides` once, its id saying where each side runs (`tensorflow-cpu-vs-
 Ordering (fail fast): the default cases' tests first, case by case, those marked `parity_first`
 at the head of their case (float64 first); then tests of no case; then the extended cases. Under
 `-n N` (the default `--dist load`) all tests of a case go to one worker, so a case is computed by
-one worker.
+one worker. Each worker gets its share of the cores, and glibc allocator settings that keep the
+buffers a float64 convolution frees for its next call (parity.plugin.workers).
 
 Fixtures: `parity_run(case, backend, dtype)` → a cached `parity.run.backend_run.BackendRun` (each
 (case, backend, device, dtype) computed once per test process while its case's tests run), and
@@ -36,11 +37,10 @@ one line naming the package, or failed under `--require-reference`.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from parity.plugin.devices import PORT, REQUIRE_REFERENCE, backend_device, cuda_problem, parity_sides_of
+from parity.plugin.workers import is_xdist_controller, share_cores_between_workers, tune_allocator_for_workers
 
 def pytest_addoption(parser):
     group = parser.getgroup("ptycho-parity", "ptycho-parity: backend parity and golden checks")
@@ -82,23 +82,6 @@ def pytest_addoption(parser):
                   help="your golden folder (relative to the ini file), as --parity-goldens")
 
 
-def share_cores_between_workers(config) -> None:
-    """Under pytest-xdist, each worker gives both frameworks its share of the cores, so N workers
-    do not run N × cores threads each (measured on 2 cores: the training tests took 127 s under
-    `-n 2` with every framework on all cores, 74 s with one thread each, 87 s serially).
-    TensorFlow reads its variables when its runtime starts, after this; torch reads
-    PARITY_NUM_THREADS when a model is configured, and so does any process a test starts, which
-    keeps the fresh-process checkpoint tests bit for bit. OMP_NUM_THREADS is left alone: numpy's
-    BLAS is already loaded here, and a subprocess would then sum in another order than its parent."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
-    if not hasattr(config, "workerinput") or workers < 2:
-        return
-    share = str(max(1, (os.cpu_count() or 1) // workers))
-    os.environ.setdefault("TF_NUM_INTRAOP_THREADS", share)
-    os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
-    os.environ.setdefault("PARITY_NUM_THREADS", share)
-
-
 # the plugin's markers (also listed in the documentation, from here)
 MARKERS = {
     "parity": "backend-agreement and golden tests (`pytest -k parity`)",
@@ -110,6 +93,7 @@ MARKERS = {
 
 def pytest_configure(config):
     share_cores_between_workers(config)
+    tune_allocator_for_workers(config)
     REQUIRE_REFERENCE.append(bool(config.getoption("require_reference")))
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
@@ -135,7 +119,7 @@ def pytest_configure(config):
     cache_references(config, reference)
     wants_cuda = (config.getoption("parity_device") == "cuda" or config.getoption("require_cuda")
                   or config.getoption("parity_ref_device") == "cuda")
-    if wants_cuda and not _is_xdist_controller(config):
+    if wants_cuda and not is_xdist_controller(config):
         problem = cuda_problem(config)
         if problem:
             option = ("--require-cuda" if config.getoption("require_cuda") else
@@ -181,11 +165,6 @@ def pytest_report_header(config):
     how = ("" if not fresh else f"; {where}" if cached == fresh else "; computed afresh" if not cached
            else f"; {' and '.join(cached)} {where}")
     return "ptycho-parity: " + ", ".join(sides.values()) + how
-
-
-def _is_xdist_controller(config) -> bool:
-    # the controller of `-n N` runs no test; its workers check the device themselves
-    return getattr(config.option, "numprocesses", None) not in (None, 0) and not hasattr(config, "workerinput")
 
 
 def pytest_runtest_setup(item):

@@ -214,6 +214,30 @@ def test_parity_gradient_divergence_is_blamed_by_central_differences(parity_grad
     assert "tensorflow is wrong" in check.describe()
 
 
+@pytest.mark.parametrize("case_name", ["gs1"])  # the id puts it on the worker that computes gs1's gradients
+def test_parity_numpy_is_asked_for_the_loss_only_where_a_loss_term_differs(case_name, parity_gradients):
+    """The third opinion on a loss term costs a numpy forward pass: a gradient check that agrees
+    never asks for it; one whose loss differs asks once, and numpy's terms blame the wrong side."""
+    case = get_case(case_name)
+    cfg, weights, batch = case.inputs("float64")
+    ref, cand = parity_gradients(case_name, "tensorflow", "float64"), parity_gradients(case_name, "torch", "float64")
+    asked = []
+
+    def numpy_losses():
+        from parity.backends import get_backend
+
+        asked.append(1)
+        return get_backend("numpy").build(cfg, weights).losses(batch)
+
+    profile = load_profile("cpu", "float64")
+    agree = compare_gradients(cfg, ref, cand, profile, "tensorflow", "torch", numpy_losses)
+    assert agree.passed and not asked and agree.numpy_losses is None
+    wrong = ({**cand[0], "loss": cand[0]["loss"] * 1.01}, cand[1])
+    differs = compare_gradients(cfg, ref, wrong, profile, "tensorflow", "torch", numpy_losses)
+    assert differs.first_divergence.stage == "loss" and len(asked) == 1
+    assert differs.blame["blame"] == "torch" and differs.numpy_losses["loss"] == pytest.approx(ref[0]["loss"], rel=1e-9)
+
+
 def test_training_records_are_read_in_lockstep_and_a_short_run_fails():
     """compare_training reads both backends' records one step at a time (a step is taken as its
     record is read), and a backend that stops early fails with both step counts."""

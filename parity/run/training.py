@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Callable, Mapping, Optional
 
 import numpy as np
 
@@ -76,7 +76,7 @@ class GradientCheck:
 
     candidate: str
     comparison: TraceComparison
-    numpy_losses: Optional[dict] = None
+    numpy_losses: Optional[dict] = None  # numpy's loss terms, where a loss term differed and numpy was asked
     blame: Optional[dict] = None  # {"blame": backend | "both" | None, "verdict": text}
     common_factor: Optional[dict] = None  # {"factor", "spread", "tensors"}: every gradient scaled alike
 
@@ -203,27 +203,31 @@ def arbitrate_gradient(cfg: ForwardConfig, weights: Mapping[str, np.ndarray], lo
 
 
 def compare_gradients(cfg: ForwardConfig, ref: tuple, cand: tuple, profile: ToleranceProfile,
-                      ref_name: str, cand_name: str, numpy_losses: Optional[Mapping[str, float]] = None,
+                      ref_name: str, cand_name: str,
+                      numpy_losses: Optional[Callable[[], Mapping[str, float]]] = None,
                       arbiter: Optional[dict] = None, partial: bool = False) -> GradientCheck:
-    """`ref`/`cand`: (losses, grads) as `loss_and_gradients` returns them. `arbiter` ({"weights",
-    "log_scale", "batch"} and, for a trained case, "probe": the model state the loss is taken at)
-    lets the numpy backend's central differences judge a differing gradient.
+    """`ref`/`cand`: (losses, grads) as `loss_and_gradients` returns them. `numpy_losses()` gives
+    the numpy backend's loss terms, asked only where a loss term differs (a numpy forward pass of
+    the case). `arbiter` ({"weights", "log_scale", "batch"} and, for a trained case, "probe": the
+    model state the loss is taken at) lets the numpy backend's central differences judge a
+    differing gradient.
     `partial`: the candidate (an adapter) gives only some terms and tensors; the others read "not
     provided"."""
     cand_trace = gradient_trace(*cand)
     missing = [k for k in gradient_order(cfg) if k not in cand_trace] if partial else []
     comparison = compare_traces(gradient_trace(*ref), cand_trace, profile, ref_name, cand_name,
                                 order=gradient_order(cfg), not_provided=missing)
-    blame = None
+    blame, asked = None, None
     first = comparison.first_divergence
     if first is not None and first.stage in LOSS_TERMS and numpy_losses is not None:
-        blame = arbitrate_loss(ref[0], cand[0], numpy_losses, profile, ref_name, cand_name)
+        asked = dict(numpy_losses())
+        blame = arbitrate_loss(ref[0], cand[0], asked, profile, ref_name, cand_name)
     elif first is not None and first.stage.startswith("grad.") and arbiter is not None:
         tensor = first.stage.removeprefix("grad.")
         blame = arbitrate_gradient(cfg, arbiter["weights"], arbiter["log_scale"], arbiter["batch"], tensor,
                                    ref[1].get(tensor), cand[1].get(tensor), ref_name, cand_name, arbiter.get("probe"))
     factor = common_factor(ref[1], cand[1]) if not comparison.passed else None
-    return GradientCheck(cand_name, comparison, dict(numpy_losses) if numpy_losses else None, blame, factor)
+    return GradientCheck(cand_name, comparison, asked, blame, factor)
 
 
 FACTOR_SPREAD = 1e-3  # how far apart the per-tensor factors may be to be one common factor

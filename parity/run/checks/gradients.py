@@ -49,8 +49,14 @@ def gradient_checks(models: dict, results: dict, batch: Batch, profiles: Mapping
     backward order; the numpy backend's loss is the third opinion when a loss term differs."""
     devices = devices or {name: "cpu" for name in models}
     cfg = models[ref].cfg
-    numpy_model = models.get("numpy") or get_backend("numpy").build(cfg, weights, **state)
-    numpy_losses = numpy_model.losses(batch)
+
+    asked: list = []
+
+    def numpy_losses() -> dict:  # asked only where a loss term differs (a numpy forward pass), once
+        if not asked:
+            asked.append((models.get("numpy") or get_backend("numpy").build(cfg, weights, **state)).losses(batch))
+        return asked[0]
+
     checks = {}
     for cand in candidates:
         if cand not in results:

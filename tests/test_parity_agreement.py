@@ -93,14 +93,15 @@ def test_parity_cuda_torch_matches_reference_and_torch_cpu(parity_case, parity_d
 def test_parity_large_batch_merges_every_group_on_its_own_canvas(backend_name, parity_run):
     """B·C ≥ 64 (gs2-big-b16: 16 groups × 4): upstream's layer merged every group of such a
     batch onto one canvas. Here each group's object stages must equal that group run alone (the
-    case's CPU runs, shared with its forward test)."""
+    case's CPU runs, shared with its forward test: the training path, whose object stages are the
+    inference path's)."""
     case = get_case("gs2-big-b16")
     cfg, _, batch = case.inputs("float64")
     assert batch.size * cfg.C >= 64
     run = parity_run(case.name, backend_name, "float64", "cpu")
-    model, full = run.model, run.infer
+    model, full = run.model, run.train
     for g in (0, 7, batch.size - 1):
-        alone = model.forward_infer(batch.select([g]))
+        alone = model.forward_train(batch.select([g]))
         for stage in ("object.canvas", "object.trimmed"):
             scale = np.abs(alone[stage]).max()
             np.testing.assert_allclose(full[stage][g:g + 1], alone[stage], rtol=0, atol=1e-12 * scale,

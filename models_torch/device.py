@@ -32,7 +32,9 @@ def configure(device: str = "cpu") -> dict[str, object]:
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True)
+    # torch.use_deterministic_algorithms(True) sets this same runtime flag and also imports the
+    # compiler's configuration to set its own (≈ 1.1 s per process); nothing here is compiled
+    torch.set_deterministic_debug_mode("error")
     threads = os.environ.get(THREADS_VARIABLE)
     if threads:  # a share of the cores (the pytest plugin sets it for each xdist worker)
         if not threads.isdigit() or int(threads) < 1:

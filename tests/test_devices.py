@@ -75,3 +75,18 @@ def test_a_reference_that_cannot_train_gives_the_port_elsewhere_itself_on_the_cp
                            devices={"numpy": "cpu", "torch": "cpu"})["torch"]
     assert here.describe() == ("gradients numpy vs torch: not run: the reference numpy computes no gradients and "
                                "torch runs on the CPU (on another device it is compared with itself on the CPU)")
+
+
+def test_the_port_runs_with_torchs_deterministic_algorithms_and_says_so():
+    """configure sets the flag `torch.use_deterministic_algorithms(True)` sets (without importing the
+    compiler's configuration that call also sets), as an error, not a warning."""
+    torch = pytest.importorskip("torch")
+    from models_torch.device import configure
+
+    torch.set_deterministic_debug_mode("default")  # off, as in a fresh process
+    try:
+        flags = configure("cpu")
+        assert torch.are_deterministic_algorithms_enabled() and not torch.is_deterministic_algorithms_warn_only_enabled()
+        assert flags["torch_deterministic"] is True
+    finally:
+        torch.set_deterministic_debug_mode("error")  # as every configured model in this process left it

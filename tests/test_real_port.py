@@ -29,6 +29,7 @@ from parity.plugin.devices import require_backend
 from parity.run.results import (ERROR, EXIT_BAD_INPUT, EXIT_DIVERGED, EXIT_PASSED, EXIT_RAISED, FAILED, NOT_RUN,
                             PASSED)
 from parity.inputs.weights import init_weights
+from parity.stages import STAGE_INPUTS
 from tests.distributions import fake_distribution, run_user_tests
 
 PORT = Path(__file__).resolve().parent / "real_port"
@@ -144,6 +145,40 @@ def test_a_physics_bug_is_caught_and_blamed_on_the_port(ptyport_run):
     assert marks["object.extracted"] == "origin" and marks["diffraction.amplitude"] == "propagated"
     stages = {s.stage: s for s in result.comparisons["ptyport"].stages}
     assert stages["probe.illuminated"].rel_error > 0.1 and stages["probe.illuminated"].local_error < 1e-12
+
+
+def test_the_origins_of_a_port_cost_one_forward_call_and_equal_one_call_per_stage(ptyport_run, parity_ref,
+                                                                                  monkeypatch):
+    """Teacher forcing through the taps puts every stage's inputs in at once: one forward call of the
+    port gives each stage what a call of its own gives (bit for bit: each reads only its inputs),
+    and the origins check of a diverging port makes that one call."""
+    from parity.adapters.model import AdapterModel
+    from parity.backends import get_backend
+    from parity.run.cache import cached_run
+
+    monkeypatch.setenv("PTYPORT_BUG", "physics")
+    register(ptyport_parity.backend())
+    case = get_case("gs2-big")
+    cfg, weights, batch = case.inputs("float64")
+    model = get_backend("ptyport").build(cfg, weights)
+    ref = cached_run(case, parity_ref, "cpu", "float64").train
+    wanted = {s: {k: ref[k] for k in STAGE_INPUTS[s]} for s in ("object.patches", "object.canvas",
+                                                                  "object.extracted", "probe.illuminated",
+                                                                  "diffraction.amplitude")}
+    calls = []
+    trace = AdapterModel._trace
+    monkeypatch.setattr(AdapterModel, "_trace", lambda self, batch, stages, *a, **k: calls.append(
+        "forced" if k.get("force") else "infer" if "diffraction.amplitude" not in stages else "train")
+                        or trace(self, batch, stages, *a, **k))
+    together = model.stages(wanted, batch)
+    assert len(calls) == 1
+    for name, inputs in wanted.items():
+        np.testing.assert_array_equal(together[name], model.stage(name, inputs, batch), err_msg=name)
+    calls.clear()
+    result = ptyport_run(bug="physics", checkpoints=False)
+    origins = next(r for r in result.results if r.check == "origins")
+    assert origins.summary.startswith("1 origin: object.extracted")
+    assert calls == ["train", "infer", "forced"], "the training path, the inference path, and every origin"
 
 
 def test_a_canvas_of_another_size_is_an_origin_with_a_reproduction(ptyport_run, tmp_path):

@@ -113,11 +113,47 @@ class AdapterModel:
         (teacher forcing, for the stage-local error): one forward call in which each input's tap
         puts the given value in place of the port's, and `name`'s tap is read. A derived stage is
         its function of the given inputs. CannotForce where an input has no tap that can be forced."""
+        derived, force = self._forcing(name, inputs)
+        if derived is not None:
+            return derived
+        return self._trace(batch, (name,), self.spec.run, (name, *force), force=force)[name]
+
+    def stages(self, wanted: Mapping[str, Mapping[str, np.ndarray]], batch) -> dict:
+        """{stage: its value from its given inputs, or the CannotForce that says why it has none},
+        for every stage of `wanted` ({stage: inputs}, the reference's values), in ONE forward call:
+        every input of every stage is put in at once, so each stage still reads exactly the values
+        it was given (what `stage` gives, one call per stage, where a stage reads only what it
+        declares). A forward call is what an adapter's stage costs: the origins of a diverging port
+        take one instead of one per stage. Where the taps to force do not all fire as asked, each
+        stage is computed on its own (its own CannotForce says which)."""
+        out, force = {}, {}
+        for name, inputs in wanted.items():
+            try:
+                derived, needs = self._forcing(name, inputs)
+            except CannotForce as exc:
+                out[name] = exc
+                continue
+            if derived is not None:
+                out[name] = derived
+            else:
+                force.update(needs)
+        rest = [name for name in wanted if name not in out]
+        if rest:
+            try:
+                trace = self._trace(batch, rest, self.spec.run, (*rest, *force), force=force)
+            except CannotForce:
+                trace = {name: _or_reason(self.stage, name, wanted[name], batch) for name in rest}
+            out.update({name: trace[name] for name in rest})
+        return out
+
+    def _forcing(self, name: str, inputs: Mapping[str, np.ndarray]):
+        """(the derived stage's value, {}) or (None, {input: value to put in through its tap});
+        CannotForce where `name` has no tap or an input cannot be put in."""
         derived = {d.stage: d for d in self.spec.derived if d.active(self.cfg)}
         taps = {t.stage: t for t in self.spec.taps_for(self.cfg)}
         if name in derived:
             try:
-                return np.asarray(derived[name].fn(dict(inputs), self.cfg))
+                return np.asarray(derived[name].fn(dict(inputs), self.cfg)), {}
             except KeyError as exc:
                 raise CannotForce(f"{name} is derived from {exc.args[0]}, not from the stages it reads "
                                   f"({', '.join(STAGE_INPUTS[name])})") from None
@@ -135,7 +171,7 @@ class AdapterModel:
             if problem is not None:
                 raise CannotForce(f"its input {key}: {problem}")
             force[key] = value
-        return self._trace(batch, (name,), self.spec.run, (name, *force), force=force)[name]
+        return None, force
 
     # -- what the checkpoint and gradient checks need, where the adapter says how ---------------
     def save(self, path) -> Any:
@@ -204,3 +240,10 @@ def adapter_backend(spec: AdapterSpec, framework: Framework, make_model: Callabl
                    neutral_out=spec.mapping is not None and spec.get_state is not None,
                    builds_from_state=set_state is not None,
                    capabilities=frozenset({"teacher_forcing", "partial_gradients", *(["gradients"] if spec.loss else [])}))
+
+
+def _or_reason(stage: Callable, name: str, inputs, batch):
+    try:
+        return stage(name, inputs, batch)
+    except CannotForce as exc:
+        return exc

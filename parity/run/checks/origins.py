@@ -22,6 +22,7 @@ import numpy as np
 from parity.backends import get_backend
 from parity.run.checks.base import Check, _status
 from parity.run.compare import compare_stage, relative_error
+from parity.run.record import BackendRaised
 from parity.run.results import CannotForce, CheckResult
 from parity.stages import STAGE_INPUTS
 
@@ -37,6 +38,20 @@ def _stage_or_reason(model, name: str, inputs: dict, batch):
         return np.asarray(model.stage(name, inputs, batch))
     except CannotForce as exc:
         return exc
+
+
+def _at_once(ctx, cand: str, model, wanted: dict) -> dict:
+    """Every stage of `wanted` ({stage: the reference's inputs to it}) from one call, where the
+    model computes several at once (`stages`: an adapter, for which each stage is a forward call of
+    the user's model); {} where it does not, or where that call raised: each stage is then called
+    on its own, so what raises is told of the stage that raised it."""
+    if len(wanted) < 2 or not callable(getattr(model, "stages", None)):
+        return {}
+    try:
+        return ctx.call(cand, f"{len(wanted)} stages from {ctx.ref}'s inputs, in one forward call", model.stages,
+                        wanted, ctx.batch)
+    except BackendRaised:
+        return {}
 
 
 class OriginsCheck(Check):
@@ -63,6 +78,10 @@ class OriginsCheck(Check):
                                        f"no stage(name, inputs, batch): a Keras adapter reads its layers through "
                                        f"one sub-model and cannot put the reference's values in)")]
         ref = ctx[ctx.ref].train
+        at_once = _at_once(ctx, cand, model, {
+            s.stage: {k: ref[k] for k in STAGE_INPUTS[s.stage]} for s in comparison.stages
+            if STAGE_INPUTS.get(s.stage) and s.provided and s.stage in ref
+            and not _unfit_inputs(STAGE_INPUTS[s.stage], ref, ctx[cand].train, ctx.ref, cand)})
         origins, forced = [], {}  # forced: stage -> the candidate's output fed the reference's inputs
         for s in comparison.stages:
             inputs = STAGE_INPUTS.get(s.stage)
@@ -73,8 +92,9 @@ class OriginsCheck(Check):
                 s.mark, s.local_note = UNFORCED, why
                 continue
             if inputs:
-                value = ctx.call(cand, f"stage {s.stage} from {ctx.ref}'s inputs", _stage_or_reason, model,
-                                 s.stage, {k: ref[k] for k in inputs}, ctx.batch)
+                value = at_once[s.stage] if s.stage in at_once else ctx.call(
+                    cand, f"stage {s.stage} from {ctx.ref}'s inputs", _stage_or_reason, model, s.stage,
+                    {k: ref[k] for k in inputs}, ctx.batch)
                 if isinstance(value, CannotForce):
                     s.mark, s.local_note = UNFORCED, str(value)
                     continue

@@ -129,10 +129,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from parity.bench import measure as bench, results as bench_results, tiers as bench_tiers
     from parity.inputs.casefile import chosen_cases
+    from parity.inputs.cases import cases_in
 
     if args.console:
         bench.restart_under_the_workers_allocator()
-    from parity.inputs.cases import cases_in
 
     chosen = chosen_cases(args.case, args.cases, args.case_file)
     for case in chosen:  # a trained case's checkpoint read (and checked) before anything is timed

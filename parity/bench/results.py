@@ -45,9 +45,8 @@ def format_table(result: dict) -> str:
     lines = [f"machine: {result['machine']['platform']}, {result['machine']['cpus']} CPUs, "
              f"python {result['machine']['python']}"]
     alloc = result["machine"].get("allocator") or {}
-    if alloc:
-        lines.append("allocator: " + (", ".join(f"{k}={v}" for k, v in alloc.items()) if all(alloc.values())
-                                      else "glibc defaults (not the gate workers' settings)"))
+    if alloc:  # as this process started; the gate's workers get parity.plugin.workers.ALLOCATOR_ENV
+        lines.append("allocator: " + ", ".join(f"{k}={'unset' if v is None else v}" for k, v in alloc.items()))
     lines.append("")
     lines.append("imports: " + ", ".join(f"{k} {v:.2f} s" for k, v in result["imports_s"].items()))
     lines += ["", f"{'case':18s} {'dtype':8s} {'backend':11s} {'build':>8s} {'forward':>9s} {'gradient':>9s} {'adam step':>10s}"]

@@ -141,8 +141,13 @@ class AdapterModel:
         if rest:
             try:
                 trace = self._trace(batch, rest, self.spec.run, (*rest, *force), force=force)
-            except CannotForce:
-                trace = {name: _or_reason(self.stage, name, wanted[name], batch) for name in rest}
+            except CannotForce:  # the taps to force did not all fire as asked: each stage on its own
+                trace = {}
+                for name in rest:
+                    try:
+                        trace[name] = self.stage(name, wanted[name], batch)
+                    except CannotForce as exc:
+                        trace[name] = exc
             out.update({name: trace[name] for name in rest})
         return out
 
@@ -240,10 +245,3 @@ def adapter_backend(spec: AdapterSpec, framework: Framework, make_model: Callabl
                    neutral_out=spec.mapping is not None and spec.get_state is not None,
                    builds_from_state=set_state is not None,
                    capabilities=frozenset({"teacher_forcing", "partial_gradients", *(["gradients"] if spec.loss else [])}))
-
-
-def _or_reason(stage: Callable, name: str, inputs, batch):
-    try:
-        return stage(name, inputs, batch)
-    except CannotForce as exc:
-        return exc

@@ -3,6 +3,7 @@ reference cannot train, against the candidate itself on the CPU) (docs/design.md
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
@@ -50,12 +51,9 @@ def gradient_checks(models: dict, results: dict, batch: Batch, profiles: Mapping
     devices = devices or {name: "cpu" for name in models}
     cfg = models[ref].cfg
 
-    asked: list = []
-
+    @functools.cache
     def numpy_losses() -> dict:  # asked only where a loss term differs (a numpy forward pass), once
-        if not asked:
-            asked.append((models.get("numpy") or get_backend("numpy").build(cfg, weights, **state)).losses(batch))
-        return asked[0]
+        return (models.get("numpy") or get_backend("numpy").build(cfg, weights, **state)).losses(batch)
 
     checks = {}
     for cand in candidates:

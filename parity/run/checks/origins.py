@@ -78,16 +78,17 @@ class OriginsCheck(Check):
                                        f"no stage(name, inputs, batch): a Keras adapter reads its layers through "
                                        f"one sub-model and cannot put the reference's values in)")]
         ref = ctx[ctx.ref].train
-        at_once = _at_once(ctx, cand, model, {
-            s.stage: {k: ref[k] for k in STAGE_INPUTS[s.stage]} for s in comparison.stages
-            if STAGE_INPUTS.get(s.stage) and s.provided and s.stage in ref
-            and not _unfit_inputs(STAGE_INPUTS[s.stage], ref, ctx[cand].train, ctx.ref, cand)})
+        # per stage that can have a local error: why the reference's inputs do not fit it, or ""
+        unfit = {s.stage: _unfit_inputs(STAGE_INPUTS[s.stage], ref, ctx[cand].train, ctx.ref, cand)
+                 for s in comparison.stages
+                 if STAGE_INPUTS.get(s.stage) is not None and s.provided and s.stage in ref}
+        at_once = _at_once(ctx, cand, model, {stage: {k: ref[k] for k in STAGE_INPUTS[stage]}
+                                              for stage, why in unfit.items() if STAGE_INPUTS[stage] and not why})
         origins, forced = [], {}  # forced: stage -> the candidate's output fed the reference's inputs
         for s in comparison.stages:
-            inputs = STAGE_INPUTS.get(s.stage)
-            if inputs is None or not s.provided or s.stage not in ref:
+            if s.stage not in unfit:
                 continue
-            why = _unfit_inputs(inputs, ref, ctx[cand].train, ctx.ref, cand)
+            inputs, why = STAGE_INPUTS[s.stage], unfit[s.stage]
             if why:  # nothing of the reference's fits to feed: no local error, and why
                 s.mark, s.local_note = UNFORCED, why
                 continue

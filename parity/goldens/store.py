@@ -110,15 +110,21 @@ def _kind(value: Any) -> str:
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     """Nested dicts and lists → {"a.b.0.c": leaf}; the keys tolerance globs and messages use."""
     out: dict[str, Any] = {}
+    _flatten_into(out, tree, prefix)
+    return out
+
+
+def _flatten_into(out: dict[str, Any], tree: Any, prefix: str) -> None:
+    # one dict filled in place: merging each subtree's dict into its parent's copied every leaf once per level
     if isinstance(tree, dict):
-        for k, v in tree.items():
-            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        items = tree.items()
     elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            out.update(flatten(v, f"{prefix}.{i}" if prefix else str(i)))
+        items = enumerate(tree)
     else:
         out[prefix] = tree
-    return out
+        return
+    for k, v in items:
+        _flatten_into(out, v, f"{prefix}.{k}" if prefix else str(k))
 
 
 # -- comparator ---------------------------------------------------------------------------------
@@ -138,9 +144,13 @@ class GoldenProfile:
 
     name: str
     rules: Mapping[str, Allowance]
+    # key -> its Allowance: a golden has a few hundred keys, each matched against every glob once
+    _matched: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
     def for_key(self, key: str) -> Allowance:
-        return longest_match(self.name, self.rules, key, "summary key")
+        if key not in self._matched:
+            self._matched[key] = longest_match(self.name, self.rules, key, "summary key")
+        return self._matched[key]
 
 
 def load_golden_profile(device: str, dtype: str, path: str | Path = TOLERANCE_PATH) -> GoldenProfile:

@@ -52,8 +52,9 @@ class Conv3x3(nn.Module):
         kernel, bias = weights[f"{name}.kernel"], weights[f"{name}.bias"]
         self.name, self.relu = name, relu
         # TF 'same' for a 3x3 stride-1 kernel pads 1 on every side: torch padding=1
-        self.conv = nn.Conv2d(kernel.shape[2], kernel.shape[3], 3, padding=1,
-                              dtype=_TORCH_DTYPES[dtype])
+        # no random initialisation to overwrite: the given weights are copied in below
+        self.conv = nn.utils.skip_init(nn.Conv2d, kernel.shape[2], kernel.shape[3], 3, padding=1,
+                                       dtype=_TORCH_DTYPES[dtype])
         with torch.no_grad():
             # Keras kernel (kh, kw, in, out) -> torch (out, in, kh, kw)
             self.conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(kernel.transpose(3, 2, 0, 1))))

@@ -34,23 +34,17 @@ def centre_window_mask(N: int, dtype: str) -> tf.Tensor:
     return tf.constant(data.centre_window_mask(N), dtype=dtype)
 
 
-def _given(value: np.ndarray) -> Callable:
-    """A Keras initializer that is `value` itself (shape checked by validate_weights before any build)."""
-    return lambda shape, dtype=None: tf.constant(value, dtype=dtype)
-
-
 class Conv3x3:
     """conv 3×3 'same', stride 1, + bias, optional relu: (B,H,W,Cin) → (B,H,W,Cout)."""
 
     def __init__(self, weights: Mapping[str, np.ndarray], name: str, relu: bool, dtype: str):
         kernel, bias = weights[f"{name}.kernel"], weights[f"{name}.bias"]
         self.name = name
-        # the variables start as the given weights: drawing random ones to overwrite was a third of a build
         self.layer = keras.layers.Conv2D(kernel.shape[-1], 3, padding="same",
                                          activation="relu" if relu else None, dtype=dtype,
-                                         kernel_initializer=_given(kernel), bias_initializer=_given(bias),
                                          name=name.replace(".", "__"))
         self.layer.build((None, None, None, kernel.shape[2]))
+        self.layer.set_weights([kernel, bias])
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         return self.layer(x)

@@ -174,6 +174,9 @@ def check(args: argparse.Namespace) -> int:
                 figures[(case.name, dtype)] = dump.dump_case(result, out, figures=not args.no_figures,
                                                              fresh=dtype == dtypes[0])
                 print(f"{result.headline()} ({dump.worst_line(result)}, {result.seconds:.1f} s)", flush=True)
+                for line in figures[(case.name, dtype)]:  # a figure that could not be drawn (a full disk)
+                    if isinstance(line, str):
+                        print(f"      {line}", flush=True)
                 for line in result.check_lines(every=not args.brief):
                     print("      " + line.replace("\n", "\n      "), flush=True)
                 saved = {n: p for r in result.of("training") for n, p in r.extra.get("saved", {}).items()}

@@ -48,10 +48,18 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; these are ordinary files
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise _naming(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """`exc` with the file it was about: a write into an open file (a full disk) names none."""
+    return exc if exc.filename else OSError(exc.errno, exc.strerror or str(exc), str(path))
 
 
 def plain(value: Any, nonfinite: Callable[[float], Any] = str) -> Any:
@@ -150,8 +158,12 @@ class RunFolder:
                 raise OutputRefused(f"{self.root or '.'}: another parity run is writing to this folder "
                                     f"(pid {holder}); wait for it or choose another --out") from None
             raise
-        os.ftruncate(fd, 0)
-        os.write(fd, str(os.getpid()).encode())
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, str(os.getpid()).encode())
+        except OSError as exc:
+            os.close(fd)
+            raise _naming(exc, path) from None
         self._lock_fd = fd
 
     def _inside(self, rel: str) -> Optional[Path]:

@@ -437,3 +437,38 @@ def test_bench_keeps_what_it_measured_when_interrupted(tmp_path, monkeypatch):
     assert kept["state"] == "partial" and kept["imports_s"] == {"numpy": 0.1} and kept["backends"] == [{"case": "gs1"}]
     with pytest.raises(ValueError, match="key 'state' is 'partial': an unfinished bench"):
         bench_results.load(out)
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # as a write into an open file raises it: no file name
+
+
+def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch, capsys):
+    """ENOSPC from a write names no file: the run folder's lock and every atomic write say which
+    file, in one line, exit 2, and the atomic write leaves no temporary file behind."""
+    import parity.files as files
+
+    monkeypatch.setattr(files.os, "write", _disk_full)
+    assert main(["check", *QUICK, "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"parity: error: {tmp_path / 'out' / '.parity-run.lock'}: {os.strerror(errno.ENOSPC)}"]
+    monkeypatch.undo()
+    monkeypatch.setattr(files.os, "fsync", _disk_full)
+    with pytest.raises(OSError) as raised:
+        files.write_atomic(tmp_path / "f" / "x.json", "{}")
+    assert raised.value.filename == str(tmp_path / "f" / "x.json") and raised.value.errno == errno.ENOSPC
+    assert list((tmp_path / "f").iterdir()) == []
+
+
+def test_a_figure_that_cannot_be_written_is_said_on_the_console_too(tmp_path, monkeypatch, capsys):
+    from parity.report import figures
+
+    def full(result, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(figures, "FIGURES", {"canvas": full})  # the one figure asked for, and it fails
+    drawing = [a for a in QUICK if a != "--no-figures"]
+    assert main(["check", *drawing, "--out", str(tmp_path / "out")], reuse=("numpy", "torch")) == 0
+    line = (f"      figure canvas_float64.png could not be drawn: OSError: [Errno {errno.ENOSPC}] "
+            f"{os.strerror(errno.ENOSPC)}: '{tmp_path / 'out' / 'gs1' / 'canvas_float64.png'}'")
+    assert line in capsys.readouterr().out.splitlines()

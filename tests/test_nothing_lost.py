@@ -448,12 +448,14 @@ def test_a_full_disk_names_the_file_it_could_not_write(tmp_path, monkeypatch, ca
     file, in one line, exit 2, and the atomic write leaves no temporary file behind."""
     import parity.files as files
 
-    monkeypatch.setattr(files.os, "write", _disk_full)
+    def full_disk_os(**failing):  # parity.files' own `os`, nobody else's (xdist's channel writes too)
+        return SimpleNamespace(**{**vars(os), **dict.fromkeys(failing, _disk_full)})
+
+    monkeypatch.setattr(files, "os", full_disk_os(write=True))
     assert main(["check", *QUICK, "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"parity: error: {tmp_path / 'out' / '.parity-run.lock'}: {os.strerror(errno.ENOSPC)}"]
-    monkeypatch.undo()
-    monkeypatch.setattr(files.os, "fsync", _disk_full)
+    monkeypatch.setattr(files, "os", full_disk_os(fsync=True))
     with pytest.raises(OSError) as raised:
         files.write_atomic(tmp_path / "f" / "x.json", "{}")
     assert raised.value.filename == str(tmp_path / "f" / "x.json") and raised.value.errno == errno.ENOSPC

@@ -82,8 +82,8 @@ class OriginsCheck(Check):
         unfit = {s.stage: _unfit_inputs(STAGE_INPUTS[s.stage], ref, ctx[cand].train, ctx.ref, cand)
                  for s in comparison.stages
                  if STAGE_INPUTS.get(s.stage) is not None and s.provided and s.stage in ref}
-        at_once = _at_once(ctx, cand, model, {stage: {k: ref[k] for k in STAGE_INPUTS[stage]}
-                                              for stage, why in unfit.items() if STAGE_INPUTS[stage] and not why})
+        given = {stage: {k: ref[k] for k in STAGE_INPUTS[stage]} for stage, why in unfit.items() if not why}
+        at_once = _at_once(ctx, cand, model, {stage: inputs for stage, inputs in given.items() if inputs})
         origins, forced = [], {}  # forced: stage -> the candidate's output fed the reference's inputs
         for s in comparison.stages:
             if s.stage not in unfit:
@@ -95,7 +95,7 @@ class OriginsCheck(Check):
             if inputs:
                 value = at_once[s.stage] if s.stage in at_once else ctx.call(
                     cand, f"stage {s.stage} from {ctx.ref}'s inputs", _stage_or_reason, model, s.stage,
-                    {k: ref[k] for k in inputs}, ctx.batch)
+                    given[s.stage], ctx.batch)
                 if isinstance(value, CannotForce):
                     s.mark, s.local_note = UNFORCED, str(value)
                     continue

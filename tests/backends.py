@@ -46,8 +46,19 @@ def backend(name: str) -> Backend:
                    lambda a: torch.from_numpy(np.ascontiguousarray(a)), lambda t: t.numpy())
 
 
-@lru_cache(maxsize=None)
+REGISTERED = {"tf": "tensorflow", "torch": "torch", "numpy": "numpy"}  # a Backend's name -> the registered one's
+
+
+def case_run(backend_name: str, case_name: str, dtype: str):
+    """The process's run of a default case on the CPU (`parity.run.cache.cached_run`): the one the
+    parity tests of the case use, so a model test of the case computes no forward pass of its own.
+    Its model is the registered backend's, so in a session with the reference cache its numbers
+    are the backend's own, replayed bit for bit where its sources and inputs have not changed."""
+    from parity.run.cache import cached_run
+
+    return cached_run(get_case(case_name), REGISTERED[backend_name], "cpu", dtype)
+
+
 def case_trace(backend_name: str, case_name: str, dtype: str) -> dict[str, np.ndarray]:
-    """forward_train trace of a default case, computed once per test process."""
-    cfg, weights, batch = get_case(case_name).inputs(dtype)
-    return backend(backend_name).build(cfg, weights).forward_train(batch)
+    """forward_train trace of a default case (`case_run`)."""
+    return case_run(backend_name, case_name, dtype).train

@@ -16,7 +16,7 @@ from parity.inputs.cases import case_names, get_case
 from parity.config import ForwardConfig
 from parity.stages import INFER_STAGES, OBJECT_STAGES, TRAIN_STAGES
 from parity.inputs.weights import init_weights, parameter_count
-from tests.backends import backend, case_trace
+from tests.backends import backend, case_run, case_trace
 
 BACKENDS = ["tf", "torch"]
 CASE_NAMES = case_names("default")  # unit tests: the fast set; the parity tests take --parity-cases
@@ -161,11 +161,9 @@ def test_intensity_scale(be, dtype):
 
 @pytest.mark.parametrize("case_name", CASE_NAMES)
 def test_infer_object_stages_equal_train(be, case_name):
-    cfg, weights, batch = get_case(case_name).inputs("float32")
-    model = be.build(cfg, weights)
-    infer = model.forward_infer(batch)
+    run = case_run(be.name, case_name, "float32")
+    infer, train = run.infer, run.train
     assert list(infer) == list(INFER_STAGES)
-    train = case_trace(be.name, case_name, "float32")
     for stage in INFER_STAGES:
         np.testing.assert_array_equal(infer[stage], train[stage], err_msg=stage)
     assert set(OBJECT_STAGES) <= set(infer)

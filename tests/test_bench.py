@@ -29,11 +29,12 @@ def test_bench_writes_every_figure_and_compares(tmp_path, capsys):
     assert {(r["backend"], r["dtype"]) for r in result["backends"]} == {
         (b, d) for b in ("tensorflow", "torch") for d in ("float32", "float64")}
     for r in result["backends"]:
-        assert all(r[k] > 0 for k in ("build_s", "forward_s", "gradient_s", "adam_step_s")), r
+        assert all(r[k] > 0 for k in ("build_s", "forward_s", "infer_s", "gradient_s", "adam_step_s")), r
     assert set(result["harness"][0]) == {"case", "summaries_s", "comparison_s", "arbitration_s", "checkpoints_s",
                                          "dump_s", "golden_s"}
     assert result["bare_with_training_s"] > result["bare_forward_s"] > sum(result["imports_s"].values())
     assert result["peak_rss_mb"] > 100 and "bare cost" in printed and "gs1" in printed
+    assert result["gate_bare_s"] is None and "gate_checks_s" not in result  # gs1 alone: not the gate's cases
     ratios = printed[printed.index("new/old"):].splitlines()
     forward = next(line for line in ratios if line.startswith("tensorflow gs1 float64 forward"))
     row = next(r for r in result["backends"] if (r["backend"], r["dtype"]) == ("tensorflow", "float64"))
@@ -96,6 +97,18 @@ def test_the_bare_costs_the_bench_computes():
     gate = 3 + runs * (3 + 4) + 2 * bench.GATE_TRAIN_STEPS * 8 + len(extended) * 16  # 2: both backends' float64
     assert bench.gate_bare_cost(imports, rows, ext) == gate
     assert bench.gate_bare_cost(imports, rows, ext[1:]) is None  # an extended case not timed: no figure
+    # the gate's checks' compute: the bare cost, each default row's inference forward (5 s), numpy's
+    # build and forward per default case (1 + 2 s), its checkpoint checks (7 s), the faults (0.5 s each)
+    from parity.bench.checks import gate_checks_cost
+
+    result = {"gate_bare_s": gate, "backends": [dict(r, infer_s=5.0) for r in rows],
+              "oracle": [{"case": c, "build_s": 1.0, "forward_s": 2.0} for c in default],
+              "harness": [{"case": c, "checkpoints_s": 7.0} for c in default],
+              "faults": [{"fault": f"f{k}", "seconds": 0.5} for k in range(18)]}
+    assert gate_checks_cost(result) == gate + runs * 5 + len(default) * (3 + 7) + 9
+    for part in ("oracle", "harness", "faults"):  # a part not measured: no figure
+        assert gate_checks_cost(dict(result, **{part: result[part][1:] if part != "faults" else []})) is None
+    assert gate_checks_cost(dict(result, gate_bare_s=None)) is None
     # the tiers it times: the gate's arguments select the gate, the shards split the full tier
     runs_ = dict(bench_tiers.tier_runs(full=True, shards=3))
     assert ["--tier", "full"] in runs_.values() and ["-k", "parity"] in runs_.values()

@@ -11,10 +11,8 @@ from parity.plugin.devices import require_backend
 pytestmark = pytest.mark.parity
 
 
-# the gate keeps the forward, checkpoint and data faults; the gradient and Adam-step faults (each a
-# gradient or training run of its own) are the full tier's
-FAULTS = [pytest.param(f, id=f.name, marks=[pytest.mark.full] if f.where in ("gradients", "training") else [])
-          for f in CATALOGUE]
+# the gate keeps the forward, checkpoint and data faults (Fault.in_gate), the full tier every one
+FAULTS = [pytest.param(f, id=f.name, marks=[] if f.in_gate else [pytest.mark.full]) for f in CATALOGUE]
 
 
 @pytest.mark.parametrize("fault", FAULTS)

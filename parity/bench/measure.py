@@ -2,10 +2,10 @@
 the figures compare (docs/design.md §12).
 
 Measured: the import time of each framework (the first import in this process), per backend ×
-case the build time, per backend × case × dtype the median forward (≥ 5 after a warm-up), one
-loss-and-gradients call and one Adam step, the harness's own work per case (summaries,
-comparison, arbitration, checkpoints, dump, golden), per extended case one cold build and
-forward in float64, then the test tiers cold in subprocesses (the gate `pytest -k parity`, `make
+case the build time, per backend × case × dtype the median forward of each path (≥ 5 after a
+warm-up), one loss-and-gradients call and one Adam step, the harness's own work per case
+(summaries, comparison, arbitration, checkpoints, dump, golden), per extended case one cold build
+and forward in float64, the rest of the gate's checks' compute (`parity.bench.checks`), then the test tiers cold in subprocesses (the gate `pytest -k parity`, `make
 test`'s whole gate, optionally the full tier unsharded and in shards): for each its wall time, the
 time to its first test result and the peak RSS of every test process (`parity.bench.probe`).
 
@@ -14,7 +14,8 @@ case × dtype, one build and one training forward; `bare_with_training_s` adds o
 backend × case × dtype and the full tier's TRAIN_STEPS Adam steps in float64; `gate_bare_s` is the
 gate's own: the imports, per backend × default case × dtype one build, forward and gradient, the
 gate's GATE_TRAIN_STEPS Adam steps on GATE_TRAIN_CASE, and one build and forward of every
-extended case in float64.
+extended case in float64. `gate_checks_s` adds what the gate's checks compute besides
+(`parity.bench.checks.gate_checks_cost`).
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import resource
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence
+
+from parity.bench.clock import timed
 
 SCHEMA = 1
 BACKENDS = ("tensorflow", "torch")  # reference first; numpy stands in for TensorFlow where it is missing
@@ -36,15 +38,9 @@ TRAIN_STEPS = 10  # what test_parity_training_tracks runs per default case, floa
 GATE_TRAIN_STEPS, GATE_TRAIN_CASE = 2, "gs2-big"  # test_parity_two_adam_steps_track (the gate)
 
 
-def _timed(fn: Callable) -> tuple[float, object]:
-    start = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - start, value
-
-
 def _median(fn: Callable, repeat: int) -> float:
     fn()  # warm-up: first-call allocation, TF's first trace of each shape
-    return statistics.median(_timed(fn)[0] for _ in range(repeat))
+    return statistics.median(timed(fn)[0] for _ in range(repeat))
 
 
 def peak_rss_mb(children: bool = False) -> float:
@@ -70,7 +66,7 @@ def import_times() -> dict[str, float]:
     out = {}
     for module in [get_backend(b).framework for b in bench_backends() if b != "numpy"]:
         already = module in sys.modules
-        seconds, _ = _timed(lambda: __import__(module))
+        seconds, _ = timed(lambda: __import__(module))
         out[module] = 0.0 if already else seconds
     return out
 
@@ -83,7 +79,8 @@ def _cases(cases: Sequence) -> list:
 
 
 def backend_times(cases: Sequence, repeat: int, progress: Callable[[str], None]) -> list[dict]:
-    """Per backend × case × dtype: build, median forward, one gradient, one Adam step (seconds)."""
+    """Per backend × case × dtype: build, median forward (training path, and inference path),
+    one gradient, one Adam step (seconds)."""
     from parity.backends import get_backend
     from parity.run.training import AdamConfig
 
@@ -95,15 +92,16 @@ def backend_times(cases: Sequence, repeat: int, progress: Callable[[str], None])
             state = case.state(dtype)  # a trained checkpoint's log_scale and probe
             for backend in bench_backends():
                 progress(f"  {name} {dtype} {backend}")
-                build, model = _timed(lambda: get_backend(backend).build(cfg, weights, **state))
+                build, model = timed(lambda: get_backend(backend).build(cfg, weights, **state))
                 forward = _median(lambda: model.forward_train(batch), repeat)
+                infer = _median(lambda: model.forward_infer(batch), repeat)
                 gradient = step = None  # numpy has no autograd: nothing to time
                 if get_backend(backend).trains():
                     gradient = _median(lambda: model.loss_and_gradients(batch), max(1, repeat // 2))
                     fresh = get_backend(backend).build(cfg, weights, **state)
                     step = _median(lambda: list(fresh.train_steps(batch, 1, AdamConfig())), max(1, repeat // 2))
                 rows.append({"case": name, "dtype": dtype, "backend": backend, "build_s": build,
-                             "forward_s": forward, "gradient_s": gradient, "adam_step_s": step})
+                             "forward_s": forward, "infer_s": infer, "gradient_s": gradient, "adam_step_s": step})
     return rows
 
 
@@ -118,8 +116,8 @@ def extended_times(case_names: Sequence[str], progress: Callable[[str], None]) -
         cfg, weights, batch = get_case(name).inputs("float64")
         for backend in bench_backends():
             progress(f"  {name} float64 {backend} (extended, cold)")
-            build, model = _timed(lambda: get_backend(backend).build(cfg, weights))
-            forward, _ = _timed(lambda: model.forward_train(batch))
+            build, model = timed(lambda: get_backend(backend).build(cfg, weights))
+            forward, _ = timed(lambda: model.forward_train(batch))
             rows.append({"case": name, "dtype": "float64", "backend": backend, "build_s": build, "forward_s": forward})
     return rows
 
@@ -149,24 +147,24 @@ def harness_times(cases: Sequence, progress: Callable[[str], None]) -> list[dict
         models = {b: get_backend(b).build(cfg, weights, **state) for b in (ref, cand)}
         train = {b: m.forward_train(batch) for b, m in models.items()}
         row = {"case": name}
-        row["summaries_s"] = _timed(lambda: [summarise(t, cfg) for t in train.values()])[0]
-        row["comparison_s"] = _timed(lambda: compare_traces(train[ref], train[cand], profile))[0]
+        row["summaries_s"] = timed(lambda: [summarise(t, cfg) for t in train.values()])[0]
+        row["comparison_s"] = timed(lambda: compare_traces(train[ref], train[cand], profile))[0]
         # arbitration runs only on a divergence; timed here on the last stage as if it diverged
-        row["arbitration_s"] = _timed(lambda: arbitrate(TRAIN_STAGES[-1], train[ref], train[cand], cfg,
+        row["arbitration_s"] = timed(lambda: arbitrate(TRAIN_STAGES[-1], train[ref], train[cand], cfg,
                                                         batch, 1e-12, ref, cand, weights=weights))[0]
         ctx = RunContext(RunRequest(dtype="float64", ref=ref, candidates=(cand,)),
                          RunInputs(case, cfg, weights, batch, {}, state),
                          {b: BackendState(b, "cpu", profile, model=models[b], train=train[b]) for b in (ref, cand)})
-        row["checkpoints_s"] = _timed(lambda: run_pipeline(ctx, (CheckpointRoundTrip(), CrossCheckpoint())))[0]
+        row["checkpoints_s"] = timed(lambda: run_pipeline(ctx, (CheckpointRoundTrip(), CrossCheckpoint())))[0]
         with tempfile.TemporaryDirectory(prefix="parity-bench-") as tmp:
             result = run_case(case, RunRequest(dtype="float64", checkpoints=False, ref=ref, candidates=[cand]))
-            row["dump_s"] = _timed(lambda: dump.dump_case(result, Path(tmp)))[0]
+            row["dump_s"] = timed(lambda: dump.dump_case(result, Path(tmp)))[0]
         row["golden_s"] = None  # a case file's case has no shipped golden
         if goldens.golden_path(name).exists() and case.case_set != "file":
             golden = goldens.load_golden(goldens.golden_path(name))
             golden_profile = goldens.load_golden_profile("cpu", "float64")
             summaries = summarise(train[cand], cfg)
-            row["golden_s"] = _timed(lambda: goldens.compare_golden(golden, summaries, result.digests, "float64",
+            row["golden_s"] = timed(lambda: goldens.compare_golden(golden, summaries, result.digests, "float64",
                                                                     golden_profile))[0]
         rows.append(row)
     return rows
@@ -248,7 +246,16 @@ def run(cases: Sequence, repeat: int, progress: Callable[[str], None] = lambda l
     result["harness"] = harness_times(cases, progress)
     result.update({"bare_forward_s": bare_cost(imports, rows, case_names, training=False),
                    "bare_with_training_s": bare_cost(imports, rows, case_names, training=True),
-                   "gate_bare_s": gate_bare_cost(imports, rows, ext),
-                   "peak_rss_mb": peak_rss_mb()})
+                   "gate_bare_s": gate_bare_cost(imports, rows, ext)})
+    save(result)
+    if result["gate_bare_s"] is not None:  # the default cases were timed: the rest of the gate's compute
+        from parity.bench import checks
+        from parity.inputs.cases import case_names as cases_of
+
+        progress("the gate's checks besides the bare cost (numpy's third opinion, the faults)")
+        result["oracle"] = checks.oracle_times(cases_of("default"), bench_backends()[0], progress)
+        result["faults"] = checks.fault_times(bench_backends()[0], progress)
+        result["gate_checks_s"] = checks.gate_checks_cost(result)
+    result["peak_rss_mb"] = peak_rss_mb()
     save(result)
     return result

@@ -27,6 +27,10 @@ def _flat(result: dict) -> dict[str, float]:
     out["bare with training"] = result["bare_with_training_s"]
     if result.get("gate_bare_s"):
         out["gate bare"] = result["gate_bare_s"]
+    if result.get("gate_checks_s"):
+        out["gate checks"] = result["gate_checks_s"]
+    for r in result.get("faults", []):
+        out[f"fault {r['fault']}"] = r["seconds"]
     for p in result.get("pytest_runs", []):
         name = p.get("label") or p["command"]
         out[f"{name} wall"] = p["wall_s"]
@@ -65,12 +69,18 @@ def format_table(result: dict) -> str:
     if result.get("gate_bare_s"):
         lines.append(f"the gate's bare cost (default cases with gradients, {GATE_TRAIN_STEPS} Adam steps, "
                      f"one forward per extended case): {result['gate_bare_s']:.1f} s")
+    if result.get("gate_checks_s"):
+        faults = result.get("faults", [])
+        lines.append(f"the gate's checks' compute (the bare cost, the inference paths, numpy's third opinion, the "
+                     f"checkpoint checks, {len(faults)} faults in {sum(f['seconds'] for f in faults):.1f} s): "
+                     f"{result['gate_checks_s']:.1f} s")
     runs = result.get("pytest_runs", [])
     if runs:
-        lines += ["", "| run | wall | × gate bare | first result (first test that ran) | peak RSS, largest process "
-                      "| processes | outcome |", "|---|---|---|---|---|---|---|"]
+        lines += ["", "| run | wall | × gate bare | × gate checks | first result (first test that ran) "
+                      "| peak RSS, largest process | processes | outcome |", "|---|---|---|---|---|---|---|---|"]
         for p in runs:
-            ratio = f"{p['ratio_to_gate_bare']:.2f}×" if p.get("ratio_to_gate_bare") else "—"
+            ratio = " | ".join(f"{p[key]:.2f}×" if p.get(key) else "—"
+                               for key in ("ratio_to_gate_bare", "ratio_to_gate_checks"))
             first = (f"{p['first_result_s']:.1f} s" if p.get("first_result_s") is not None else "—") + (
                 f" ({p['first_run_s']:.1f} s)" if p.get("first_run_s") is not None else "")
             procs = p.get("peak_rss_mb_by_process", {})

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from parity.bench.measure import _timed
+from parity.bench.clock import timed
 
 
 def pytest_wall(args: Sequence[str], cwd: Path, label: str = "") -> dict:
@@ -31,7 +31,7 @@ def pytest_wall(args: Sequence[str], cwd: Path, label: str = "") -> dict:
         env = {k: v for k, v in os.environ.items() if k != "CI"}
         env[ENV] = probe
         launched = time.time()
-        seconds, done = _timed(lambda: subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env))
+        seconds, done = timed(lambda: subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env))
         records = [json.loads(p.read_text()) for p in sorted(Path(probe).glob("*.json"))]
     lines = [line for line in done.stdout.strip().splitlines() if line.strip()]
     summary = lines[-1] if lines else (done.stderr.strip().splitlines() or [""])[-1]
@@ -66,8 +66,9 @@ def time_pytest_runs(result: dict, runs: Sequence[Sequence[str] | tuple[str, Seq
                      progress: Callable[[str], None] = lambda line: None,
                      save: Callable[[dict], None] = lambda result: None) -> None:
     """Time each pytest run (after `run`, so its imports are its own) into result["pytest_runs"],
-    each with its ratio to the gate's bare cost: cold, on an empty reference cache, unless
-    labelled WARM. A run is a list of arguments or (label, arguments)."""
+    each with its ratios to the gate's bare cost and to its checks' compute (`parity.bench.checks`):
+    cold, on an empty reference cache, unless labelled WARM. A run is a list of arguments or
+    (label, arguments)."""
     result["pytest_runs"] = []
     with tempfile.TemporaryDirectory(prefix="parity-bench-cache-") as caches:
         for k, run in enumerate(runs):
@@ -78,6 +79,8 @@ def time_pytest_runs(result: dict, runs: Sequence[Sequence[str] | tuple[str, Seq
             # one token: pytest would take a bare existing path for a test path when it looks for its ini file
             timing = pytest_wall([*args, f"--parity-cache-dir={cache}"], cwd, label)
             timing["cache"] = "warm" if warm else "cold"
-            timing["ratio_to_gate_bare"] = timing["wall_s"] / result["gate_bare_s"] if result.get("gate_bare_s") else None
+            for key in ("gate_bare", "gate_checks"):
+                cost = result.get(f"{key}_s")
+                timing[f"ratio_to_{key}"] = timing["wall_s"] / cost if cost else None
             result["pytest_runs"].append(timing)
             save(result)

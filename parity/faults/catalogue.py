@@ -37,6 +37,12 @@ class Fault:
         """The check that must catch it (the gradient goldens, for a reference without gradients)."""
         return "golden" if self.where == "gradients" and not ref_trains else self.where
 
+    @property
+    def in_gate(self) -> bool:
+        """The gate tier runs the forward, checkpoint and data faults; the gradient and Adam-step
+        faults (each a gradient or training run of its own) are the full tier's."""
+        return self.where not in ("gradients", "training")
+
 
 CATALOGUE: list[Fault] = [
     Fault("merge-translation-sign", "merge translates patches by +offset instead of −offset", "gs2-big",

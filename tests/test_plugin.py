@@ -151,7 +151,8 @@ def test_later_plain():
     if os.environ.get("PYTEST_XDIST_WORKER"):  # each of the two workers: half the cores, both frameworks
         share = str(max(1, os.cpu_count() // 2))
         assert os.environ["PARITY_NUM_THREADS"] == os.environ["TF_NUM_INTRAOP_THREADS"] == share
-        # and the allocator settings the controller set before it started them
+        # numpy's BLAS threads, and the allocator settings, the controller set before it started them
+        assert os.environ["OPENBLAS_NUM_THREADS"] == share
         from parity.plugin.workers import ALLOCATOR_ENV
 
         assert {name: os.environ.get(name) for name in ALLOCATOR_ENV} == ALLOCATOR_ENV
@@ -179,7 +180,8 @@ def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester, monkeypat
     # workers of this run, not of the run around it)
     from parity.plugin.workers import ALLOCATOR_ENV
 
-    for variable in ("PARITY_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", *ALLOCATOR_ENV):
+    for variable in ("PARITY_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "OPENBLAS_NUM_THREADS",
+                     *ALLOCATOR_ENV):
         monkeypatch.delenv(variable, raising=False)
     run = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "-v", "--parity-dtype", "float64")
     run.assert_outcomes(passed=2 + 4 * 4)
@@ -189,6 +191,24 @@ def test_plugin_runs_each_cases_tests_together_on_one_worker(pytester, monkeypat
             worker, test_id = line.split()[0], line.split()[-1]
             workers.setdefault(_case_in(test_id), set()).add(worker)
     assert set(workers) == set(case_names("default")) and all(len(w) == 1 for w in workers.values()), workers
+
+
+def test_the_workers_blas_threads_are_their_share_unless_the_user_chose(monkeypatch):
+    import os
+    from types import SimpleNamespace
+
+    from parity.plugin.workers import share_blas_threads_with_workers
+
+    controller = SimpleNamespace(option=SimpleNamespace(numprocesses=2, tx=["popen", "popen"]))
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    share_blas_threads_with_workers(SimpleNamespace(option=controller.option, workerinput={}))  # a worker: too late
+    assert "OPENBLAS_NUM_THREADS" not in os.environ
+    share_blas_threads_with_workers(controller)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "4"  # 8 cores, 2 workers
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "3")  # the user's choice stands
+    share_blas_threads_with_workers(controller)
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "3"
 
 
 def test_the_workers_allocator_settings_leave_a_users_own_alone():

@@ -40,7 +40,8 @@ from __future__ import annotations
 import pytest
 
 from parity.plugin.devices import PORT, REQUIRE_REFERENCE, backend_device, cuda_problem, parity_sides_of
-from parity.plugin.workers import is_xdist_controller, share_cores_between_workers, tune_allocator_for_workers
+from parity.plugin.workers import (is_xdist_controller, share_blas_threads_with_workers, share_cores_between_workers,
+                                   tune_allocator_for_workers)
 
 def pytest_addoption(parser):
     group = parser.getgroup("ptycho-parity", "ptycho-parity: backend parity and golden checks")
@@ -93,6 +94,7 @@ MARKERS = {
 
 def pytest_configure(config):
     share_cores_between_workers(config)
+    share_blas_threads_with_workers(config)
     tune_allocator_for_workers(config)
     REQUIRE_REFERENCE.append(bool(config.getoption("require_reference")))
     for name, text in MARKERS.items():

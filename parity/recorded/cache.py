@@ -34,9 +34,9 @@ from parity.recorded.store import RecordError, read_json, source_key
 SCHEMA = 1
 KEPT = 2  # fingerprints kept per backend: the suite's two thread settings (xdist workers, one process)
 # what decides a framework's float sums besides its sources and version (the pytest plugin sets
-# the first three per xdist worker)
-THREAD_SETTINGS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "PARITY_NUM_THREADS", "OMP_NUM_THREADS",
-                   "TF_ENABLE_ONEDNN_OPTS")
+# the first four for its xdist workers; numpy's BLAS reads OPENBLAS_NUM_THREADS)
+THREAD_SETTINGS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "PARITY_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                   "OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS")
 
 
 def backend_fingerprint(name: str) -> Optional[str]:

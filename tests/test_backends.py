@@ -45,7 +45,8 @@ def test_a_broken_entry_point_fails_only_the_run_that_asks_for_it(monkeypatch, t
 
     eps = [SimpleNamespace(name="theirs", value="theirpkg:backend", load=explode)]
     monkeypatch.setattr(backends, "_entry_points", lambda: eps)
-    monkeypatch.setattr(backends, "_DISCOVERED", {})
+    # the backends registered in this process (the session's cached ones) stay: only the scan is new
+    monkeypatch.setattr(backends, "_DISCOVERED", dict(backends._DISCOVERED))
     monkeypatch.setattr(backends, "_SCANNED", False)
     assert main(["backends"]) == 0
     listing = capsys.readouterr().out

@@ -32,18 +32,23 @@ def frameworks_imported(parity_gradients):
 
 
 @pytest.fixture
-def project(frameworks_imported, pytester, monkeypatch):
+def project(frameworks_imported, pytester, monkeypatch, pytestconfig):
+    from parity.plugin.pytest_plugin import reference_cache_dir
+
     monkeypatch.delenv("CI", raising=False)
     pytester.makepyfile(test_user=USER_TEST)
     goldens = pytester.path / "goldens"
     goldens.mkdir()
+    # the numbers from this session's reference cache where it keeps one (these tests are about
+    # goldens, not about computing them); under --parity-no-cache each run keeps its own
+    cache = [] if pytestconfig.getoption("parity_no_cache") else [f"--parity-cache-dir={reference_cache_dir(pytestconfig)}"]
 
     def run(*args, xdist="0"):
         # serial runs in this process (the frameworks are imported once, not once per run; the
         # plugin still comes from the installed entry point); the xdist run starts its workers
         runner = pytester.runpytest if xdist == "0" else pytester.runpytest_subprocess
         return runner("-p", "no:cacheprovider", "-n", xdist, "--parity-dtype", "float64",
-                      "--parity-goldens", str(goldens), "-k", "gs1-", *args)
+                      "--parity-goldens", str(goldens), "-k", "gs1-", *cache, *args)
 
     return goldens, run
 

@@ -74,7 +74,7 @@ def test_check_end_to_end_writes_every_file(tmp_path, capsys):
     out = tmp_path / "report"
     md = tmp_path / "summary.md"
     code = main(["check", "--case", "gs1", "--dtype", "float32", "--out", str(out), "--summary-md", str(md)],
-                reuse=("tensorflow",))
+                reuse=("tensorflow", "torch"))  # nothing is patched: both runs may come from the process's cache
     text = capsys.readouterr().out
     assert code == 0
     assert "[1/1] gs1 float32 ... PASS" in text and "1/1 runs agree" in text
@@ -182,7 +182,7 @@ def test_check_compares_each_backend_with_the_golden(tmp_path, capsys):
     golden["digests"]["float64"]["inputs"]["probe"] = "0" * 64
     (tmp_path / "gs1.json").write_text(json.dumps(golden))
     code = main(["check", "--case", "gs1", "--dtype", "float64", "--goldens", str(tmp_path), "--no-figures",
-                 "--out", str(tmp_path / "r")], reuse=("tensorflow",))  # the reference from the cache
+                 "--out", str(tmp_path / "r")], reuse=("tensorflow", "torch"))  # nothing patched: both from the cache
     out = capsys.readouterr().out
     assert code == 1 and "GOLDEN DIFFERS" in out
     assert "inputs changed: probe (gs1, torch cpu float64" in out and "patch_stats.global_std: golden" in out

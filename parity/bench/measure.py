@@ -5,9 +5,10 @@ Measured: the import time of each framework (the first import in this process), 
 case the build time, per backend × case × dtype the median forward of each path (≥ 5 after a
 warm-up), one loss-and-gradients call and one Adam step, the harness's own work per case
 (summaries, comparison, arbitration, checkpoints, dump, golden), per extended case one cold build
-and forward in float64, the rest of the gate's checks' compute (`parity.bench.checks`), then the test tiers cold in subprocesses (the gate `pytest -k parity`, `make
-test`'s whole gate, optionally the full tier unsharded and in shards): for each its wall time, the
-time to its first test result and the peak RSS of every test process (`parity.bench.probe`).
+and forward in float64, the rest of the gate's checks' compute (`parity.bench.checks`), then the
+test tiers cold in subprocesses (the gate `pytest -k parity`, `make test`'s whole gate,
+optionally the full tier unsharded and in shards): for each its wall time, the time to its first
+test result and the peak RSS of every test process (`parity.bench.probe`).
 
 The *bare cost* is what the tests cannot avoid. `bare_forward_s`: the imports plus, per backend ×
 case × dtype, one build and one training forward; `bare_with_training_s` adds one gradient per
@@ -151,7 +152,7 @@ def harness_times(cases: Sequence, progress: Callable[[str], None]) -> list[dict
         row["comparison_s"] = timed(lambda: compare_traces(train[ref], train[cand], profile))[0]
         # arbitration runs only on a divergence; timed here on the last stage as if it diverged
         row["arbitration_s"] = timed(lambda: arbitrate(TRAIN_STAGES[-1], train[ref], train[cand], cfg,
-                                                        batch, 1e-12, ref, cand, weights=weights))[0]
+                                                       batch, 1e-12, ref, cand, weights=weights))[0]
         ctx = RunContext(RunRequest(dtype="float64", ref=ref, candidates=(cand,)),
                          RunInputs(case, cfg, weights, batch, {}, state),
                          {b: BackendState(b, "cpu", profile, model=models[b], train=train[b]) for b in (ref, cand)})
@@ -165,7 +166,7 @@ def harness_times(cases: Sequence, progress: Callable[[str], None]) -> list[dict
             golden_profile = goldens.load_golden_profile("cpu", "float64")
             summaries = summarise(train[cand], cfg)
             row["golden_s"] = timed(lambda: goldens.compare_golden(golden, summaries, result.digests, "float64",
-                                                                    golden_profile))[0]
+                                                                   golden_profile))[0]
         rows.append(row)
     return rows
 

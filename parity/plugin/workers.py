@@ -34,10 +34,15 @@ def share_cores_between_workers(config) -> None:
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
     if not hasattr(config, "workerinput") or workers < 2:
         return
-    share = str(max(1, (os.cpu_count() or 1) // workers))
+    share = core_share(workers)
     os.environ.setdefault("TF_NUM_INTRAOP_THREADS", share)
     os.environ.setdefault("TF_NUM_INTEROP_THREADS", "1")
     os.environ.setdefault("PARITY_NUM_THREADS", share)
+
+
+def core_share(workers: int) -> str:
+    """Each of `workers` processes' share of this machine's cores (at least one), as a variable's value."""
+    return str(max(1, (os.cpu_count() or 1) // workers))
 
 
 def worker_count(config) -> int:
@@ -53,9 +58,9 @@ def share_blas_threads_with_workers(config) -> None:
     call OpenBLAS's threads spin a while for the next one, so on 2 cores under `-n 2` each worker's
     second BLAS thread took CPU from the other worker: a cold `make test` spent 252 s of user CPU
     in 128.8 s, and 229 s in 122.1 s with one BLAS thread per worker."""
-    if not is_xdist_controller(config) or worker_count(config) < 2:
-        return
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // worker_count(config))))
+    workers = worker_count(config) if is_xdist_controller(config) else 0
+    if workers >= 2:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", core_share(workers))
 
 
 def tune_allocator(environ: MutableMapping[str, str]) -> bool:

@@ -12,7 +12,7 @@ from tests.backends import backend
 pytestmark = pytest.mark.parity
 
 
-@pytest.fixture(params=["tf", "torch", "numpy"])
+@pytest.fixture(params=[pytest.param("tf", marks=pytest.mark.tensorflow), "torch", "numpy"])
 def be(request):
     return backend(request.param)
 

@@ -124,6 +124,7 @@ def test_backend_losses_agree_with_numpy(backend, parity_run):  # the ids: with 
     assert got["loss.mae"] > 0 and got["loss"] == pytest.approx(got["loss.nll"] + got["loss.mae"], rel=1e-14)
 
 
+@pytest.mark.tensorflow
 def test_port_adam_is_keras_adam():
     """The port's written-out Adam against keras.optimizers.Adam (what the reference trains with):
     the same gradient sequence, 5 steps, float64, a kernel-shaped and a scalar variable, gradients

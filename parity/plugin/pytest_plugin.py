@@ -40,6 +40,7 @@ from __future__ import annotations
 import pytest
 
 from parity.plugin.devices import PORT, REQUIRE_REFERENCE, backend_device, cuda_problem, parity_sides_of
+from parity.plugin.scheduling import keep_a_worker_for_tensorflow, tell_the_controller
 from parity.plugin.workers import (is_xdist_controller, share_blas_threads_with_workers, share_cores_between_workers,
                                    tune_allocator_for_workers)
 
@@ -89,6 +90,9 @@ MARKERS = {
     "parity_first": "runs first among its case's tests (the cheapest, most discriminating check, so a forward "
                     "bug fails within seconds)",
     "cuda": "needs a CUDA device; skipped where there is none (failed instead with --require-cuda)",
+    "tensorflow": "imports TensorFlow into the test process; under `-n N`, while the reference runs in a process "
+                  "of its own, it runs on one more worker kept for such tests, so no test process holds "
+                  "TensorFlow and torch together",
 }
 
 
@@ -119,6 +123,8 @@ def pytest_configure(config):
     if config.getoption("require_reference") and reference.missing():
         raise pytest.UsageError(f"--require-reference: {reference.missing()}")
     cache_references(config, reference)
+    if is_xdist_controller(config):
+        keep_a_worker_for_tensorflow(config, reference_apart(reference.name))
     wants_cuda = (config.getoption("parity_device") == "cuda" or config.getoption("require_cuda")
                   or config.getoption("parity_ref_device") == "cuda")
     if wants_cuda and not is_xdist_controller(config):
@@ -135,15 +141,30 @@ def cache_references(config, reference) -> None:
     their numbers replayed from the reference cache where their sources, versions and inputs
     are unchanged (parity.recorded.cache), unless --parity-no-cache. A backend whose sources
     this package does not know (a user's adapter) and a patched package (a fault injected) are
-    always computed."""
+    always computed. A built-in reference whose framework is not the port's (TensorFlow) runs in
+    a process of its own (parity.recorded.remote): no test process holds both frameworks."""
     from parity.backends import get_backend, register
     from parity.recorded.cache import caching_backend, live_backend
+    from parity.recorded.remote import OutOfProcess, out_of_process
 
     fresh = config.getoption("parity_no_cache")
-    for backend in {reference.name: reference, "numpy": get_backend("numpy"), PORT: get_backend(PORT)}.values():
+    port = live_backend(get_backend(PORT))
+    for backend in {reference.name: reference, "numpy": get_backend("numpy"), PORT: port}.values():
         live = live_backend(backend)
+        if (live.package and not isinstance(live, OutOfProcess) and not live.missing()
+                and live.framework not in ("numpy", port.framework)):
+            live = out_of_process(live)
         cached = None if fresh or live.missing() else caching_backend(live, reference_cache_dir(config))
         register(cached or live)
+
+
+def reference_apart(name: str) -> bool:
+    """Whether the reference registered as `name` runs in a process of its own (parity.recorded.remote)."""
+    from parity.backends import get_backend
+    from parity.recorded.cache import live_backend
+    from parity.recorded.remote import OutOfProcess
+
+    return isinstance(live_backend(get_backend(name)), OutOfProcess)
 
 
 def reference_cache_dir(config):
@@ -237,24 +258,20 @@ def pytest_collection_modifyitems(config, items):
                 params.get("parity_dtype", "float64") != "float64")
 
     items[:] = sorted(items, key=order)
+    tell_the_controller(config, items)
 
 
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: only called where xdist runs
 def pytest_xdist_make_scheduler(config, log):
     """Under `-n N` with the default `--dist load`: the same load balancing, except that all
     tests of one parity case go to one worker as one unit, so each case's models, traces and
-    gradients are computed by one worker, not by every worker (other `--dist` modes are left
-    as asked)."""
+    gradients are computed by one worker, not by every worker, and the tests marked `tensorflow`
+    go to the worker kept for them (parity.plugin.scheduling; other `--dist` modes are left as asked)."""
     if config.getvalue("dist") != "load":
         return None
-    from xdist.scheduler import LoadScopeScheduling
+    from parity.plugin.scheduling import case_scheduling
 
-    class CaseScheduling(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            case = case_in_nodeid(nodeid)
-            return f"parity case {case}" if case else nodeid  # any other test: a unit of its own
-
-    return CaseScheduling(config, log)
+    return case_scheduling(config, log, case_in_nodeid)
 
 
 # the fixtures live in their own modules; imported here, they are this plugin's fixtures

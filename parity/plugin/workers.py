@@ -31,7 +31,9 @@ def share_cores_between_workers(config) -> None:
     PARITY_NUM_THREADS when a model is configured, and so does any process a test starts, which
     keeps the fresh-process checkpoint tests bit for bit. numpy's BLAS is already loaded here: its
     share comes from the controller (`share_blas_threads_with_workers`)."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    from parity.plugin.scheduling import kept_workers
+
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0) - kept_workers()
     if not hasattr(config, "workerinput") or workers < 2:
         return
     share = core_share(workers)

@@ -73,6 +73,8 @@ def failure_from(exc: BaseException, during: str) -> Failure:
     call to it). Where no frame is the user's, the innermost outside the harness; where the whole
     stack is the harness's, its innermost frame."""
     frames = traceback.extract_tb(exc.__traceback__)
+    # raised in a backend's own process (parity.recorded.remote): its frames are the innermost
+    frames += [traceback.FrameSummary(f, n, name, line=line) for f, n, name, line in getattr(exc, "remote_frames", ())]
     outside = [f for f in frames if not _in(f, (_HARNESS,))]
     users = [f for f in outside if not _in(f, _LIBRARIES)]
     frame = (users or outside or frames or [None])[-1]
@@ -82,6 +84,6 @@ def failure_from(exc: BaseException, during: str) -> Failure:
         lib = outside[-1]
         beneath = f"{lib.filename}:{lib.lineno} in {lib.name}"
     kind = WIRING if isinstance(exc, WiringError) else RAISED
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    text = getattr(exc, "remote_traceback", None) or "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     message = "\n".join(str(exc).strip().splitlines()[:MESSAGE_LINES])
     return Failure(kind, type(exc).__name__, message, where, during, text, beneath)

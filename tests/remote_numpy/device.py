@@ -1,0 +1,3 @@
+from models_numpy.device import configure
+
+__all__ = ["configure"]

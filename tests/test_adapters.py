@@ -103,6 +103,7 @@ def test_tap_conversions():
         {"diffraction.scaled": np.array([3.0])}, None)[0] == 9.0
 
 
+@pytest.mark.tensorflow
 def test_keras_functional_model_through_the_adapter():
     """A Keras port of the first encoder block as a functional model with its own layer names."""
     import keras

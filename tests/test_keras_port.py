@@ -60,6 +60,7 @@ def _states(result, backend) -> dict:
     return {(r.check, r.label or r.backend): (r.status, r.summary) for r in result.results if r.backend == backend}
 
 
+@pytest.mark.tensorflow
 @pytest.mark.parametrize("candidate", ["torch", pytest.param("ptyport", marks=pytest.mark.full)])
 def test_a_keras_reference_agrees_with_both_ports_and_gets_every_check(kport_ref, candidate):
     result = kport_ref(candidate)

@@ -24,6 +24,7 @@ def test_core_and_numpy_backend_never_import_a_framework_at_top_level():
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.tensorflow
 def test_backends_mirror_each_other():
     def py_files(pkg):
         return sorted(p.name for p in (ROOT / pkg).glob("*.py"))

@@ -18,7 +18,7 @@ from parity.stages import INFER_STAGES, OBJECT_STAGES, TRAIN_STAGES
 from parity.inputs.weights import init_weights, parameter_count
 from tests.backends import backend, case_run, case_trace
 
-BACKENDS = ["tf", "torch"]
+BACKENDS = [pytest.param("tf", marks=pytest.mark.tensorflow), "torch"]
 CASE_NAMES = case_names("default")  # unit tests: the fast set; the parity tests take --parity-cases
 
 

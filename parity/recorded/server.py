@@ -55,7 +55,7 @@ def _sent(objects: dict, value, wrap):
     return wrap(value)
 
 
-def _write_probe() -> None:
+def _write_probe(backend: str) -> None:
     """Under `parity bench`: this process's peak RSS beside its test process's (parity.bench.probe)."""
     import json
     import os
@@ -65,7 +65,7 @@ def _write_probe() -> None:
 
     folder = os.environ.get(ENV)
     if folder:
-        process = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-reference"
+        process = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{backend}-{os.getpid()}"
         record = {"process": process, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb_of_this_process(),
                   "first_result_at": None, "first_run_at": None}
         Path(folder, f"{process}-{os.getpid()}.json").write_text(json.dumps(record))
@@ -86,7 +86,7 @@ def serve(described: str, fd: int) -> None:
         try:
             request = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):  # the parent closed it, or ended
-            _write_probe()
+            _write_probe(backend.name)
             return
         try:
             reply = answer(objects, *request)

@@ -25,6 +25,7 @@ def remote():
     backend = out_of_process(STAND_IN)
     yield backend
     backend.child.close()
+    sys.modules.pop(STAND_IN.package, None)  # a test that imported it here: the next one's child builds again
 
 
 def test_a_remote_model_gives_the_numbers_of_one_built_here(remote):
@@ -96,3 +97,30 @@ def test_the_process_that_asks_never_imports_the_backends_package():
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout.split()[0]) > 0 and done.stdout.split()[1] == "complex128"
+
+
+def test_a_child_that_died_is_one_clear_error_and_the_next_build_starts_another(remote):
+    import signal
+
+    cfg, weights, batch = get_case("gs1").inputs("float64")
+    model = remote.build(cfg, weights)
+    first = pid_of(remote)
+    os.kill(first, signal.SIGKILL)
+    with pytest.raises(RuntimeError, match="backend 'numpy': its process ended without an answer"):
+        model.forward_train(batch)
+    again = remote.build(cfg, weights)
+    assert pid_of(remote) not in (None, first) and "object.trimmed" in again.forward_infer(batch)
+    with pytest.raises(RuntimeError, match="the process that held this model has ended; build it again"):
+        model.forward_train(batch)
+
+
+def test_models_let_go_of_here_are_freed_there_with_the_next_request(remote):
+    import gc
+
+    cfg, weights, _ = get_case("gs1").inputs("float64")
+    model = remote.build(cfg, weights)
+    del model
+    gc.collect()
+    assert remote.child.dropped == [1]  # the first model there
+    remote.can("teacher_forcing")
+    assert remote.child.dropped == []

@@ -45,6 +45,8 @@ class Child:
                                       "capabilities": None if backend.capabilities is None else sorted(backend.capabilities)})
         self._conn: Optional[Connection] = None
         self._process: Optional[subprocess.Popen] = None
+        self.generation = 0  # which start of the child: a model lives only in the one that built it
+        self.dropped: list[int] = []  # models let go of here, freed there with the next request
 
     def _start(self) -> Connection:
         mine, theirs = socket.socketpair()
@@ -58,31 +60,43 @@ class Child:
         finally:
             theirs.close()
         self._conn = Connection(mine.detach())
-        atexit.register(self.close)
+        self.generation += 1
+        if self.generation == 1:
+            atexit.register(self.close)
         return self._conn
 
-    def request(self, op: str, oid: int, name: str = "", *args, **kwargs):
+    def request(self, op: str, oid: int, name: str = "", *args, generation: Optional[int] = None, **kwargs):
+        """`op` ("call", "get") on object `oid` there (0: the backend; a model: the
+        `generation` of the child that built it)."""
+        if generation is not None and (generation != self.generation or self._conn is None):
+            raise RemoteError(f"backend {self.name!r}: the process that held this model has ended; build it again")
         conn = self._conn or self._start()
         try:
-            conn.send_bytes(pickle.dumps((op, oid, name, args, kwargs)))
+            dropped, self.dropped = self.dropped, []
+            conn.send_bytes(pickle.dumps((op, oid, name, args, kwargs, dropped)))
             kind, value = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError) as exc:
             self.close()
             raise RemoteError(f"backend {self.name!r}: its process ended without an answer ({exc!r})") from None
+        except BaseException:  # interrupted between question and answer: the answer must not reach the next one
+            self.close(kill=True)
+            raise
         if kind == "raised":
             raise _exception(value)
         if kind == "object":
-            return RemoteModel(self, value)
+            return RemoteModel(self, value, self.generation)
         if kind == "items":
             return _replay(*value)
         return value
 
-    def close(self) -> None:
+    def close(self, kill: bool = False) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
         if self._process is not None:
             try:
+                if kill:
+                    self._process.kill()
                 self._process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 self._process.kill()
@@ -132,8 +146,11 @@ def sent_exception(exc: BaseException) -> dict:
 class RemoteModel:
     """A model living in the child: attribute reads and method calls go there."""
 
-    def __init__(self, child: Child, oid: int):
-        self._child, self._oid = child, oid
+    def __init__(self, child: Child, oid: int, generation: int):
+        self._child, self._oid, self._generation = child, oid, generation
+
+    def _ask(self, op: str, *args, **kwargs):
+        return self._child.request(op, self._oid, *args, generation=self._generation, **kwargs)
 
     def __getattr__(self, name: str):
         if name.startswith("_"):
@@ -142,20 +159,18 @@ class RemoteModel:
             raise RemoteError(f"backend {self._child.name!r}: its package was patched in this process after this "
                               "model was built in the backend's own process, which cannot see the patch; "
                               "build the model after patching")
-        answer = self._child.request("get", self._oid, name)
+        answer = self._ask("get", name)
         if isinstance(answer, RemoteModel):  # a value that does not pickle: it stays there too
             return answer
         kind, value = answer
         if kind == "callable":
-            return lambda *args, **kwargs: self._child.request("call", self._oid, name, *args, **kwargs)
+            return lambda *args, **kwargs: self._ask("call", name, *args, **kwargs)
         return value
 
     def __del__(self):
-        try:
-            if self._child._conn is not None:
-                self._child.request("drop", self._oid)
-        except Exception:  # the child or this process ending: nothing left to free
-            pass
+        # no request from here: a collection can run between another request's question and answer
+        if self._child.generation == self._generation:
+            self._child.dropped.append(self._oid)
 
 
 @dataclasses.dataclass(frozen=True)

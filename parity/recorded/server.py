@@ -14,12 +14,11 @@ from multiprocessing.connection import Connection
 from parity.recorded.remote import sent_exception
 
 
-def answer(objects: dict, op: str, oid: int, name: str, args: tuple, kwargs: dict):
+def answer(objects: dict, op: str, oid: int, name: str, args: tuple, kwargs: dict, dropped: list):
     """The reply to one request: ("value", v), ("object", number), ("items", (records, raised));
     a `get` of a method is ("value", ("callable", None)), of a value ("value", ("value", v))."""
-    if op == "drop":
-        objects.pop(oid, None)
-        return "value", None
+    for number in dropped:  # models the parent let go of
+        objects.pop(number, None)
     target = objects[oid]
     if op == "get":
         value = getattr(target, name)
@@ -41,8 +40,8 @@ def answer(objects: dict, op: str, oid: int, name: str, args: tuple, kwargs: dic
 
 
 def _keep(objects: dict, value):
-    number = max(objects) + 1
-    objects[number] = value
+    number = objects["next"]  # never reused: a number the parent still holds names one object
+    objects["next"], objects[number] = number + 1, value
     return "object", number
 
 
@@ -81,7 +80,7 @@ def serve(described: str, fd: int) -> None:
     backend = Backend(**{**fields, "devices": tuple(fields["devices"]),
                          "capabilities": None if capabilities is None else frozenset(capabilities)})
     conn = Connection(socket.socket(fileno=fd).detach())
-    objects = {0: backend}
+    objects = {0: backend, "next": 1}
     while True:
         try:
             request = pickle.loads(conn.recv_bytes())

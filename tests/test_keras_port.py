@@ -26,7 +26,6 @@ HERE = Path(__file__).resolve().parent
 KPORT, PTYPORT = HERE / "keras_port", HERE / "real_port"
 for folder in (KPORT, PTYPORT):
     sys.path.insert(0, str(folder))
-import ptyport_parity  # noqa: E402
 
 
 def _kport():
@@ -49,6 +48,8 @@ def kport_ref(monkeypatch, clean_registry):
         else:
             monkeypatch.delenv("PTYPORT_BUG", raising=False)
         register(_kport().backend())
+        import ptyport_parity  # imports torch: when a test runs, not when this file is collected
+
         register(ptyport_parity.backend())
         request = RunRequest(dtype="float64", ref="kport", candidates=(candidate,), **kwargs)
         return run_case(get_case(case), request)

@@ -34,8 +34,14 @@ from tests.distributions import fake_distribution, run_user_tests
 
 PORT = Path(__file__).resolve().parent / "real_port"
 sys.path.insert(0, str(PORT))
-import ptyport  # noqa: E402
-import ptyport_parity  # noqa: E402
+
+
+def _pp():
+    """tests/real_port/ptyport_parity, imported when a test runs: it imports torch, which collecting
+    this file need not (every xdist worker collects every file before the first test starts)."""
+    import ptyport_parity
+
+    return ptyport_parity
 
 
 @pytest.fixture
@@ -49,7 +55,7 @@ def ptyport_run(monkeypatch, clean_registry, parity_ref):
                 monkeypatch.setenv(var, value)
             else:
                 monkeypatch.delenv(var, raising=False)
-        register(ptyport_parity.backend())
+        register(_pp().backend())
         # the reference is never patched: its model and traces come from the process's cache
         request = RunRequest(dtype="float64", ref=parity_ref, candidates=("ptyport",), reuse=(parity_ref,), **kwargs)
         return run_case(get_case(case) if isinstance(case, str) else case, request)
@@ -107,8 +113,8 @@ def test_a_derived_stage_of_a_stage_off_the_inference_path_is_told_to_stay_off_i
     from parity.adapters import Derived
 
     on_path = [d if d.stage != "object.trimmed" else Derived(d.stage, d.fn, when=d.when)
-               for d in ptyport_parity.DERIVED_PATCHES]
-    monkeypatch.setattr(ptyport_parity, "DERIVED_PATCHES", on_path)
+               for d in _pp().DERIVED_PATCHES]
+    monkeypatch.setattr(_pp(), "DERIVED_PATCHES", on_path)
     result = ptyport_run(infer="patches")
     assert result.exit_code == EXIT_BAD_INPUT, result.report()
     error = next(r for r in result.results if r.status == ERROR)
@@ -165,7 +171,7 @@ def test_one_forward_call_gives_every_stage_what_a_call_of_its_own_gives(parity_
 
     require_backend(parity_ref)
     monkeypatch.setenv("PTYPORT_BUG", "physics")
-    register(ptyport_parity.backend())
+    register(_pp().backend())
     case = get_case("gs2-big")
     cfg, weights, batch = case.inputs("float64")
     model = get_backend("ptyport").build(cfg, weights)
@@ -211,8 +217,8 @@ def test_a_canvas_of_another_size_is_an_origin_with_a_reproduction(ptyport_run, 
 def test_a_stage_whose_input_cannot_be_forced_says_why(ptyport_run, monkeypatch):
     """Without the inverse of the canvas tap's transform the reference's canvas cannot be put in:
     the stages that read it have no local error, and the verdict says they may be origins."""
-    taps = ptyport_parity.taps
-    monkeypatch.setattr(ptyport_parity, "taps", lambda cfg: [
+    taps = _pp().taps
+    monkeypatch.setattr(_pp(), "taps", lambda cfg: [
         replace(t, inverse=None) if t.stage == "object.canvas" else t for t in taps(cfg)])
     result = ptyport_run(bug="physics")
     stages = {s.stage: s for s in result.comparisons["ptyport"].stages}
@@ -384,8 +390,8 @@ def test_a_loss_normalised_differently_is_named_as_such(ptyport_run, monkeypatch
     so (the first divergence, at the loss, stays what it is)."""
     if parity_ref != "tensorflow":
         pytest.skip("the numpy reference computes no gradients")
-    own = ptyport_parity.loss
-    monkeypatch.setattr(ptyport_parity, "loss", lambda model, batch, cfg: own(model, batch, cfg) * 64.0)
+    own = _pp().loss
+    monkeypatch.setattr(_pp(), "loss", lambda model, batch, cfg: own(model, batch, cfg) * 64.0)
     result = ptyport_run(grad=True)
     check = result.gradients["ptyport"]
     assert not check.passed and check.first_divergence.stage == "loss", check.describe()
@@ -399,7 +405,7 @@ def test_a_loss_normalised_differently_is_named_as_such(ptyport_run, monkeypatch
 def test_a_weight_mapping_that_does_not_fit_is_adapter_wiring_with_every_misfit(ptyport_run, monkeypatch):
     """A transposition rule forgotten on two kernels: map_weights(...).check() names both, with
     their shapes; that is the adapter's wiring (exit 2), not the port raising (exit 3)."""
-    own = ptyport_parity.weight_mapping
+    own = _pp().weight_mapping
 
     def mapping(cfg):
         out = own(cfg)
@@ -407,7 +413,7 @@ def test_a_weight_mapping_that_does_not_fit_is_adapter_wiring_with_every_misfit(
             out[key] = (out[key][0], "same")
         return out
 
-    monkeypatch.setattr(ptyport_parity, "weight_mapping", mapping)
+    monkeypatch.setattr(_pp(), "weight_mapping", mapping)
     result = ptyport_run()
     assert result.exit_code == EXIT_BAD_INPUT and result.verdict() == "WIRING ERROR", result.report()
     error = next(r for r in result.results if r.status == ERROR)
@@ -419,11 +425,13 @@ def test_a_weight_mapping_that_does_not_fit_is_adapter_wiring_with_every_misfit(
 
 
 def test_parameters_without_a_counterpart_are_declared_unused_not_left_over():
+    import ptyport
+
     cfg = ForwardConfig()
-    model = ptyport.PtyNet(ptyport_parity.port_config(cfg))
+    model = ptyport.PtyNet(_pp().port_config(cfg))
     shapes = {k: tuple(v.shape) for k, v in model.named_parameters()}
     weights = init_weights(cfg, 0, "float64")
-    mapping = ptyport_parity.weight_mapping(cfg)
+    mapping = _pp().weight_mapping(cfg)
     assert map_weights(weights, mapping, shapes).leftover == ["probe_refine"]
     declared = map_weights(weights, mapping, shapes, unused=["probe_*"]).check()
     assert declared.unused == ["probe_refine"] and declared.leftover == []
@@ -431,7 +439,7 @@ def test_parameters_without_a_counterpart_are_declared_unused_not_left_over():
 
 def test_neutral_weights_come_back_out_through_the_inverse_mapping(ptyport_run, clean_registry):
     cfg, weights, _ = get_case("gs2-big").inputs("float64")
-    register(ptyport_parity.backend())
+    register(_pp().backend())
     from parity.backends import get_backend
 
     model = get_backend("ptyport").build(cfg, weights)
@@ -448,7 +456,7 @@ def test_a_trained_checkpoint_of_the_port_is_read_through_its_own_load_and_mappi
     from parity.inputs.trained import Checkpoint, CheckpointError
 
     cfg, weights, _ = get_case("gs2-big").inputs("float64")
-    register(ptyport_parity.backend())
+    register(_pp().backend())
     model = get_backend("ptyport").build(cfg, weights, log_scale=cfg.log_scale + 0.25)  # a learned scale
     model.save(tmp_path / "ckpt")
     trained = Checkpoint(tmp_path / "ckpt", "ptyport").read(cfg, "float64")

@@ -7,9 +7,6 @@ import json
 
 import pytest
 
-import models_torch
-import models_torch.model as torch_model
-import torch
 from parity.cli import main
 from parity.plugin.devices import require_backend
 
@@ -45,6 +42,9 @@ def test_seed_healthy_round_trip(tmp_path, capsys):
 
 @pytest.mark.full  # the gate: log-scale-not-restored of the fault catalogue, the same loader bug in process
 def test_seed_loader_that_loses_log_scale(tmp_path, capsys, monkeypatch):
+    import models_torch  # here, not at the top: collecting this file need not import torch
+    import torch
+
     honest = models_torch.load
 
     def forgetful_load(path, device="cpu"):  # the upstream bug: log_scale not restored on load
@@ -67,6 +67,8 @@ def test_seed_loader_that_loses_log_scale(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.full  # the gate: the checkpoint faults of the catalogue and test_parity_checkpoint, in process
 def test_seed_loader_that_flips_object_big(tmp_path, capsys, monkeypatch):
+    import models_torch
+
     honest = models_torch.load
 
     def drifting_load(path, device="cpu"):  # a loader that rebuilds with its own object_big default
@@ -87,6 +89,7 @@ def test_seed_loader_that_flips_object_big(tmp_path, capsys, monkeypatch):
 
 @pytest.mark.full  # the gate: the checkpoint faults of the catalogue and test_parity_checkpoint, in process
 def test_seed_torch_save_that_stores_exp_log_scale(tmp_path, capsys, monkeypatch):
+    import models_torch.model as torch_model
     import torch
 
     honest = torch_model.ForwardModel.save

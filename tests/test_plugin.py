@@ -252,3 +252,25 @@ def test_run_cache_keeps_the_latest_runs_only():
     cache.get(("b",), value("b"))
     cache.get(("a",), value("a"))
     assert computed == ["a", "b", "c", "a"]
+
+
+def test_the_tensorflow_reference_runs_apart_unless_asked_in_the_test_process(clean_registry, tmp_path):
+    from types import SimpleNamespace
+
+    from parity.backends import BUILTIN, get_backend
+    from parity.plugin.devices import require_backend
+    from parity.plugin.pytest_plugin import cache_references, reference_apart
+    from parity.recorded.cache import live_backend
+    from parity.recorded.remote import OutOfProcess
+
+    require_backend("tensorflow")
+
+    def configure(in_process: bool, reference):
+        options = {"parity_no_cache": False, "parity_ref_in_process": in_process, "parity_cache_dir": tmp_path}
+        cache_references(SimpleNamespace(getoption=options.__getitem__, rootpath=tmp_path), reference)
+
+    configure(False, BUILTIN["tensorflow"])
+    assert reference_apart("tensorflow")
+    assert not any(isinstance(live_backend(get_backend(n)), OutOfProcess) for n in ("torch", "numpy"))
+    configure(True, get_backend("tensorflow"))  # from a registry that holds it apart
+    assert not reference_apart("tensorflow") and live_backend(get_backend("tensorflow")) is BUILTIN["tensorflow"]

@@ -15,6 +15,7 @@ Options (group "ptycho-parity"):
   --parity-no-cache               compute the reference afresh (default: replay its numbers from
                                   .parity-cache/ where its sources, versions and inputs are unchanged)
   --parity-cache-dir DIR          the reference cache's folder (default: .parity-cache in the rootdir)
+  --parity-ref-in-process         the TensorFlow reference in the test processes (default: a process of its own)
 Goldens go through pytest-regressions (`--force-regen`, `--regen-all`).
 
 Parametrisation: an argument named `parity_case` runs once per case of the chosen set (id: the
@@ -74,6 +75,9 @@ def pytest_addoption(parser):
                          "take their names as they take the built-ins'")
     group.addoption("--parity-no-cache", dest="parity_no_cache", action="store_true", default=False,
                     help="compute the reference afresh: no numbers replayed from the reference cache")
+    group.addoption("--parity-ref-in-process", dest="parity_ref_in_process", action="store_true", default=False,
+                    help="run the TensorFlow reference in the test processes, beside torch (default: in a "
+                         "process of its own): faster on few cores, about 1 GB more per test process")
     group.addoption("--parity-cache-dir", dest="parity_cache_dir", metavar="DIR", default=None,
                     help="the reference cache's folder (default: .parity-cache in the rootdir); write it "
                          "--parity-cache-dir=DIR: pytest takes a bare existing path for a test path when it looks "
@@ -145,13 +149,15 @@ def cache_references(config, reference) -> None:
     a process of its own (parity.recorded.remote): no test process holds both frameworks."""
     from parity.backends import get_backend, register
     from parity.recorded.cache import caching_backend, live_backend
-    from parity.recorded.remote import OutOfProcess, out_of_process
+    from parity.recorded.remote import OutOfProcess, out_of_process, runs_apart
 
-    fresh = config.getoption("parity_no_cache")
+    fresh, apart = config.getoption("parity_no_cache"), not config.getoption("parity_ref_in_process")
     port = live_backend(get_backend(PORT))
     for backend in {reference.name: reference, "numpy": get_backend("numpy"), PORT: port}.values():
         live = live_backend(backend)
-        if (live.package and not isinstance(live, OutOfProcess) and not live.missing()
+        if isinstance(live, OutOfProcess) and not apart:  # a session before this one ran it apart
+            live = live.live
+        if (apart and runs_apart(live) and not isinstance(live, OutOfProcess) and not live.missing()
                 and live.framework not in ("numpy", port.framework)):
             live = out_of_process(live)
         cached = None if fresh or live.missing() else caching_backend(live, reference_cache_dir(config))

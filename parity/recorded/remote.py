@@ -207,11 +207,17 @@ class OutOfProcess(Backend):
         return self.child.request("call", 0, "load", str(path), device=device, cfg=cfg)
 
 
+def runs_apart(backend: Backend) -> bool:
+    """Whether `backend` can run in a process of its own: one the child can make from its name,
+    framework, devices and package alone (a package's build, load and device.configure: the
+    built-ins), not one of functions given in this process (an adapter)."""
+    return bool(backend.package) and all(getattr(backend, f) is None
+                                         for f in ("build_fn", "load_fn", "configure_fn", "version_fn"))
+
+
 def out_of_process(backend: Backend) -> OutOfProcess:
-    """`backend` run in a child process of its own (started when first needed). A backend the
-    child can make from its name, framework, devices and package alone: a package's build, load
-    and device.configure (the built-ins), not functions given in this process (adapters)."""
-    if not backend.package or any(getattr(backend, f) is not None for f in ("build_fn", "load_fn", "configure_fn", "version_fn")):
+    """`backend` run in a child process of its own (started when first needed)."""
+    if not runs_apart(backend):
         raise ValueError(f"backend {backend.name!r}: only a package backend runs in a process of its own")
     fields = {f.name: getattr(backend, f.name) for f in dataclasses.fields(Backend)}
     return OutOfProcess(**fields, live=backend, child=Child(backend))

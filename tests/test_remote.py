@@ -51,6 +51,13 @@ def test_a_generator_gives_its_records_then_its_raise(remote):
     assert records == [{"step": 0}, {"step": 1}]
 
 
+def test_a_value_that_does_not_pickle_stays_there_and_answers_from_there(remote):
+    model = remote.build(*get_case("gs1").inputs("float64")[:2])
+    counter = model.counter()
+    assert isinstance(counter, RemoteModel)
+    assert [counter.next(), counter.next()] == [1, 2] and counter.count == 2
+
+
 def test_a_raise_in_the_child_names_its_type_and_the_line_that_raised(remote):
     from parity.run.failures import failure_from
 

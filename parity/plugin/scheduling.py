@@ -31,7 +31,10 @@ def keep_a_worker_for_tensorflow(config, wanted: bool) -> None:
 
     def restore():
         for name, value in previous.items():
-            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         if folder:
             shutil.rmtree(folder, ignore_errors=True)
 

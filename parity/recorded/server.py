@@ -1,7 +1,8 @@
 """The child process of an out-of-process backend (parity.recorded.remote):
 `python -m parity.recorded.server BACKEND FD` serves the backend BACKEND describes (JSON: its
-name, framework, devices, package, capabilities) over the socket FD until its parent closes it. Object 0 is the backend; a model `build` or `load` gives, and any
-value that does not pickle, is kept here under a number and used through the parent's proxy."""
+name, framework, devices, package, capabilities) over the socket FD until its parent closes it.
+Object 0 is the backend; a model `build` or `load` gives, and any value that does not pickle, is
+kept here under a number and used through the parent's proxy."""
 
 from __future__ import annotations
 
@@ -14,20 +15,22 @@ from multiprocessing.connection import Connection
 from parity.recorded.remote import sent_exception
 
 
+_NOTHING = object()
+
+
 def answer(objects: dict, op: str, oid: int, name: str, args: tuple, kwargs: dict, dropped: list):
-    """The reply to one request: ("value", v), ("object", number), ("items", (records, raised));
-    a `get` of a method is ("value", ("callable", None)), of a value ("value", ("value", v))."""
+    """(reply, value): the reply to one request — ("value", v), ("object", number), ("items",
+    (records, raised)); a `get` of a method is ("value", ("callable", None)), of a value ("value",
+    ("value", v)) — and the value to keep here instead where the reply does not pickle."""
     for number in dropped:  # models the parent let go of
         objects.pop(number, None)
     target = objects[oid]
     if op == "get":
         value = getattr(target, name)
-        if callable(value):
-            return "value", ("callable", None)
-        return _sent(objects, value, lambda v: ("value", ("value", v)))
+        return ("value", ("callable", None)) if callable(value) else ("value", ("value", value)), value
     value = getattr(target, name)(*args, **kwargs)
     if oid == 0 and name in ("build", "load"):
-        return _keep(objects, value)
+        return keep(objects, value), _NOTHING
     if inspect.isgenerator(value):
         items, raised = [], None
         try:
@@ -35,23 +38,25 @@ def answer(objects: dict, op: str, oid: int, name: str, args: tuple, kwargs: dic
                 items.append(item)
         except Exception as exc:
             raised = sent_exception(exc)
-        return "items", (items, raised)
-    return _sent(objects, value, lambda v: ("value", v))
+        return ("items", (items, raised)), _NOTHING
+    return ("value", value), value
 
 
-def _keep(objects: dict, value):
+def keep(objects: dict, value):
     number = objects["next"]  # never reused: a number the parent still holds names one object
     objects["next"], objects[number] = number + 1, value
     return "object", number
 
 
-def _sent(objects: dict, value, wrap):
-    """`wrap(value)` to send, or `value` kept here where it does not pickle."""
+def pickled(objects: dict, reply, value) -> bytes:
+    """The reply as sent (pickled once: forward results are large), or the value kept here and
+    its number sent where it does not pickle."""
     try:
-        pickle.dumps(value)
+        return pickle.dumps(reply)
     except Exception:
-        return _keep(objects, value)
-    return wrap(value)
+        if value is _NOTHING:
+            raise
+        return pickle.dumps(keep(objects, value))
 
 
 def _write_probe(backend: str) -> None:
@@ -67,7 +72,7 @@ def _write_probe(backend: str) -> None:
         process = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{backend}-{os.getpid()}"
         record = {"process": process, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb_of_this_process(),
                   "first_result_at": None, "first_run_at": None}
-        Path(folder, f"{process}-{os.getpid()}.json").write_text(json.dumps(record))
+        Path(folder, f"{process}.json").write_text(json.dumps(record))
 
 
 def serve(described: str, fd: int) -> None:
@@ -88,10 +93,10 @@ def serve(described: str, fd: int) -> None:
             _write_probe(backend.name)
             return
         try:
-            reply = answer(objects, *request)
+            payload = pickled(objects, *answer(objects, *request))
         except Exception as exc:
-            reply = ("raised", sent_exception(exc))
-        conn.send_bytes(pickle.dumps(reply))
+            payload = pickle.dumps(("raised", sent_exception(exc)))
+        conn.send_bytes(payload)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import dataclasses
 import json
+import os
 import pickle
 import socket
 import subprocess
@@ -211,8 +212,9 @@ def runs_apart(backend: Backend) -> bool:
     """Whether `backend` can run in a process of its own: one the child can make from its name,
     framework, devices and package alone (a package's build, load and device.configure: the
     built-ins), not one of functions given in this process (an adapter)."""
-    return bool(backend.package) and all(getattr(backend, f) is None
-                                         for f in ("build_fn", "load_fn", "configure_fn", "version_fn"))
+    return (os.name == "posix"  # the child gets its socket by file descriptor (pass_fds)
+            and bool(backend.package) and all(getattr(backend, f) is None
+                                              for f in ("build_fn", "load_fn", "configure_fn", "version_fn")))
 
 
 def out_of_process(backend: Backend) -> OutOfProcess:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Callable, Mapping, Optional
 
 ENTRY_POINT_GROUP = "ptycho_parity.backends"
@@ -140,6 +140,12 @@ class Backend:
         if self.package is None:
             raise BackendError(f"backend {self.name!r} has no loader")
         return self._module().load(path, device=device)
+
+
+def backend_fields(backend: Backend) -> dict:
+    """`backend`'s Backend fields, without those of a wrapper around it (a caching or an
+    out-of-process backend is the same backend under the same name, with fields of its own)."""
+    return {f.name: getattr(backend, f.name) for f in fields(Backend)}
 
 
 BUILTIN: dict[str, Backend] = {

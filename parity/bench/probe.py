@@ -38,11 +38,18 @@ def pytest_runtest_logreport(report):
 
 
 def pytest_unconfigure(config):
+    worker = getattr(config, "workerinput", {}).get("workerid", "main")
+    write_record(worker, _FIRST[0] if _FIRST and worker == "main" else None,
+                 _FIRST_RUN[0] if _FIRST_RUN and worker == "main" else None)
+
+
+def write_record(process: str, first_result_at=None, first_run_at=None) -> None:
+    """This process's record (its peak RSS, and the main process's moments) into the folder
+    PARITY_BENCH_PROBE names; nothing without it. Also called by a backend's own process
+    (parity.recorded.server), which is no pytest process."""
     folder = os.environ.get(ENV)
     if not folder:
         return
-    worker = getattr(config, "workerinput", {}).get("workerid", "main")
-    record = {"process": worker, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb_of_this_process(),
-              "first_result_at": _FIRST[0] if _FIRST and worker == "main" else None,
-              "first_run_at": _FIRST_RUN[0] if _FIRST_RUN and worker == "main" else None}
-    Path(folder, f"{worker}-{os.getpid()}.json").write_text(json.dumps(record))
+    record = {"process": process, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb_of_this_process(),
+              "first_result_at": first_result_at, "first_run_at": first_run_at}
+    Path(folder, f"{process}-{os.getpid()}.json").write_text(json.dumps(record))

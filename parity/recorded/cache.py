@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Optional
 
 
-from parity.backends import CAPABILITIES, Backend
+from parity.backends import CAPABILITIES, Backend, backend_fields
 from parity.recorded.entries import sha
 from parity.recorded.store import RecordError, read_json, source_key
 
@@ -161,7 +161,6 @@ def caching_backend(backend: Backend, root: str | Path) -> Optional[CachingBacke
     backend = live_backend(backend)
     if backend.recorded or _fingerprints(backend.name) is None:
         return None
-    fields = {f.name: getattr(backend, f.name) for f in dataclasses.fields(Backend)}
-    cached = CachingBackend(**fields, live=backend, root=Path(root))
+    cached = CachingBackend(**backend_fields(backend), live=backend, root=Path(root))
     prune(cached.folder.parent, cached.folder.name)
     return cached

@@ -29,7 +29,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Optional
 
-from parity.backends import Backend
+from parity.backends import Backend, backend_fields
 
 
 class RemoteError(RuntimeError):
@@ -40,7 +40,7 @@ class Child:
     """The child process of one backend, started on first use."""
 
     def __init__(self, backend: Backend):
-        self.name, self.package = backend.name, backend.package
+        self.name, self.package = backend.name, backend.package  # a package: see runs_apart
         self._described = json.dumps({"name": backend.name, "framework": backend.framework,
                                       "devices": list(backend.devices), "package": backend.package,
                                       "capabilities": None if backend.capabilities is None else sorted(backend.capabilities)})
@@ -184,7 +184,7 @@ class OutOfProcess(Backend):
     def _here(self) -> bool:
         """Whether the models are built in this process: it holds the backend's package, or
         patched a harness module the package reads (a patch made here decides their numbers)."""
-        return self.live.package is None or self.live.package in sys.modules or _patched(self.live.package)
+        return self.live.package in sys.modules or _patched(self.live.package)
 
     def can(self, capability: str) -> bool:
         return self.live.can(capability) if self._here() else self.child.request("call", 0, "can", capability)
@@ -197,7 +197,7 @@ class OutOfProcess(Backend):
 
     def build(self, cfg, weights, device: str = "cpu", **state):
         if self._here():
-            self.live.configure(device)
+            self.live.configure(device)  # an earlier configure may have gone to the child
             return self.live.build(cfg, weights, device=device, **state)
         return self.child.request("call", 0, "build", cfg, dict(weights), device=device, **state)
 
@@ -221,14 +221,13 @@ def out_of_process(backend: Backend) -> OutOfProcess:
     """`backend` run in a child process of its own (started when first needed)."""
     if not runs_apart(backend):
         raise ValueError(f"backend {backend.name!r}: only a package backend runs in a process of its own")
-    fields = {f.name: getattr(backend, f.name) for f in dataclasses.fields(Backend)}
-    return OutOfProcess(**fields, live=backend, child=Child(backend))
+    return OutOfProcess(**backend_fields(backend), live=backend, child=Child(backend))
 
 
-def _patched(package: Optional[str]) -> bool:
+def _patched(package: str) -> bool:
     from parity.recorded.patches import patch_signature
 
-    return package is not None and patch_signature(package) != ""
+    return patch_signature(package) != ""
 
 
 def pid_of(backend: Backend) -> Optional[int]:

@@ -61,18 +61,12 @@ def pickled(objects: dict, reply, value) -> bytes:
 
 def _write_probe(backend: str) -> None:
     """Under `parity bench`: this process's peak RSS beside its test process's (parity.bench.probe)."""
-    import json
     import os
-    from pathlib import Path
 
-    from parity.bench.probe import ENV, peak_rss_mb_of_this_process
+    from parity.bench.probe import write_record
 
-    folder = os.environ.get(ENV)
-    if folder:
-        process = f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{backend}-{os.getpid()}"
-        record = {"process": process, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb_of_this_process(),
-                  "first_result_at": None, "first_run_at": None}
-        Path(folder, f"{process}.json").write_text(json.dumps(record))
+    # several a worker: each named by its pid too, so that none overwrites another's peak
+    write_record(f"{os.environ.get('PYTEST_XDIST_WORKER', 'main')}-{backend}-{os.getpid()}")
 
 
 def serve(described: str, fd: int) -> None:

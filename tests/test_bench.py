@@ -77,6 +77,10 @@ def test_bench_times_pytest_cold_in_a_subprocess(workers):
     # the size of the process that started it, which fork would carry into ru_maxrss
     assert all(10 < mb < 300 for mb in timing["peak_rss_mb_by_process"].values()), timing
     assert timing["peak_rss_mb_max"] == max(timing["peak_rss_mb_by_process"].values())
+    # each process's own CPU seconds: a pytest start costs some (measured ≈ 1–2 s), none costs more than the wall
+    assert set(timing["cpu_s_by_process"]) == expected, timing
+    assert all(0 < s < timing["wall_s"] for s in timing["cpu_s_by_process"].values()), timing
+    assert timing["cpu_s"] == pytest.approx(sum(timing["cpu_s_by_process"].values()))
     assert 0 < timing["first_result_s"] <= timing["first_run_s"] < timing["wall_s"]
 
 

@@ -1,6 +1,6 @@
 """A pytest plugin `parity bench` loads into the runs it times (`-p parity.bench.probe`): each test
 process (the main one and every xdist worker, which get the same `-p`) writes, when it ends, its
-own peak resident set size, and the main process the moments of the first test result and of the
+own peak resident set size and CPU time, and the main process the moments of the first test result and of the
 first test that ran (not skipped), as one
 JSON file into the folder named by PARITY_BENCH_PROBE. Without that variable it does nothing.
 
@@ -50,6 +50,8 @@ def write_record(process: str, first_result_at=None, first_run_at=None) -> None:
     folder = os.environ.get(ENV)
     if not folder:
         return
+    times = os.times()  # this process's own CPU, its children's apart (a reference's process writes its own)
     record = {"process": process, "pid": os.getpid(), "peak_rss_mb": peak_rss_mb_of_this_process(),
+              "cpu_user_s": round(times.user, 2), "cpu_system_s": round(times.system, 2),
               "first_result_at": first_result_at, "first_run_at": first_run_at}
     Path(folder, f"{process}-{os.getpid()}.json").write_text(json.dumps(record))

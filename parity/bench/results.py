@@ -77,14 +77,16 @@ def format_table(result: dict) -> str:
     runs = result.get("pytest_runs", [])
     if runs:
         lines += ["", "| run | wall | × gate bare | × gate checks | first result (first test that ran) "
-                      "| peak RSS, largest process | processes | outcome |", "|---|---|---|---|---|---|---|---|"]
+                      "| CPU, all processes | peak RSS, largest process | processes | outcome |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for p in runs:
             ratio = " | ".join(f"{p[key]:.2f}×" if p.get(key) else "—"
                                for key in ("ratio_to_gate_bare", "ratio_to_gate_checks"))
             first = (f"{p['first_result_s']:.1f} s" if p.get("first_result_s") is not None else "—") + (
                 f" ({p['first_run_s']:.1f} s)" if p.get("first_run_s") is not None else "")
             procs = p.get("peak_rss_mb_by_process", {})
-            lines.append(f"| {p.get('label') or p['command']} | {p['wall_s']:.1f} s | {ratio} | {first} | "
+            cpu = f"{p['cpu_s']:.1f} s" if p.get("cpu_s") is not None else "—"
+            lines.append(f"| {p.get('label') or p['command']} | {p['wall_s']:.1f} s | {ratio} | {first} | {cpu} | "
                          f"{p.get('peak_rss_mb_max', -1):.0f} MB | {len(procs)} | exit {p['returncode']}: {p['summary']} |")
     lines.append(f"peak RSS of this process: {result['peak_rss_mb']:.0f} MB")
     return "\n".join(lines)

@@ -22,8 +22,8 @@ from parity.bench.clock import timed
 def pytest_wall(args: Sequence[str], cwd: Path, label: str = "") -> dict:
     """`python -m pytest …` cold in a fresh subprocess: wall time, exit code, the last line pytest
     printed, the seconds from the start to its first test result, and the peak RSS (MB) of every
-    test process (the main one and each xdist worker; −1 where /proc is missing), from the probe
-    plugin `parity.bench.probe`."""
+    test process (the main one and each xdist worker; −1 where /proc is missing) and the CPU
+    seconds (user + system) of each and in all, from the probe plugin `parity.bench.probe`."""
     from parity.bench.probe import ENV
 
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "parity.bench.probe", *args]
@@ -38,12 +38,14 @@ def pytest_wall(args: Sequence[str], cwd: Path, label: str = "") -> dict:
     first = next((r["first_result_at"] for r in records if r.get("first_result_at")), None)
     first_run = next((r["first_run_at"] for r in records if r.get("first_run_at")), None)
     processes = {r["process"]: r["peak_rss_mb"] for r in records}
+    cpu = {r["process"]: r["cpu_user_s"] + r["cpu_system_s"] for r in records if "cpu_user_s" in r}
     return {"label": label or " ".join(["pytest", *args]), "command": " ".join(["pytest", *args]),
             "wall_s": seconds, "returncode": done.returncode, "summary": summary,
             "first_result_s": first - launched if first is not None else None,
             "first_run_s": first_run - launched if first_run is not None else None,
             "peak_rss_mb_by_process": processes,
-            "peak_rss_mb_max": max(processes.values(), default=-1.0)}
+            "peak_rss_mb_max": max(processes.values(), default=-1.0),
+            "cpu_s_by_process": cpu, "cpu_s": sum(cpu.values()) if cpu else None}
 
 
 WARM = "(warm: the reference replayed from the cache the run before filled)"

@@ -3,7 +3,11 @@ in a fresh folder where only the installed package's `pytest11` entry point prov
 options and fixtures. One small target (gs1, float64) keeps each run to a few seconds."""
 
 import json
+import os
+import platform
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -223,6 +227,40 @@ def test_the_workers_allocator_settings_leave_a_users_own_alone():
     assert tune_allocator(environ) and environ == {"PATH": "/bin", **ALLOCATOR_ENV}
     mine = {"MALLOC_TRIM_THRESHOLD_": "0"}  # the user's choice: neither name added
     assert not tune_allocator(mine) and mine == {"MALLOC_TRIM_THRESHOLD_": "0"}
+
+
+HEAP_SCRIPT = """
+import json, sys
+import numpy as np
+from parity.plugin.workers import hand_back_freed_heap, resident_mb
+blocks = [np.ones(300 << 17) for _ in range(2)]  # 300 MiB each: below the workers' mmap threshold, from the heap
+idle = resident_mb()
+trimmed_early = hand_back_freed_heap()  # held, not freed: nothing to hand back
+del blocks  # freed, and kept mapped under the workers' trim threshold
+freed = resident_mb()
+trimmed = hand_back_freed_heap()
+print(json.dumps([idle, trimmed_early, freed, trimmed, resident_mb()]))
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
+@pytest.mark.parametrize("workers_allocator", [True, False])
+def test_a_worker_hands_the_heap_a_test_freed_back(workers_allocator):
+    """Under the workers' allocator settings two freed 300 MiB arrays stay resident until the
+    worker hands it back between tests; a process started without them (`-n 0`, a user's own
+    settings) is left to its allocator."""
+    from parity.plugin.workers import ALLOCATOR_ENV
+
+    env = {k: v for k, v in os.environ.items() if k not in ALLOCATOR_ENV}
+    if workers_allocator:
+        env.update(ALLOCATOR_ENV)
+    done = subprocess.run([sys.executable, "-c", HEAP_SCRIPT], env=env, capture_output=True, text=True, check=True)
+    idle, trimmed_early, freed, trimmed, after = json.loads(done.stdout)
+    assert idle > 600 and trimmed_early is workers_allocator  # above TRIM_ABOVE_MB: trimmed, to no effect
+    if workers_allocator:
+        assert freed > 600 and trimmed and after < freed - 500, (idle, freed, after)
+    else:  # glibc's defaults unmap blocks that large when they are freed; nothing trimmed
+        assert freed < idle - 500 and not trimmed
 
 
 def test_case_of_a_test_id():

@@ -42,8 +42,8 @@ import pytest
 
 from parity.plugin.devices import PORT, REQUIRE_REFERENCE, backend_device, cuda_problem, parity_sides_of
 from parity.plugin.scheduling import keep_a_worker_for_tensorflow, tell_the_controller
-from parity.plugin.workers import (is_xdist_controller, share_blas_threads_with_workers, share_cores_between_workers,
-                                   tune_allocator_for_workers)
+from parity.plugin.workers import (hand_back_freed_heap, is_xdist_controller, share_blas_threads_with_workers,
+                                   share_cores_between_workers, tune_allocator_for_workers)
 
 def pytest_addoption(parser):
     group = parser.getgroup("ptycho-parity", "ptycho-parity: backend parity and golden checks")
@@ -204,6 +204,10 @@ def pytest_runtest_setup(item):
         if item.config.getoption("require_cuda"):
             pytest.fail(f"--require-cuda: {problem}", pytrace=False)
         pytest.skip(f"no CUDA: {problem}")
+
+
+def pytest_runtest_logfinish(nodeid, location):
+    hand_back_freed_heap()
 
 
 def _dtypes(config) -> list[str]:

@@ -292,6 +292,29 @@ def test_run_cache_keeps_the_latest_runs_only():
     assert computed == ["a", "b", "c", "a"]
 
 
+def test_runs_of_a_backend_no_longer_registered_are_dropped(clean_registry, monkeypatch):
+    """A backend a test registers leaves with the test: its runs (models, traces) are not kept
+    until newer runs push them out, and a backend registered anew under the name is run anew."""
+    import dataclasses
+
+    from parity import backends
+    from parity.inputs.cases import get_case
+    from parity.run import cache
+
+    monkeypatch.setattr(cache, "_RUNS", cache.LruCache(cache.RUNS_KEPT))
+    case = get_case("gs1")
+    first = dataclasses.replace(backends.BUILTIN["numpy"], name="numpy-again")
+    backends.register(first)
+    run = cache.cached_run(case, "numpy-again", "cpu", "float64")
+    assert cache.cached_run(case, "numpy-again", "cpu", "float64") is run and len(cache._RUNS) == 1
+    backends.register(dataclasses.replace(first))  # another object under the same name
+    again = cache.cached_run(case, "numpy-again", "cpu", "float64")
+    assert again is not run and len(cache._RUNS) == 1  # the first object's run dropped
+    del backends._DISCOVERED["numpy-again"]  # the test that registered it has ended
+    cache.cached_run(case, "numpy", "cpu", "float64")
+    assert len(cache._RUNS) == 1  # only numpy's: the unregistered backend's run is gone
+
+
 def test_the_tensorflow_reference_runs_apart_unless_asked_in_the_test_process(clean_registry, tmp_path):
     from types import SimpleNamespace
 

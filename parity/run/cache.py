@@ -33,6 +33,11 @@ class LruCache:
             self._values.popitem(last=False)
         return value
 
+    def drop(self, stale: Callable[[tuple, object], bool]) -> None:
+        """Drop every (key, value) for which `stale` is true."""
+        for key in [k for k, v in self._values.items() if stale(k, v)]:
+            del self._values[key]
+
     def __len__(self) -> int:
         return len(self._values)
 
@@ -48,5 +53,20 @@ def cached_run(case, backend: str, device: str, dtype: str, data: Optional[str |
     from parity.backends import get_backend
     from parity.run.backend_run import run_backend
 
-    key = (case, backend, id(get_backend(backend)), device, dtype, None if data is None else str(data))
-    return _RUNS.get(key, lambda: run_backend(case, backend, device, dtype, data=data, inputs=inputs))
+    registered = get_backend(backend)
+    _RUNS.drop(_of_a_replaced_backend)
+    key = (case, backend, id(registered), device, dtype, None if data is None else str(data))
+    # the backend object is kept with its run: while the run is kept, no other object takes its id
+    return _RUNS.get(key, lambda: (registered, run_backend(case, backend, device, dtype, data=data, inputs=inputs)))[1]
+
+
+def _of_a_replaced_backend(key: tuple, value: tuple) -> bool:
+    """A run of a backend that is no longer registered under its name (one a test registered and
+    its registry dropped, one registered anew) is never asked for again: it is dropped, not left
+    to age out holding its model and traces (a Keras reference's kept 250 MB in a test worker)."""
+    from parity.backends import BackendError, get_backend
+
+    try:
+        return get_backend(key[1]) is not value[0]
+    except BackendError:
+        return True

@@ -225,9 +225,11 @@ def out_of_process(backend: Backend) -> OutOfProcess:
 
 
 def _patched(package: str) -> bool:
-    from parity.recorded.patches import patch_signature
+    """Whether anything the package's source key covers is patched in this process: the names
+    alone decide it (their digest, `patch_signature`, is what the reference cache files by)."""
+    from parity.recorded.sources import patched_names
 
-    return patch_signature(package) != ""
+    return bool(patched_names(package))
 
 
 def pid_of(backend: Backend) -> Optional[int]:

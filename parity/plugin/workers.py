@@ -90,8 +90,9 @@ TRIM_ABOVE_MB = 512
 
 
 def hand_back_freed_heap() -> bool:
-    """After a test, in a process started with ALLOCATOR_ENV (an xdist worker, or a process a test
-    started in one): where glibc is the C library and the resident set is above TRIM_ABOVE_MB,
+    """After a test, in a process whose environment holds ALLOCATOR_ENV (an xdist worker, a process
+    a test started in one, and the controller, which set them for its workers and never grows
+    near the bound): where glibc is the C library and the resident set is above TRIM_ABOVE_MB,
     malloc_trim(0). Those settings let up to 1 GiB of freed heap stay mapped, and what a test's
     float64 convolutions and gradients freed in the middle of the heap stays there whatever the
     setting: each worker of a cold `make test` grew from test to test, to 1.9 and 2.2 GB (2 cores).

@@ -5,10 +5,14 @@ import sys
 
 # Keep TensorFlow's C++ start-up chatter out of the parity report (errors still show).
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The reference runs TensorFlow's plain Eigen kernels: oneDNN's custom ops reorder float sums
-# between builds and CPUs. Must be set before TensorFlow is imported; recorded in provenance.
-ONEDNN_OPTS = ("unknown: tensorflow was imported before models_tf" if "tensorflow" in sys.modules
-               else os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0"))
+# The reference runs TensorFlow's plain Eigen kernels (its backend's framework_env: oneDNN's custom
+# ops reorder float sums between builds and CPUs). Must be set before TensorFlow is imported (the
+# pytest plugin sets it in every test process); recorded in provenance.
+if "tensorflow" not in sys.modules:
+    from parity.backends import BUILTIN, set_framework_env
+
+    set_framework_env([BUILTIN["tensorflow"]])
+ONEDNN_OPTS = os.environ.get("TF_ENABLE_ONEDNN_OPTS") or "unknown: tensorflow was imported before models_tf"
 
 from models_tf.model import ForwardModel, ModelError, build, load  # noqa: E402
 

@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from parity.goldens.store import golden_path
+from parity.plugin.devices import require_backend
 
 
 USER_TEST = '''
@@ -335,3 +336,34 @@ def test_the_tensorflow_reference_runs_apart_unless_asked_in_the_test_process(cl
     assert not any(isinstance(live_backend(get_backend(n)), OutOfProcess) for n in ("torch", "numpy"))
     configure(True, get_backend("tensorflow"))  # from a registry that holds it apart
     assert not reference_apart("tensorflow") and live_backend(get_backend("tensorflow")) is BUILTIN["tensorflow"]
+
+
+KERAS_FIRST_CONFTEST = """
+import tensorflow  # a user's Keras reference, registered in the conftest: TensorFlow imported first
+"""
+
+KERAS_FIRST_TEST = """
+import os
+
+
+def test_the_built_in_reference_runs_tensorflows_plain_kernels():
+    import models_tf
+
+    assert os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0"
+    assert models_tf.ONEDNN_OPTS == "0", models_tf.ONEDNN_OPTS
+"""
+
+
+def test_tensorflow_imported_first_by_a_users_conftest_still_gets_the_references_settings(pytester, monkeypatch):
+    """TensorFlow reads TF_ENABLE_ONEDNN_OPTS once, when imported. Where a user's conftest (or a
+    test, or a Keras reference) imports it before models_tf, the plugin has already set what the
+    reference needs: the built-in reference then computes as its goldens and the reference cache's
+    entries were computed (oneDNN's kernels gave its float32 encoder a relative 1e-4 off the
+    cached training path's, and the paths check a difference). Without it, models_tf records
+    "unknown: tensorflow was imported before models_tf"."""
+    require_backend("tensorflow")
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)  # this process's, which the plugin set
+    pytester.makeconftest(KERAS_FIRST_CONFTEST)
+    pytester.makepyfile(test_keras_first=KERAS_FIRST_TEST)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "0")
+    result.assert_outcomes(passed=1)

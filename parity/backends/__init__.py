@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from dataclasses import dataclass, field, fields
 from typing import Callable, Mapping, Optional
 
@@ -46,6 +47,10 @@ class Backend:
     load_fn: Optional[Callable] = field(default=None, repr=False)
     configure_fn: Optional[Callable] = field(default=None, repr=False)
     version_fn: Optional[Callable[[], str]] = field(default=None, repr=False)
+    # (variable, value) pairs its framework reads once, when it is imported, that decide its
+    # numbers: each is set before the framework is imported, unless the user set it
+    # (`set_framework_env`); a framework someone else imported first got what the process had
+    framework_env: tuple[tuple[str, str], ...] = ()
     # capabilities (docs/design.md §10); the checks a backend lacks one for read "not run: why".
     # The stages it computes (None: all; or a callable of the config, for stages that exist only
     # in some configs); the others read "not provided by <name>".
@@ -142,6 +147,17 @@ class Backend:
         return self._module().load(path, device=device)
 
 
+def set_framework_env(backends, environ=os.environ) -> None:
+    """Each backend's `framework_env` into `environ`, unless set there already (the user's choice
+    stands). Where its framework is imported later, by whatever code imports it first, it
+    computes as its backend expects: the pytest plugin does this in every test process before
+    any test runs (a user's Keras reference imported first would otherwise give the built-in
+    reference TensorFlow's defaults)."""
+    for backend in backends:
+        for name, value in backend.framework_env:
+            environ.setdefault(name, value)
+
+
 def backend_fields(backend: Backend) -> dict:
     """`backend`'s Backend fields, without those of a wrapper around it (a caching or an
     out-of-process backend is the same backend under the same name, with fields of its own)."""
@@ -149,7 +165,10 @@ def backend_fields(backend: Backend) -> dict:
 
 
 BUILTIN: dict[str, Backend] = {
+    # oneDNN's custom ops reorder float sums between builds and CPUs: the reference runs TensorFlow's
+    # plain Eigen kernels
     "tensorflow": Backend("tensorflow", "tensorflow", ("cpu", "cuda"), package="models_tf",
+                          framework_env=(("TF_ENABLE_ONEDNN_OPTS", "0"),),
                           install_hint="install the package with its 'cpu' or 'cuda' extra, or use --ref numpy"),
     "torch": Backend("torch", "torch", ("cpu", "cuda"), package="models_torch"),
     "numpy": Backend("numpy", "numpy", ("cpu",), package="models_numpy"),

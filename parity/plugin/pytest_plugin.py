@@ -100,6 +100,15 @@ MARKERS = {
 }
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_load_initial_conftests(early_config, parser, args):
+    """The built-in backends' framework_env before any conftest or test imports a framework: the
+    reference computes as its goldens and cache did whoever imports TensorFlow first."""
+    from parity.backends import BUILTIN, set_framework_env
+
+    set_framework_env(BUILTIN.values())
+
+
 def pytest_configure(config):
     share_cores_between_workers(config)
     share_blas_threads_with_workers(config)
@@ -115,7 +124,7 @@ def pytest_configure(config):
             load_scan(data)  # a bad file is one line before any test runs
         except DataError as exc:
             raise pytest.UsageError(f"--parity-data: {exc}") from None
-    from parity.backends import BackendError, get_backend
+    from parity.backends import BackendError, get_backend, set_framework_env
     from parity.recorded.backend import register_reference
     from parity.recorded.store import RecordError
 
@@ -126,6 +135,7 @@ def pytest_configure(config):
         raise pytest.UsageError(f"--parity-ref: {exc}") from None
     if config.getoption("require_reference") and reference.missing():
         raise pytest.UsageError(f"--require-reference: {reference.missing()}")
+    set_framework_env([reference])  # an entry point's reference: before any test module imports it
     cache_references(config, reference)
     if is_xdist_controller(config):
         keep_a_worker_for_tensorflow(config, reference_apart(reference.name))

@@ -145,3 +145,17 @@ def test_exit_codes_follow_the_worst_kind_of_result():
     assert exit_code([result("passed"), result("failed")]) == 1
     assert exit_code([result("failed"), result("error", "raised")]) == 3
     assert exit_code([result("error", "raised"), result("error", "wiring")]) == 2  # fix the wiring first
+
+
+def test_a_frameworks_environment_is_set_before_its_import_and_only_then():
+    """set_framework_env: what a framework reads at import is set where it is not imported yet,
+    the user's own value stands, and a framework imported already is left as it is (it read what
+    the process had: setting it now would make the environment say what it did not get)."""
+    from parity.backends import set_framework_env
+
+    later = Backend("later", "a_framework_nobody_imported", ("cpu",),
+                    framework_env=(("PARITY_T_A", "0"), ("PARITY_T_B", "0")))
+    imported = Backend("imported", "json", ("cpu",), framework_env=(("PARITY_T_C", "0"),))
+    environ = {"PARITY_T_B": "1"}
+    set_framework_env([later, imported], environ)
+    assert environ == {"PARITY_T_A": "0", "PARITY_T_B": "1"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+import sys
 from dataclasses import dataclass, field, fields
 from typing import Callable, Mapping, Optional
 
@@ -152,8 +153,11 @@ def set_framework_env(backends, environ=os.environ) -> None:
     stands). Where its framework is imported later, by whatever code imports it first, it
     computes as its backend expects: the pytest plugin does this in every test process before
     any test runs (a user's Keras reference imported first would otherwise give the built-in
-    reference TensorFlow's defaults)."""
+    reference TensorFlow's defaults). A framework imported already read what the process had:
+    left as it is, so that what the environment says of it stays true (models_tf's provenance)."""
     for backend in backends:
+        if backend.framework in sys.modules:
+            continue
         for name, value in backend.framework_env:
             environ.setdefault(name, value)
 

@@ -367,3 +367,22 @@ def test_tensorflow_imported_first_by_a_users_conftest_still_gets_the_references
     pytester.makepyfile(test_keras_first=KERAS_FIRST_TEST)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "0")
     result.assert_outcomes(passed=1)
+
+
+def test_the_kept_workers_units_go_longest_first_and_the_others_keep_their_order(tmp_path):
+    from collections import OrderedDict
+
+    from parity.plugin.scheduling import MARKER, marked_longest_first, recorded_durations
+
+    (tmp_path / ".test_durations").write_text(json.dumps({"t.py::a": 9.0, "t.py::k1": 1.0, "t.py::k2": 4.0,
+                                                          "t.py::b": 0.1, "t.py::k3": 2.0}))
+    durations = recorded_durations(tmp_path)
+    marked = {f"{MARKER} t.py::{k}": {f"t.py::{k}": False} for k in ("k1", "k2", "k3", "k4")}  # k4: never timed
+    units = OrderedDict([("t.py::b", {"t.py::b": False}), *marked.items(), ("t.py::a", {"t.py::a": False})])
+    ordered = marked_longest_first(units, durations)
+    # k4 counts as the mean, (9 + 1 + 4 + 0.1 + 2) / 5 = 3.22: after k2 (4), before k3 (2)
+    assert [s for s in ordered if s in marked] == [f"{MARKER} t.py::{k}" for k in ("k2", "k4", "k3", "k1")]
+    assert [s for s in ordered if s not in marked] == ["t.py::b", "t.py::a"]  # xdist's order
+    assert all(ordered[s] is units[s] for s in units)
+    (tmp_path / ".test_durations").write_text("{not json")
+    assert recorded_durations(tmp_path) == {} and marked_longest_first(units, {}) is units

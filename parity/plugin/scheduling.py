@@ -93,8 +93,8 @@ def marked_longest_first(units: dict, durations: dict[str, float]) -> dict:
     ordered by their summed recorded durations, longest first (a test never timed counts as the
     mean); the others keep their order. The kept worker's longest unit is the Keras port's, which
     imports torch beside TensorFlow: run first, while the worker holds little else, its peak
-    and the TensorFlow tests' after it stay apart (a cold `make test`, 2 cores: the kept
-    worker's largest resident set 1502 → 1330 MB)."""
+    and the TensorFlow tests' after it stay apart (cold `make test` runs, 2 cores: the kept
+    worker's largest resident set 1502–1559 MB → 1320–1330 MB)."""
     marked = [s for s in units if s.startswith(f"{MARKER} ")]
     if not durations or not marked:
         return units

@@ -27,16 +27,17 @@ from pathlib import Path
 from typing import Optional
 
 
-from parity.backends import CAPABILITIES, Backend, backend_fields
+from parity.backends import BUILTIN, CAPABILITIES, Backend, backend_fields
 from parity.recorded.entries import sha
 from parity.recorded.store import RecordError, read_json, source_key
 
 SCHEMA = 1
 KEPT = 2  # fingerprints kept per backend: the suite's two thread settings (xdist workers, one process)
-# what decides a framework's float sums besides its sources and version (the pytest plugin sets
-# the first four for its xdist workers; numpy's BLAS reads OPENBLAS_NUM_THREADS)
+# what decides a framework's float sums besides its sources and version: the thread settings (the
+# pytest plugin sets the first four for its xdist workers; numpy's BLAS reads OPENBLAS_NUM_THREADS)
+# and what each built-in backend's framework reads at import (Backend.framework_env)
 THREAD_SETTINGS = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS", "PARITY_NUM_THREADS", "OPENBLAS_NUM_THREADS",
-                   "OMP_NUM_THREADS", "TF_ENABLE_ONEDNN_OPTS")
+                   "OMP_NUM_THREADS", *(name for b in BUILTIN.values() for name, _ in b.framework_env))
 
 
 def backend_fingerprint(name: str) -> Optional[str]:

@@ -234,7 +234,8 @@ HEAP_SCRIPT = """
 import json, sys
 import numpy as np
 from parity.plugin.workers import hand_back_freed_heap, resident_mb
-blocks = [np.ones(300 << 17) for _ in range(2)]  # 300 MiB each: below the workers' mmap threshold, from the heap
+blocks = [np.ones(40 << 17) for _ in range(20)]  # 40 MiB each: below the workers' mmap threshold (64 MiB),
+# from the heap; above the largest glibc picks by itself (32 MiB), mapped without the settings
 idle = resident_mb()
 trimmed_early = hand_back_freed_heap()  # held, not freed: nothing to hand back
 del blocks  # freed, and kept mapped under the workers' trim threshold
@@ -247,7 +248,7 @@ print(json.dumps([idle, trimmed_early, freed, trimmed, resident_mb()]))
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's")
 @pytest.mark.parametrize("workers_allocator", [True, False])
 def test_a_worker_hands_the_heap_a_test_freed_back(workers_allocator):
-    """Under the workers' allocator settings two freed 300 MiB arrays stay resident until the
+    """Under the workers' allocator settings twenty freed 40 MiB arrays stay resident until the
     worker hands it back between tests; a process started without them (`-n 0`, a user's own
     settings) is left to its allocator."""
     from parity.plugin.workers import ALLOCATOR_ENV

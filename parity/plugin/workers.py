@@ -11,12 +11,16 @@ from typing import MutableMapping
 #: glibc's allocator settings for the test workers. A float64 convolution on the CPU allocates and
 #: frees buffers of up to a few hundred MB per call (torch's im2col); by default glibc maps each
 #: one afresh and unmaps it when freed, so the kernel zeroes every page again on the next call.
-#: With these, buffers up to 512 MiB come from the heap and stay there for the next call (given back
-#: once 1 GiB lies free at its top); larger ones (N=128's) are still mapped, so they do not
-#: fragment it. Measured on 2 cores, the gradient and extended-case tests in one process: kernel
-#: CPU time 9.0 s → 2.7 s, wall 40.4 s → 36.6 s, peak RSS 2370 → 2472 MB (runs vary by ≈ 100 MB);
-#: a 4 GiB threshold saved no more time and fragmented more. Other C libraries ignore the names.
-ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(512 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
+#: With these, buffers up to 64 MiB come from the heap and stay there for the next call (given back
+#: once 1 GiB lies free at its top); larger ones are still mapped, so they do not fragment it.
+#: 64 MiB, not 512 MiB as first measured, since the built-in torch port convolves float64 batches
+#: one sample at a time (models_torch.network.convolve_per_sample): its buffers fit under 64 MiB,
+#: and a port's whole-batch buffers of 150 MB and more, kept in the heap, grew it by their size at
+#: each forward. Measured on 2 cores, cold, two runs each: `make test` 104.0 and 105.6 s, kernel
+#: CPU 16.7 and 14.7 s, largest process 1397 and 1369 MB with 64 MiB against 106.1 and 109.9 s,
+#: 22.7 and 23.3 s, 1675 and 1561 MB with 512 MiB; the gate 46.0 and 46.0 s against 49.1 and 49.3 s.
+#: Other C libraries ignore the names.
+ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}
 
 
 def is_xdist_controller(config) -> bool:

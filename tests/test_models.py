@@ -189,16 +189,21 @@ def test_groups_do_not_mix_whatever_the_batch_size(be):
 
 def test_the_torch_ports_float64_convolution_per_sample_is_the_whole_batchs_bit_for_bit():
     """models_torch convolves float64 batches on the CPU one sample at a time (a smaller im2col
-    buffer): each sample's output must be exactly what the whole-batch convolution gives it, and
-    the port's layers must take that path."""
+    buffer): with one thread each sample's output must be exactly what the whole-batch
+    convolution gives it, and the port's layers must take that path."""
     backend("torch")  # skipped where torch is not installed
     import torch
     from models_torch import network
 
     conv = torch.nn.Conv2d(64, 32, 3, padding=1, dtype=torch.float64)
     x = torch.randn(5, 64, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
-    with torch.no_grad():
-        assert torch.equal(network.convolve_per_sample(conv, x), conv(x))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # a test worker's; with more, the threads split each product otherwise
+        with torch.no_grad():
+            assert torch.equal(network.convolve_per_sample(conv, x), conv(x))
+    finally:
+        torch.set_num_threads(threads)
     layer = network.Conv3x3(init_weights(get_case("gs2-big").config, 3, "float64"), "encoder.block0.conv1",
                             relu=False, dtype="float64")
     calls = []

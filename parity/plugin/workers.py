@@ -17,7 +17,7 @@ from typing import MutableMapping
 #: one sample at a time (models_torch.network.convolve_per_sample): its buffers fit under 64 MiB,
 #: and a port's whole-batch buffers of 150 MB and more, kept in the heap, grew it by their size at
 #: each forward. Measured on 2 cores, cold, two runs each: `make test` 104.0 and 105.6 s, kernel
-#: CPU 16.7 and 14.7 s, largest process 1397 and 1369 MB with 64 MiB against 106.1 and 109.9 s,
+#: CPU 16.7 and 14.7 s, largest process 1397 and 1345 MB with 64 MiB against 106.1 and 109.9 s,
 #: 22.7 and 23.3 s, 1675 and 1561 MB with 512 MiB; the gate 46.0 and 46.0 s against 49.1 and 49.3 s.
 #: Other C libraries ignore the names.
 ALLOCATOR_ENV = {"MALLOC_MMAP_THRESHOLD_": str(64 << 20), "MALLOC_TRIM_THRESHOLD_": str(1 << 30)}

@@ -51,10 +51,10 @@ def convolve_per_sample(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     sample's product from it; one sample at a time it computes the same products from a buffer B
     times smaller. With one thread (a test worker's) the forward is bit for bit the whole batch's;
     with more, each product is split between the threads otherwise and a stage moves by up to
-    7e-15 of its largest value (gs1 and gs2-big, 2 threads). Measured on 2 cores, one process, gs2-big: a
-    forward and a loss-and-gradients peaked at 840–846 MB before, 614–683 MB after; a 20-sample
-    forward at 1018–1195 MB before, 618–670 MB after, in 0.77 s instead of 1.05 s. The weight
-    gradients sum the samples in another order: they move by ≈ 1e-15 relative."""
+    7e-15 of its largest value (gs1 and gs2-big, 2 threads). Measured on 2 cores, one process,
+    gs2-big: a forward and a loss-and-gradients peaked at 840–846 MB before, 614–683 MB after; a
+    20-sample forward at 1018–1195 MB before, 618–670 MB after, in 0.77 s instead of 1.05 s. The
+    weight gradients sum the samples in another order: they move by ≈ 1e-15 relative."""
     if x.shape[0] <= 1:
         return conv(x)
     return torch.cat([conv(sample) for sample in x.split(1)])

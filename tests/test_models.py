@@ -187,7 +187,7 @@ def test_groups_do_not_mix_whatever_the_batch_size(be):
                                        atol=1e-12 * max(1.0, np.abs(full[stage]).max()), err_msg=stage)
 
 
-def test_the_torch_ports_float64_convolution_per_sample_is_the_whole_batchs_bit_for_bit():
+def test_the_torch_ports_float64_convolution_per_sample_is_the_whole_batchs_bit_for_bit(monkeypatch):
     """models_torch convolves float64 batches on the CPU one sample at a time (a smaller im2col
     buffer): with one thread each sample's output must be exactly what the whole-batch
     convolution gives it, and the port's layers must take that path."""
@@ -206,16 +206,12 @@ def test_the_torch_ports_float64_convolution_per_sample_is_the_whole_batchs_bit_
         torch.set_num_threads(threads)
     layer = network.Conv3x3(init_weights(get_case("gs2-big").config, 3, "float64"), "encoder.block0.conv1",
                             relu=False, dtype="float64")
-    calls = []
-    original = network.convolve_per_sample
-    try:
-        network.convolve_per_sample = lambda c, t: calls.append(t.shape[0]) or original(c, t)
-        channels = layer.conv.in_channels
-        with torch.no_grad():
-            layer(torch.zeros(4, channels, 8, 8, dtype=torch.float64))
-            layer.float()(torch.zeros(4, channels, 8, 8))  # float32: oneDNN's kernel, the whole batch at once
-    finally:
-        network.convolve_per_sample = original
+    calls, original = [], network.convolve_per_sample
+    monkeypatch.setattr(network, "convolve_per_sample", lambda c, t: calls.append(t.shape[0]) or original(c, t))
+    channels = layer.conv.in_channels
+    with torch.no_grad():
+        layer(torch.zeros(4, channels, 8, 8, dtype=torch.float64))
+        layer.float()(torch.zeros(4, channels, 8, 8))  # float32: oneDNN's kernel, the whole batch at once
     assert calls == [4]
 
 
